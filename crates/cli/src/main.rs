@@ -1,0 +1,184 @@
+//! The `sweep` command line: parses arguments, resolves settings, runs, prints.
+
+mod render;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use sweep_train::{
+    Dataset, Device, EpochMetrics, Observer, StopFlag, TrialConfig, TrialOptions, TrialStart,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "sweep",
+    version,
+    about = "Train image classifiers under many settings and compare them"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train one configuration (a TOML file with [data], [model], [train]) and print
+    /// per-epoch metrics, the classification report and the confusion matrix.
+    Train {
+        /// The configuration file.
+        config: PathBuf,
+        /// Write the best checkpoint (best.safetensors) and config.json here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Override train.seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Override train.epochs.
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Print the outcome as JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure training steps of the reference models (used by scripts/bench-train).
+    #[command(hide = true)]
+    BenchStep {
+        /// MODEL:BATCH:OPTIMIZER, e.g. mlp:64:adam
+        specs: Vec<String>,
+        #[arg(long, default_value_t = 30)]
+        steps: usize,
+    },
+    /// Measure the data path: batches with and without augmentation.
+    #[command(hide = true)]
+    BenchData {
+        #[arg(long, default_value_t = 3)]
+        epochs: usize,
+    },
+}
+
+fn bench_step(specs: Vec<String>, steps: usize) -> Result<()> {
+    for spec in specs {
+        let parts: Vec<&str> = spec.split(':').collect();
+        anyhow::ensure!(
+            parts.len() == 3,
+            "bench spec `{spec}` is not MODEL:BATCH:OPTIMIZER"
+        );
+        let batch: usize = parts[1]
+            .parse()
+            .with_context(|| format!("batch size in `{spec}`"))?;
+        let r = sweep_train::bench::step_throughput(parts[0], batch, parts[2], steps)?;
+        println!("RESULT {}", serde_json::to_string(&r)?);
+    }
+    Ok(())
+}
+
+fn bench_data(epochs: usize) -> Result<()> {
+    for augment in [false, true] {
+        let r = sweep_train::bench::data_throughput(augment, epochs)?;
+        println!("RESULT {}", serde_json::to_string(&r)?);
+    }
+    Ok(())
+}
+
+struct TablePrinter {
+    json: bool,
+}
+
+impl Observer for TablePrinter {
+    fn on_start(&mut self, s: &TrialStart) {
+        if self.json {
+            return;
+        }
+        println!(
+            "{} classes, {} training / {} validation images, {} parameters, {} batches per epoch",
+            s.classes.len(),
+            s.train_counts.iter().sum::<usize>(),
+            s.val_counts.iter().sum::<usize>(),
+            s.num_parameters,
+            s.batches_per_epoch
+        );
+        println!();
+        println!("{}", render::EPOCH_HEADER);
+    }
+    fn on_epoch(&mut self, m: &EpochMetrics) {
+        if !self.json {
+            println!("{}", render::epoch_row(m));
+            let _ = std::io::stdout().flush();
+        }
+    }
+}
+
+fn train(
+    config: PathBuf,
+    out: Option<PathBuf>,
+    seed: Option<u64>,
+    epochs: Option<usize>,
+    json: bool,
+) -> Result<()> {
+    let mut cfg = TrialConfig::from_file(&config)?;
+    if let Some(s) = seed {
+        cfg.train.seed = s;
+    }
+    if let Some(e) = epochs {
+        anyhow::ensure!(e > 0, "--epochs must be at least 1");
+        cfg.train.epochs = e;
+    }
+    let ds = Dataset::load(&cfg.data)
+        .with_context(|| format!("loading the data named in {}", config.display()))?;
+    if !ds.skipped.is_empty() && !json {
+        eprintln!(
+            "warning: skipped {} unreadable image(s) (data.on_bad_image = \"skip\"):",
+            ds.skipped.len()
+        );
+        for (p, why) in ds.skipped.iter().take(5) {
+            eprintln!("  {}: {why}", p.display());
+        }
+    }
+    let stop = StopFlag::new();
+    let opts = TrialOptions {
+        checkpoint_dir: out,
+        ..TrialOptions::default()
+    };
+    let mut printer = TablePrinter { json };
+    let outcome = sweep_train::run_trial(&cfg, &ds, &Device::Cpu, &opts, &mut printer, &stop)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&outcome)?);
+        return Ok(());
+    }
+    println!();
+    println!("{}", render::stop_line(&outcome));
+    if let Some(r) = &outcome.report {
+        println!();
+        println!("{}", render::report(r));
+        println!("{}", render::confusion(r));
+    }
+    if let Some(p) = &outcome.checkpoint {
+        println!("best checkpoint: {}", p.display());
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train {
+            config,
+            out,
+            seed,
+            epochs,
+            json,
+        } => train(config, out, seed, epochs, json),
+        Command::BenchStep { specs, steps } => bench_step(specs, steps),
+        Command::BenchData { epochs } => bench_data(epochs),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

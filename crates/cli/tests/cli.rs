@@ -1,0 +1,151 @@
+//! Runs the real `sweep` binary in a temporary folder.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn sweep(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sweep"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run sweep")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+const CONFIG: &str = r#"
+[data]
+image_size = 12
+[data.synthetic]
+classes = 3
+per_class = 30
+image_size = 12
+[model]
+hidden = [32]
+[train]
+epochs = 3
+batch_size = 16
+seed = 4
+"#;
+
+#[test]
+fn train_prints_epochs_report_and_confusion_matrix() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("t.toml"), CONFIG).unwrap();
+    let o = sweep(&["train", "t.toml", "--out", "ckpt"], dir.path());
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(
+        out.contains("3 classes, 72 training / 18 validation images"),
+        "{out}"
+    );
+    assert!(
+        out.contains("epoch  train_loss  train_acc  val_loss  val_acc  val_macro_f1"),
+        "{out}"
+    );
+    for e in 1..=3 {
+        assert!(
+            out.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{e} "))),
+            "epoch {e} row missing:\n{out}"
+        );
+    }
+    assert!(out.contains("completed 3 epochs"), "{out}");
+    for needle in [
+        "precision  recall  f1-score  support",
+        "macro avg",
+        "weighted avg",
+        "balanced accuracy",
+        "macro AUC (ovr)",
+        "confusion matrix",
+        "class00",
+        "class02",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?}:\n{out}");
+    }
+    // the confusion matrix rows add up to the validation size
+    let rows: u64 = out
+        .lines()
+        .skip_while(|l| !l.starts_with("confusion matrix"))
+        .skip(2)
+        .take(3)
+        .map(|l| {
+            l.split_whitespace()
+                .skip(2)
+                .map(|v| v.parse::<u64>().unwrap())
+                .sum::<u64>()
+        })
+        .sum();
+    assert_eq!(rows, 18);
+    assert!(dir.path().join("ckpt/best.safetensors").is_file());
+    assert!(dir.path().join("ckpt/config.json").is_file());
+}
+
+#[test]
+fn json_output_is_machine_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("t.toml"), CONFIG).unwrap();
+    let o = sweep(&["train", "t.toml", "--json", "--epochs", "1"], dir.path());
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["epochs"].as_array().unwrap().len(), 1);
+    assert_eq!(v["stop"]["reason"], "epoch_limit");
+    assert!(v["report"]["macro_f1"].is_number());
+}
+
+#[test]
+fn bad_config_names_file_line_and_key_and_does_no_work() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        CONFIG.replace("hidden = [32]", "hidden = [32]\ndropout = 1.5"),
+    )
+    .unwrap();
+    let o = sweep(&["train", "bad.toml", "--out", "ckpt"], dir.path());
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        err.contains("bad.toml:10: `model.dropout` must be in [0, 1), got 1.5"),
+        "{err}"
+    );
+    assert!(out.is_empty(), "no work may start: {out}");
+    assert!(!dir.path().join("ckpt").exists());
+
+    std::fs::write(
+        dir.path().join("typo.toml"),
+        CONFIG.replace("epochs = 3", "epoch = 3"),
+    )
+    .unwrap();
+    let (_, err) = text(&sweep(&["train", "typo.toml"], dir.path()));
+    assert!(
+        err.contains("typo.toml:")
+            && err.contains("unknown field `epoch`")
+            && err.contains("did you mean `epochs`"),
+        "{err}"
+    );
+
+    let (_, err) = text(&sweep(&["train", "missing.toml"], dir.path()));
+    assert!(err.contains("missing.toml"), "{err}");
+}
+
+#[test]
+fn missing_data_root_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("t.toml"),
+        "[data]\nroot = \"no/such/folder\"\n",
+    )
+    .unwrap();
+    let o = sweep(&["train", "t.toml"], dir.path());
+    let (_, err) = text(&o);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("no/such/folder") && err.contains("t.toml"),
+        "{err}"
+    );
+}

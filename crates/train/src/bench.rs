@@ -1,0 +1,184 @@
+//! Measurement helpers for `scripts/bench-train`: training-step throughput of the
+//! reference models on random inputs, and data-path throughput. Returns numbers;
+//! prints nothing.
+
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use serde::Serialize;
+
+use crate::config::{
+    Arch, Augmentation, AugmentationSettings, DataConfig, ModelConfig, OptimizerKind,
+    SyntheticConfig, TrainConfig,
+};
+use crate::data::{Batcher, Dataset};
+use crate::error::{Error, Result};
+use crate::loss::CrossEntropy;
+use crate::model::Model;
+use crate::optim::Optimizer;
+use crate::rng::Rng;
+
+/// The reference models of `../shared/peers` (input 64×64×3, 7 classes).
+pub fn reference_model(name: &str) -> Result<ModelConfig> {
+    let base = ModelConfig::default();
+    Ok(match name {
+        "mlp" => ModelConfig {
+            arch: Arch::Mlp,
+            hidden: Some(vec![512, 128]),
+            ..base
+        },
+        "mlp_bn_dropout" => ModelConfig {
+            arch: Arch::Mlp,
+            hidden: Some(vec![512, 256]),
+            batch_norm: true,
+            dropout: 0.5,
+            ..base
+        },
+        "cnn" => ModelConfig {
+            arch: Arch::Cnn,
+            conv_channels: vec![16, 32],
+            hidden: Some(vec![128]),
+            ..base
+        },
+        other => {
+            return Err(Error::Invalid(format!(
+                "unknown reference model `{other}` (mlp, mlp_bn_dropout, cnn)"
+            )))
+        }
+    })
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct StepResult {
+    pub model: String,
+    pub batch: usize,
+    pub optimizer: String,
+    pub threads: usize,
+    pub forward_ms: f64,
+    pub backward_ms: f64,
+    pub step_ms: f64,
+    pub total_ms: f64,
+    pub samples_per_s: f64,
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Median times of `steps` training steps (after 5 warm-up steps) of a reference model.
+pub fn step_throughput(
+    model: &str,
+    batch: usize,
+    optimizer: &str,
+    steps: usize,
+) -> Result<StepResult> {
+    let cfg = reference_model(model)?;
+    let kind = match optimizer {
+        "adam" => OptimizerKind::Adam,
+        "adamw" => OptimizerKind::Adamw,
+        "sgd" => OptimizerKind::Sgd,
+        o => {
+            return Err(Error::Invalid(format!(
+                "unknown optimizer `{o}` (adam, adamw, sgd)"
+            )))
+        }
+    };
+    let train = TrainConfig {
+        optimizer: kind,
+        learning_rate: 1e-3,
+        weight_decay: 1e-4,
+        ..TrainConfig::default()
+    };
+    let dev = Device::Cpu;
+    let mut m = Model::new(&cfg, 3, 64, 7, 0, &dev)?;
+    let params = m.params();
+    let mut opt = Optimizer::new(&train, &params);
+    let ce = CrossEntropy::new(vec![1.0; 7], 0.0);
+    let mut rng = Rng::new(1);
+    let x: Vec<f32> = (0..batch * 3 * 64 * 64)
+        .map(|_| rng.normal() as f32)
+        .collect();
+    let x = Tensor::from_vec(x, (batch, 3, 64, 64), &dev)?;
+    let y: Vec<u32> = (0..batch).map(|_| rng.below(7) as u32).collect();
+    let (mut f, mut b, mut s, mut t) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for i in 0..steps + 5 {
+        let t0 = Instant::now();
+        let logits = m.forward_t(&x, true, &mut rng)?;
+        let loss = ce.loss(&logits, &y)?;
+        let _ = loss.to_scalar::<f32>()?;
+        let t1 = Instant::now();
+        let g = loss.backward()?;
+        let t2 = Instant::now();
+        opt.step(&params, &g, 1e-3)?;
+        let t3 = Instant::now();
+        if i >= 5 {
+            f.push((t1 - t0).as_secs_f64() * 1e3);
+            b.push((t2 - t1).as_secs_f64() * 1e3);
+            s.push((t3 - t2).as_secs_f64() * 1e3);
+            t.push((t3 - t0).as_secs_f64() * 1e3);
+        }
+    }
+    let total = median(&mut t);
+    Ok(StepResult {
+        model: model.into(),
+        batch,
+        optimizer: optimizer.into(),
+        threads: candle_core::utils::get_num_threads(),
+        forward_ms: median(&mut f),
+        backward_ms: median(&mut b),
+        step_ms: median(&mut s),
+        total_ms: total,
+        samples_per_s: batch as f64 / (total / 1e3),
+    })
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DataResult {
+    pub images: usize,
+    pub augment: bool,
+    pub samples_per_s: f64,
+}
+
+/// Samples per second of building shuffled training batches of 64×64×3 images
+/// (augmentation of the reference script, normalization, CHW layout), decode excluded.
+pub fn data_throughput(augment: bool, epochs: usize) -> Result<DataResult> {
+    let data = DataConfig {
+        synthetic: Some(SyntheticConfig {
+            classes: 7,
+            per_class: 140,
+            image_size: 64,
+            seed: 0,
+        }),
+        image_size: 64,
+        augment: if augment {
+            vec![
+                Augmentation::Hflip,
+                Augmentation::BrightnessContrast,
+                Augmentation::ShiftScaleRotate,
+            ]
+        } else {
+            vec![]
+        },
+        augmentation: AugmentationSettings::default(),
+        ..DataConfig::default()
+    };
+    let ds = Dataset::load(&data)?;
+    let mut batcher = Batcher::new(&data);
+    let mut rng = Rng::new(3);
+    let mut order: Vec<usize> = (0..ds.len()).collect();
+    let (mut buf, mut labels) = (Vec::new(), Vec::new());
+    let t0 = Instant::now();
+    for _ in 0..epochs {
+        rng.shuffle(&mut order);
+        for chunk in order.chunks(64) {
+            batcher.fill(&ds, chunk, Some(&mut rng), &mut buf, &mut labels);
+        }
+    }
+    let n = ds.len() * epochs;
+    Ok(DataResult {
+        images: ds.len(),
+        augment,
+        samples_per_s: n as f64 / t0.elapsed().as_secs_f64(),
+    })
+}

@@ -1,0 +1,260 @@
+//! Training-time augmentations on `u8` HWC images, with Albumentations' semantics and
+//! default limits. They are applied in a fixed order (hflip, vflip,
+//! brightness_contrast, shift_scale_rotate) whatever the order of the list, each with
+//! probability `data.augmentation.probability`, drawing from the trial's
+//! augmentation stream.
+
+use crate::config::{Augmentation, AugmentationSettings};
+use crate::rng::Rng;
+
+/// Reused buffers, so augmentation allocates nothing per image.
+#[derive(Default, Debug)]
+pub struct AugmentScratch {
+    a: Vec<u8>,
+    b: Vec<u8>,
+}
+
+/// Applies `augs` to `img` and returns the augmented image (inside `scratch`).
+pub fn apply_augmentations<'s>(
+    img: &[u8],
+    size: usize,
+    channels: usize,
+    augs: &[Augmentation],
+    settings: &AugmentationSettings,
+    rng: &mut Rng,
+    scratch: &'s mut AugmentScratch,
+) -> &'s [u8] {
+    scratch.a.clear();
+    scratch.a.extend_from_slice(img);
+    let p = settings.probability;
+    for kind in [
+        Augmentation::Hflip,
+        Augmentation::Vflip,
+        Augmentation::BrightnessContrast,
+        Augmentation::ShiftScaleRotate,
+    ] {
+        if !augs.contains(&kind) {
+            continue;
+        }
+        // One draw for "apply?" per listed augmentation, always, so the stream stays
+        // aligned whatever happened to earlier images.
+        if !rng.bernoulli(p) {
+            continue;
+        }
+        match kind {
+            Augmentation::Hflip => flip(&mut scratch.a, size, channels, true),
+            Augmentation::Vflip => flip(&mut scratch.a, size, channels, false),
+            Augmentation::BrightnessContrast => {
+                let alpha = 1.0 + rng.uniform(-settings.contrast_limit, settings.contrast_limit);
+                let beta = rng.uniform(-settings.brightness_limit, settings.brightness_limit);
+                brightness_contrast(&mut scratch.a, alpha, beta);
+            }
+            Augmentation::ShiftScaleRotate => {
+                let angle = rng.uniform(-settings.rotate_limit, settings.rotate_limit);
+                let scale = 1.0 + rng.uniform(-settings.scale_limit, settings.scale_limit);
+                let dx = rng.uniform(-settings.shift_limit, settings.shift_limit);
+                let dy = rng.uniform(-settings.shift_limit, settings.shift_limit);
+                scratch.b.resize(scratch.a.len(), 0);
+                shift_scale_rotate(
+                    &scratch.a,
+                    size,
+                    size,
+                    channels,
+                    angle,
+                    scale,
+                    dx,
+                    dy,
+                    &mut scratch.b,
+                );
+                std::mem::swap(&mut scratch.a, &mut scratch.b);
+            }
+        }
+    }
+    &scratch.a
+}
+
+fn flip(img: &mut [u8], size: usize, c: usize, horizontal: bool) {
+    if horizontal {
+        for row in img.chunks_exact_mut(size * c) {
+            for x in 0..size / 2 {
+                for ch in 0..c {
+                    row.swap(x * c + ch, (size - 1 - x) * c + ch);
+                }
+            }
+        }
+    } else {
+        let stride = size * c;
+        for y in 0..size / 2 {
+            let (top, bottom) = img.split_at_mut((size - 1 - y) * stride);
+            top[y * stride..(y + 1) * stride].swap_with_slice(&mut bottom[..stride]);
+        }
+    }
+}
+
+/// Albumentations' `RandomBrightnessContrast` on `u8` with `brightness_by_max`:
+/// a lookup table `clip(v × alpha + beta × 255)`.
+pub fn brightness_contrast(img: &mut [u8], alpha: f64, beta: f64) {
+    let mut lut = [0u8; 256];
+    for (v, out) in lut.iter_mut().enumerate() {
+        // float32 and truncation, exactly as Albumentations' uint8 table
+        *out = (v as f32 * alpha as f32 + (beta * 255.0) as f32).clamp(0.0, 255.0) as u8;
+    }
+    for p in img.iter_mut() {
+        *p = lut[*p as usize];
+    }
+}
+
+/// Reflect-101 border (`dcb|abcd|cba`), OpenCV's `BORDER_REFLECT_101`.
+fn reflect101(i: i64, n: i64) -> usize {
+    if n == 1 {
+        return 0;
+    }
+    let period = 2 * (n - 1);
+    let mut i = i.rem_euclid(period);
+    if i >= n {
+        i = period - i;
+    }
+    i as usize
+}
+
+/// Albumentations' `ShiftScaleRotate`: the matrix of `cv2.getRotationMatrix2D(center,
+/// angle, scale)` about the pixel centre `(w/2 − 0.5, h/2 − 0.5)`, plus a shift of
+/// `int(dx × width)`, `int(dy × height)` pixels; bilinear sampling with reflect-101
+/// borders (the classic `ShiftScaleRotate` default; Albumentations 2.x fills with 0).
+/// `angle` in degrees, counter-clockwise. One scale for both axes (2.x draws two).
+#[allow(clippy::too_many_arguments)]
+pub fn shift_scale_rotate(
+    src: &[u8],
+    w: usize,
+    h: usize,
+    c: usize,
+    angle: f64,
+    scale: f64,
+    dx: f64,
+    dy: f64,
+    dst: &mut [u8],
+) {
+    let (cx, cy) = (w as f64 / 2.0 - 0.5, h as f64 / 2.0 - 0.5);
+    let rad = angle.to_radians();
+    let (a, b) = (scale * rad.cos(), scale * rad.sin());
+    // forward matrix M = [[a, b, tx], [-b, a, ty]]
+    // Albumentations truncates the shift to whole pixels: int(dx * width).
+    let tx = (1.0 - a) * cx - b * cy + (dx * w as f64).trunc();
+    let ty = b * cx + (1.0 - a) * cy + (dy * h as f64).trunc();
+    // inverse of [[a, b], [-b, a]] is [[a, -b], [b, a]] / (a² + b²)
+    let det = a * a + b * b;
+    let (ia, ib) = (a / det, b / det);
+    for y in 0..h {
+        for x in 0..w {
+            let (px, py) = (x as f64 - tx, y as f64 - ty);
+            let sx = ia * px - ib * py;
+            let sy = ib * px + ia * py;
+            let (x0, y0) = (sx.floor(), sy.floor());
+            let (fx, fy) = (sx - x0, sy - y0);
+            let (x0, y0) = (x0 as i64, y0 as i64);
+            let xs = [reflect101(x0, w as i64), reflect101(x0 + 1, w as i64)];
+            let ys = [reflect101(y0, h as i64), reflect101(y0 + 1, h as i64)];
+            for ch in 0..c {
+                let p = |xi: usize, yi: usize| src[(ys[yi] * w + xs[xi]) * c + ch] as f64;
+                let top = p(0, 0) * (1.0 - fx) + p(1, 0) * fx;
+                let bot = p(0, 1) * (1.0 - fx) + p(1, 1) * fx;
+                dst[(y * w + x) * c + ch] =
+                    (top * (1.0 - fy) + bot * fy).round().clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flips_reverse_rows_and_columns() {
+        let mut img: Vec<u8> = (0..12).collect(); // 2×2 RGB... use 3×... size 2, c 3
+        flip(&mut img, 2, 3, true);
+        assert_eq!(img, vec![3, 4, 5, 0, 1, 2, 9, 10, 11, 6, 7, 8]);
+        let mut img: Vec<u8> = (0..9).collect();
+        flip(&mut img, 3, 1, false);
+        assert_eq!(img, vec![6, 7, 8, 3, 4, 5, 0, 1, 2]);
+    }
+
+    #[test]
+    fn identity_warp_is_identity() {
+        let src: Vec<u8> = (0..5 * 5 * 3).map(|i| (i * 7 % 256) as u8).collect();
+        let mut dst = vec![0; src.len()];
+        shift_scale_rotate(&src, 5, 5, 3, 0.0, 1.0, 0.0, 0.0, &mut dst);
+        assert_eq!(src, dst);
+    }
+
+    /// Albumentations 2.0.8 / OpenCV reference (values from `A.ShiftScaleRotate` with
+    /// fixed parameters, `border_mode=cv2.BORDER_REFLECT_101`):
+    /// ```python
+    /// img = np.array([[(y*40 + x*17) % 256 for x in range(5)] for y in range(6)], dtype=np.uint8)
+    /// A.ShiftScaleRotate(shift_limit_x=(0.1,0.1), shift_limit_y=(-0.05,-0.05), scale_limit=(0.1,0.1),
+    ///     rotate_limit=(30,30), border_mode=cv2.BORDER_REFLECT_101, p=1.0)(image=img)["image"]
+    /// lut = np.clip(np.arange(256, dtype=np.float32) * 1.15 - 0.1 * 255, 0, 255).astype(np.uint8); lut[img]
+    /// ```
+    #[test]
+    fn warp_and_brightness_match_albumentations() {
+        let (h, w) = (6usize, 5usize);
+        let img: Vec<u8> = (0..h)
+            .flat_map(|y| (0..w).map(move |x| ((y * 40 + x * 17) % 256) as u8))
+            .collect();
+        let want_warp: [u8; 30] = [
+            42, 43, 75, 106, 114, 35, 67, 98, 130, 153, 59, 91, 122, 154, 185, 83, 114, 146, 177,
+            209, 115, 138, 170, 201, 233, 154, 162, 193, 225, 226,
+        ];
+        let mut out = vec![0u8; 30];
+        shift_scale_rotate(&img, w, h, 1, 30.0, 1.1, 0.1, -0.05, &mut out);
+        for (a, b) in out.iter().zip(want_warp) {
+            assert!(
+                (*a as i32 - b as i32).abs() <= 1,
+                "{out:?} vs {want_warp:?}"
+            );
+        }
+        let want_bc: [u8; 30] = [
+            0, 0, 13, 33, 52, 20, 40, 59, 79, 98, 66, 86, 105, 125, 144, 112, 132, 151, 171, 190,
+            158, 178, 197, 217, 236, 204, 224, 243, 255, 0,
+        ];
+        let mut bc = img.clone();
+        brightness_contrast(&mut bc, 1.15, -0.1);
+        assert_eq!(bc, want_bc);
+    }
+
+    #[test]
+    fn reflect_101_border() {
+        let n = 4;
+        let got: Vec<usize> = (-3..7).map(|i| reflect101(i, n)).collect();
+        assert_eq!(got, vec![3, 2, 1, 0, 1, 2, 3, 2, 1, 0]);
+    }
+
+    #[test]
+    fn probability_zero_and_one() {
+        let img: Vec<u8> = (0..16).collect();
+        let mut s = AugmentScratch::default();
+        let mut rng = Rng::new(3);
+        let never = AugmentationSettings {
+            probability: 0.0,
+            ..Default::default()
+        };
+        let out = apply_augmentations(&img, 4, 1, &[Augmentation::Hflip], &never, &mut rng, &mut s)
+            .to_vec();
+        assert_eq!(out, img);
+        let always = AugmentationSettings {
+            probability: 1.0,
+            ..Default::default()
+        };
+        let out = apply_augmentations(
+            &img,
+            4,
+            1,
+            &[Augmentation::Hflip],
+            &always,
+            &mut rng,
+            &mut s,
+        )
+        .to_vec();
+        assert_eq!(&out[..4], &[3, 2, 1, 0]);
+    }
+}

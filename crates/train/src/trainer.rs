@@ -1,0 +1,547 @@
+//! The epoch loop: one trial from (config, data set, device) to an outcome.
+//! Everything it reports leaves as plain data through [`Observer`]; it prints nothing.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ClassWeights, ClassWeightsName, Monitor, TrialConfig};
+use crate::data::{stratified_split, Batcher, Dataset, Split};
+use crate::early_stop;
+use crate::error::{Error, Result};
+use crate::loss::{balanced_weights, CrossEntropy};
+use crate::metrics::{Confusion, Report};
+use crate::model::{softmax, Model};
+use crate::optim::{learning_rate_at, Optimizer};
+use crate::rng::Rng;
+
+/// A cloneable flag that asks a running trial to stop between batches.
+#[derive(Clone, Debug, Default)]
+pub struct StopFlag(Arc<AtomicBool>);
+
+impl StopFlag {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn request(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    pub fn is_requested(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Options of a run that are not part of the trial's identity.
+#[derive(Clone, Debug)]
+pub struct TrialOptions {
+    /// Weight histograms every N epochs (and at the last epoch); `None`: never.
+    pub histogram_every: Option<usize>,
+    /// Also histograms of the gradients of the epoch's last batch.
+    pub gradient_histograms: bool,
+    /// Where to write `best.safetensors` and `config.json`; `None`: nowhere.
+    pub checkpoint_dir: Option<PathBuf>,
+    /// The metric that picks the best epoch when early stopping is off.
+    pub best_metric: Monitor,
+}
+
+impl Default for TrialOptions {
+    fn default() -> Self {
+        TrialOptions {
+            histogram_every: None,
+            gradient_histograms: false,
+            checkpoint_dir: None,
+            best_metric: Monitor::ValLoss,
+        }
+    }
+}
+
+/// Metrics of one epoch (1-based `epoch`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub train_accuracy: f64,
+    pub val_loss: f64,
+    pub val_accuracy: f64,
+    pub val_macro_f1: f64,
+    pub val_balanced_accuracy: f64,
+    pub learning_rate: f64,
+    /// Wall time of the whole epoch (training and validation).
+    pub seconds: f64,
+    /// Of which: building batches (augmentation, normalization).
+    pub data_seconds: f64,
+    /// Of which: forward, loss, backward and optimizer steps.
+    pub step_seconds: f64,
+}
+
+impl EpochMetrics {
+    pub fn get(&self, m: Monitor) -> f64 {
+        match m {
+            Monitor::ValLoss => self.val_loss,
+            Monitor::ValAccuracy => self.val_accuracy,
+            Monitor::ValMacroF1 => self.val_macro_f1,
+            Monitor::ValBalancedAccuracy => self.val_balanced_accuracy,
+            Monitor::TrainLoss => self.train_loss,
+        }
+    }
+}
+
+/// A histogram of one tensor's values (TensorBoard's shape: bucket right edges).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Histogram {
+    /// `hidden0.weight`, or `hidden0.weight.grad` for gradients.
+    pub name: String,
+    pub min: f64,
+    pub max: f64,
+    pub count: u64,
+    pub sum: f64,
+    pub sum_squares: f64,
+    pub bucket_limits: Vec<f64>,
+    pub bucket_counts: Vec<u64>,
+}
+
+impl Histogram {
+    pub fn from_values(name: String, values: &[f32], buckets: usize) -> Histogram {
+        let finite = values.iter().filter(|v| v.is_finite()).map(|v| *v as f64);
+        let (mut min, mut max, mut sum, mut sq, mut n) =
+            (f64::INFINITY, f64::NEG_INFINITY, 0.0, 0.0, 0u64);
+        for v in finite {
+            min = min.min(v);
+            max = max.max(v);
+            sum += v;
+            sq += v * v;
+            n += 1;
+        }
+        if n == 0 {
+            (min, max) = (0.0, 0.0);
+        }
+        let width = if max > min {
+            (max - min) / buckets as f64
+        } else {
+            1.0
+        };
+        let bucket_limits: Vec<f64> = (1..=buckets).map(|i| min + width * i as f64).collect();
+        let mut bucket_counts = vec![0u64; buckets];
+        for v in values.iter().filter(|v| v.is_finite()) {
+            let i = (((*v as f64 - min) / width) as usize).min(buckets - 1);
+            bucket_counts[i] += 1;
+        }
+        Histogram {
+            name,
+            min,
+            max,
+            count: n,
+            sum,
+            sum_squares: sq,
+            bucket_limits,
+            bucket_counts,
+        }
+    }
+}
+
+/// What a trial tells its observer before the first epoch.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrialStart {
+    pub classes: Vec<String>,
+    pub train_counts: Vec<usize>,
+    pub val_counts: Vec<usize>,
+    pub num_parameters: usize,
+    pub batches_per_epoch: usize,
+    pub class_weights: Vec<f32>,
+}
+
+/// Receives a trial's progress as plain data. Every method has an empty default.
+pub trait Observer {
+    fn on_start(&mut self, _start: &TrialStart) {}
+    fn on_batch(&mut self, _epoch: usize, _batch: usize, _batches: usize) {}
+    fn on_epoch(&mut self, _metrics: &EpochMetrics) {}
+    fn on_histograms(&mut self, _epoch: usize, _histograms: &[Histogram]) {}
+}
+
+/// An observer that ignores everything.
+pub struct NoObserver;
+impl Observer for NoObserver {}
+
+/// Why a trial ended.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum StopReason {
+    /// Ran every configured epoch.
+    EpochLimit,
+    /// Early stopping: no improvement for `patience` epochs after `epoch`.
+    EarlyStopping { epoch: usize },
+    /// A non-finite training loss at `epoch`, `batch` (1-based).
+    Diverged {
+        epoch: usize,
+        batch: usize,
+        loss: f64,
+    },
+    /// The stop flag was raised.
+    Interrupted { epoch: usize },
+}
+
+/// The result of a trial.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrialOutcome {
+    pub stop: StopReason,
+    pub epochs: Vec<EpochMetrics>,
+    /// 1-based epoch with the best monitored value.
+    pub best_epoch: Option<usize>,
+    /// The epoch whose weights gave `report` (the best one when restored).
+    pub report_epoch: Option<usize>,
+    /// Validation report of the final weights; `None` when the trial diverged or was
+    /// interrupted before its first evaluation.
+    pub report: Option<Report>,
+    pub num_parameters: usize,
+    pub train_size: usize,
+    pub val_size: usize,
+    /// Files written to the checkpoint folder.
+    pub checkpoint: Option<PathBuf>,
+    pub seconds: f64,
+}
+
+impl TrialOutcome {
+    pub fn diverged(&self) -> bool {
+        matches!(self.stop, StopReason::Diverged { .. })
+    }
+}
+
+fn class_weights(cfg: &TrialConfig, counts: &[usize]) -> Result<Vec<f32>> {
+    Ok(match &cfg.train.class_weights {
+        ClassWeights::Named(ClassWeightsName::None) => vec![1.0; counts.len()],
+        ClassWeights::Named(ClassWeightsName::Balanced) => balanced_weights(counts),
+        ClassWeights::List(w) => {
+            if w.len() != counts.len() {
+                return Err(Error::Config {
+                    location: "train.class_weights".into(),
+                    message: format!("{} weights given for {} classes", w.len(), counts.len()),
+                });
+            }
+            w.iter().map(|x| *x as f32).collect()
+        }
+    })
+}
+
+fn counts_of(ds: &Dataset, idx: &[usize]) -> Vec<usize> {
+    let mut c = vec![0; ds.num_classes()];
+    for i in idx {
+        c[ds.label(*i) as usize] += 1;
+    }
+    c
+}
+
+/// Validation pass: loss (exact weighted mean) and report.
+struct Eval {
+    loss: f64,
+    report: Report,
+}
+
+fn evaluate(
+    model: &mut Model,
+    ds: &Dataset,
+    idx: &[usize],
+    batcher: &mut Batcher,
+    ce: &CrossEntropy,
+    bs: usize,
+    dev: &Device,
+) -> Result<Eval> {
+    let k = ds.num_classes();
+    let (c, s) = (ds.channels, ds.image_size);
+    let mut buf = Vec::new();
+    let mut labels = Vec::new();
+    let mut cm = Confusion::new(k);
+    let mut probs = Vec::with_capacity(idx.len() * k);
+    let mut truth = Vec::with_capacity(idx.len());
+    let (mut num, mut den) = (0f64, 0f64);
+    let mut unused = Rng::new(0);
+    for chunk in idx.chunks(bs) {
+        batcher.fill(ds, chunk, None, &mut buf, &mut labels);
+        let x = Tensor::from_slice(&buf, (chunk.len(), c, s, s), dev)?;
+        let logits = model.forward_t(&x, false, &mut unused)?;
+        let (sum, norm) = ce.sum_and_norm(&logits, &labels)?;
+        num += sum.to_scalar::<f32>()? as f64;
+        den += norm as f64;
+        let p = softmax(&logits)?.to_vec2::<f32>()?;
+        for (row, y) in p.iter().zip(&labels) {
+            cm.add(*y, argmax(row));
+            probs.extend_from_slice(row);
+            truth.push(*y);
+        }
+    }
+    let report = Report::new(&ds.classes, cm, Some((&probs, &truth)));
+    Ok(Eval {
+        loss: if den > 0.0 { num / den } else { f64::NAN },
+        report,
+    })
+}
+
+fn argmax(row: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, v) in row.iter().enumerate() {
+        if *v > row[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+fn histograms(
+    model: &Model,
+    grads: Option<&candle_core::backprop::GradStore>,
+) -> Result<Vec<Histogram>> {
+    let mut out = Vec::new();
+    for p in model.params() {
+        let v = p.var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+        out.push(Histogram::from_values(p.name.clone(), &v, 30));
+        if let Some(g) = grads.and_then(|g| g.get(p.var.as_tensor())) {
+            let v = g.flatten_all()?.to_vec1::<f32>()?;
+            out.push(Histogram::from_values(format!("{}.grad", p.name), &v, 30));
+        }
+    }
+    Ok(out)
+}
+
+/// Writes `best.safetensors` (every tensor of `state`) and `config.json`.
+pub fn write_checkpoint(
+    dir: &Path,
+    names: &[String],
+    snapshot: &[Vec<f32>],
+    shapes: &[Vec<usize>],
+    cfg: &TrialConfig,
+) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut map = std::collections::HashMap::new();
+    for ((n, v), sh) in names.iter().zip(snapshot).zip(shapes) {
+        map.insert(
+            n.clone(),
+            Tensor::from_slice(v, sh.as_slice(), &Device::Cpu)?,
+        );
+    }
+    let path = dir.join("best.safetensors");
+    let tmp = dir.join("best.safetensors.tmp");
+    candle_core::safetensors::save(&map, &tmp)?;
+    std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+    let cfg_path = dir.join("config.json");
+    std::fs::write(&cfg_path, cfg.to_json()).map_err(|e| Error::io(&cfg_path, e))?;
+    Ok(path)
+}
+
+/// Loads a checkpoint written by [`write_checkpoint`] into a freshly built model.
+pub fn load_checkpoint(model: &mut Model, path: &Path) -> Result<()> {
+    let tensors = candle_core::safetensors::load(path, &Device::Cpu)?;
+    let mut snap = Vec::new();
+    for (name, t) in model.state() {
+        let loaded = tensors
+            .get(&name)
+            .ok_or_else(|| Error::Invalid(format!("{}: no tensor `{name}`", path.display())))?;
+        if loaded.dims() != t.dims() {
+            return Err(Error::Invalid(format!(
+                "{}: `{name}` has shape {:?}, the model expects {:?}",
+                path.display(),
+                loaded.dims(),
+                t.dims()
+            )));
+        }
+        snap.push(loaded.flatten_all()?.to_vec1::<f32>()?);
+    }
+    model.restore(&snap)
+}
+
+/// Splits `ds` as the config says.
+pub fn split_for(cfg: &TrialConfig, ds: &Dataset) -> Result<Split> {
+    stratified_split(
+        ds,
+        cfg.data.val_fraction,
+        cfg.data.max_per_class,
+        cfg.data.split_seed.unwrap_or(cfg.train.seed),
+    )
+}
+
+/// Trains one configuration on `ds` and evaluates it on the validation split.
+pub fn run_trial(
+    cfg: &TrialConfig,
+    ds: &Dataset,
+    device: &Device,
+    opts: &TrialOptions,
+    obs: &mut dyn Observer,
+    stop: &StopFlag,
+) -> Result<TrialOutcome> {
+    let t_start = Instant::now();
+    if ds.channels != cfg.data.channels || ds.image_size != cfg.data.image_size {
+        return Err(Error::Invalid(format!(
+            "data set has {}-channel {}px images, the config wants {}-channel {}px",
+            ds.channels, ds.image_size, cfg.data.channels, cfg.data.image_size
+        )));
+    }
+    let split = split_for(cfg, ds)?;
+    let train_counts = counts_of(ds, &split.train);
+    let val_counts = counts_of(ds, &split.val);
+    let weights = class_weights(cfg, &train_counts)?;
+    let ce = CrossEntropy::new(weights.clone(), cfg.train.label_smoothing);
+    let seed = cfg.train.seed;
+    let mut model = Model::new(
+        &cfg.model,
+        ds.channels,
+        ds.image_size,
+        ds.num_classes(),
+        seed,
+        device,
+    )?;
+    let params = model.params();
+    let mut opt = Optimizer::new(&cfg.train, &params);
+    let mut shuffle_rng = Rng::stream(seed, "shuffle");
+    let mut augment_rng = Rng::stream(seed, "augment");
+    let mut dropout_rng = Rng::stream(seed, "dropout");
+    let mut batcher = Batcher::new(&cfg.data);
+    let bs = cfg.train.batch_size;
+    let batches = split.train.len().div_ceil(bs);
+    obs.on_start(&TrialStart {
+        classes: ds.classes.clone(),
+        train_counts,
+        val_counts,
+        num_parameters: model.num_parameters(),
+        batches_per_epoch: batches,
+        class_weights: weights,
+    });
+
+    let es = cfg.train.early_stopping_active();
+    let (monitor, mode, min_delta) = match es {
+        Some(e) => (e.monitor, e.resolved_mode(), e.min_delta),
+        None => (opts.best_metric, opts.best_metric.default_mode(), 0.0),
+    };
+    let names: Vec<String> = model.state().into_iter().map(|(n, _)| n).collect();
+    let shapes: Vec<Vec<usize>> = model
+        .state()
+        .iter()
+        .map(|(_, t)| t.dims().to_vec())
+        .collect();
+
+    let mut epochs: Vec<EpochMetrics> = Vec::new();
+    let mut history: Vec<f64> = Vec::new();
+    let mut best: Option<(usize, Report)> = None;
+    let mut best_snapshot: Option<Vec<Vec<f32>>> = None;
+    let mut last_report: Option<Report> = None;
+    let mut order = split.train.clone();
+    let mut buf = Vec::new();
+    let mut labels = Vec::new();
+    let (c, s) = (ds.channels, ds.image_size);
+    let mut stop_reason = StopReason::EpochLimit;
+
+    'epochs: for epoch in 1..=cfg.train.epochs {
+        let t_epoch = Instant::now();
+        let lr = learning_rate_at(&cfg.train, epoch - 1);
+        shuffle_rng.shuffle(&mut order);
+        let (mut data_s, mut step_s) = (0f64, 0f64);
+        let (mut loss_sum, mut correct, mut seen) = (0f64, 0u64, 0usize);
+        let mut last_grads = None;
+        for (b, chunk) in order.chunks(bs).enumerate() {
+            if stop.is_requested() {
+                stop_reason = StopReason::Interrupted { epoch };
+                break 'epochs;
+            }
+            let t0 = Instant::now();
+            batcher.fill(ds, chunk, Some(&mut augment_rng), &mut buf, &mut labels);
+            let x = Tensor::from_slice(&buf, (chunk.len(), c, s, s), device)?;
+            let t1 = Instant::now();
+            let logits = model.forward_t(&x, true, &mut dropout_rng)?;
+            let loss = ce.loss(&logits, &labels)?;
+            let lv = loss.to_scalar::<f32>()? as f64;
+            if !lv.is_finite() {
+                stop_reason = StopReason::Diverged {
+                    epoch,
+                    batch: b + 1,
+                    loss: lv,
+                };
+                break 'epochs;
+            }
+            let grads = loss.backward()?;
+            opt.step(&params, &grads, lr)?;
+            let t2 = Instant::now();
+            data_s += (t1 - t0).as_secs_f64();
+            step_s += (t2 - t1).as_secs_f64();
+            loss_sum += lv * chunk.len() as f64;
+            seen += chunk.len();
+            for (row, y) in logits.to_vec2::<f32>()?.iter().zip(&labels) {
+                correct += u64::from(argmax(row) == *y);
+            }
+            obs.on_batch(epoch, b + 1, batches);
+            if opts.gradient_histograms {
+                last_grads = Some(grads);
+            }
+        }
+        let ev = evaluate(
+            &mut model,
+            ds,
+            &split.val,
+            &mut batcher,
+            &ce,
+            cfg.train.eval_batch_size,
+            device,
+        )?;
+        let m = EpochMetrics {
+            epoch,
+            train_loss: loss_sum / seen.max(1) as f64,
+            train_accuracy: correct as f64 / seen.max(1) as f64,
+            val_loss: ev.loss,
+            val_accuracy: ev.report.accuracy,
+            val_macro_f1: ev.report.macro_f1,
+            val_balanced_accuracy: ev.report.balanced_accuracy,
+            learning_rate: lr,
+            seconds: t_epoch.elapsed().as_secs_f64(),
+            data_seconds: data_s,
+            step_seconds: step_s,
+        };
+        obs.on_epoch(&m);
+        if let Some(every) = opts.histogram_every {
+            if epoch % every.max(1) == 0 || epoch == cfg.train.epochs {
+                obs.on_histograms(epoch, &histograms(&model, last_grads.as_ref())?);
+            }
+        }
+        history.push(m.get(monitor));
+        epochs.push(m);
+        if early_stop::best_epoch(&history, mode, min_delta) == Some(epoch - 1) {
+            best_snapshot = Some(model.snapshot()?);
+            best = Some((epoch, ev.report.clone()));
+        }
+        last_report = Some(ev.report);
+        if let Some(e) = es {
+            if early_stop::should_stop(&history, e) && epoch < cfg.train.epochs {
+                stop_reason = StopReason::EarlyStopping { epoch };
+                break;
+            }
+        }
+    }
+
+    let best_epoch = best.as_ref().map(|b| b.0);
+    let restore = es.map(|e| e.restore_best).unwrap_or(false);
+    let (report, report_epoch) = match (&stop_reason, restore, &best) {
+        (StopReason::Diverged { .. }, _, _) => (None, None),
+        (_, true, Some((e, r))) => {
+            if let Some(snap) = &best_snapshot {
+                model.restore(snap)?;
+            }
+            (Some(r.clone()), Some(*e))
+        }
+        _ => (last_report, epochs.last().map(|e| e.epoch)),
+    };
+    let checkpoint = match (&opts.checkpoint_dir, &best_snapshot) {
+        (Some(dir), Some(snap)) => Some(write_checkpoint(dir, &names, snap, &shapes, cfg)?),
+        _ => None,
+    };
+    Ok(TrialOutcome {
+        stop: stop_reason,
+        best_epoch,
+        report_epoch,
+        report,
+        num_parameters: model.num_parameters(),
+        train_size: split.train.len(),
+        val_size: split.val.len(),
+        epochs,
+        checkpoint,
+        seconds: t_start.elapsed().as_secs_f64(),
+    })
+}

@@ -1,0 +1,261 @@
+//! Behaviour of the epoch loop on generated data: determinism, divergence, early
+//! stopping with restored weights, interruption, checkpoints, observers.
+
+use sweep_train::model::Model;
+use sweep_train::trainer::load_checkpoint;
+use sweep_train::{
+    run_trial, Dataset, Device, EpochMetrics, Histogram, NoObserver, Observer, StopFlag,
+    StopReason, TrialConfig, TrialOptions, TrialStart,
+};
+
+fn cfg(extra_model: &str, extra_train: &str) -> TrialConfig {
+    let epochs = if extra_train.contains("epochs") {
+        ""
+    } else {
+        "epochs = 4"
+    };
+    let hidden = if extra_model.contains("hidden") {
+        ""
+    } else {
+        "hidden = [64, 32]"
+    };
+    TrialConfig::from_toml_str(
+        &format!(
+            r#"
+[data]
+image_size = 16
+augment = ["hflip", "brightness_contrast", "shift_scale_rotate"]
+[data.synthetic]
+classes = 4
+per_class = 40
+image_size = 16
+[model]
+{hidden}
+{extra_model}
+[train]
+{epochs}
+batch_size = 16
+seed = 11
+{extra_train}
+"#
+        ),
+        "test",
+    )
+    .unwrap()
+}
+
+fn run(c: &TrialConfig, opts: &TrialOptions, obs: &mut dyn Observer) -> sweep_train::TrialOutcome {
+    let ds = Dataset::load(&c.data).unwrap();
+    run_trial(c, &ds, &Device::Cpu, opts, obs, &StopFlag::new()).unwrap()
+}
+
+fn strip_times(e: &[EpochMetrics]) -> Vec<EpochMetrics> {
+    e.iter()
+        .map(|m| EpochMetrics {
+            seconds: 0.0,
+            data_seconds: 0.0,
+            step_seconds: 0.0,
+            ..m.clone()
+        })
+        .collect()
+}
+
+#[test]
+fn same_config_and_seed_give_identical_metrics() {
+    let c = cfg(
+        "batch_norm = true\ndropout = 0.3\ninit = \"kaiming_uniform\"",
+        "",
+    );
+    let a = run(&c, &TrialOptions::default(), &mut NoObserver);
+    let b = run(&c, &TrialOptions::default(), &mut NoObserver);
+    assert_eq!(strip_times(&a.epochs), strip_times(&b.epochs));
+    assert_eq!(a.report, b.report);
+    let mut other = c.clone();
+    other.train.seed = 12;
+    let o = run(&other, &TrialOptions::default(), &mut NoObserver);
+    assert_ne!(
+        strip_times(&a.epochs),
+        strip_times(&o.epochs),
+        "a different seed must change something"
+    );
+}
+
+#[test]
+fn a_diverging_trial_ends_as_diverged_not_a_panic() {
+    let c = cfg(
+        "init = \"normal\"\ninit_std = 5.0",
+        "optimizer = \"sgd\"\nlearning_rate = 1e12",
+    );
+    let out = run(&c, &TrialOptions::default(), &mut NoObserver);
+    match out.stop {
+        StopReason::Diverged { epoch, batch, loss } => {
+            assert!(epoch >= 1 && batch >= 1 && !loss.is_finite());
+        }
+        other => panic!("expected divergence, got {other:?}"),
+    }
+    assert!(out.report.is_none());
+}
+
+#[test]
+fn early_stopping_restores_the_best_epoch() {
+    // A learning rate this high overfits/oscillates quickly; patience 1 stops early.
+    let c = cfg("", "epochs = 30\nlearning_rate = 0.01\n[train.early_stopping]\nmonitor = \"val_loss\"\npatience = 1\nrestore_best = true");
+    let dir = tempfile::tempdir().unwrap();
+    let opts = TrialOptions {
+        checkpoint_dir: Some(dir.path().to_path_buf()),
+        ..TrialOptions::default()
+    };
+    let out = run(&c, &opts, &mut NoObserver);
+    let StopReason::EarlyStopping { epoch } = out.stop else {
+        panic!("expected early stop, got {:?}", out.stop)
+    };
+    assert!(epoch < 30);
+    let best = out.best_epoch.unwrap();
+    assert_eq!(epoch, best + 1, "patience 1 stops one epoch after the best");
+    assert_eq!(out.report_epoch, Some(best));
+    let best_m = &out.epochs[best - 1];
+    let r = out.report.as_ref().unwrap();
+    assert_eq!(r.accuracy, best_m.val_accuracy);
+    assert!(out.epochs.iter().all(|e| e.val_loss >= best_m.val_loss));
+
+    // The checkpoint holds the best weights: reloading it reproduces the best report.
+    let ckpt = out.checkpoint.unwrap();
+    assert!(ckpt.ends_with("best.safetensors") && dir.path().join("config.json").is_file());
+    let saved: TrialConfig =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(saved, c);
+    let ds = Dataset::load(&c.data).unwrap();
+    let mut model = Model::new(&c.model, 3, 16, 4, 999, &Device::Cpu).unwrap();
+    load_checkpoint(&mut model, &ckpt).unwrap();
+    let split = sweep_train::trainer::split_for(&c, &ds).unwrap();
+    let mut batcher = sweep_train::data::Batcher::new(&c.data);
+    let (mut buf, mut labels) = (Vec::new(), Vec::new());
+    batcher.fill(&ds, &split.val, None, &mut buf, &mut labels);
+    let x = candle_core::Tensor::from_slice(&buf, (labels.len(), 3, 16, 16), &Device::Cpu).unwrap();
+    let logits = model
+        .forward_t(&x, false, &mut sweep_train::rng::Rng::new(0))
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    let correct = logits
+        .iter()
+        .zip(&labels)
+        .filter(|(row, y)| {
+            let am = row
+                .iter()
+                .enumerate()
+                .fold(0, |b, (i, v)| if *v > row[b] { i } else { b });
+            am as u32 == **y
+        })
+        .count();
+    assert_eq!(correct as f64 / labels.len() as f64, r.accuracy);
+}
+
+#[test]
+fn without_restore_the_report_is_from_the_last_epoch() {
+    let c = cfg("", "epochs = 3");
+    let out = run(&c, &TrialOptions::default(), &mut NoObserver);
+    assert_eq!(out.stop, StopReason::EpochLimit);
+    assert_eq!(out.report_epoch, Some(3));
+    assert_eq!(out.report.unwrap().macro_f1, out.epochs[2].val_macro_f1);
+}
+
+#[derive(Default)]
+struct Recorder {
+    start: Option<TrialStart>,
+    epochs: Vec<usize>,
+    batches: usize,
+    hist: Vec<(usize, Vec<Histogram>)>,
+}
+
+impl Observer for Recorder {
+    fn on_start(&mut self, s: &TrialStart) {
+        self.start = Some(s.clone());
+    }
+    fn on_batch(&mut self, _: usize, _: usize, _: usize) {
+        self.batches += 1;
+    }
+    fn on_epoch(&mut self, m: &EpochMetrics) {
+        self.epochs.push(m.epoch);
+    }
+    fn on_histograms(&mut self, e: usize, h: &[Histogram]) {
+        self.hist.push((e, h.to_vec()));
+    }
+}
+
+#[test]
+fn observer_sees_start_batches_epochs_and_histograms() {
+    let c = cfg("batch_norm = true", "epochs = 3");
+    let mut rec = Recorder::default();
+    let opts = TrialOptions {
+        histogram_every: Some(2),
+        gradient_histograms: true,
+        ..TrialOptions::default()
+    };
+    let out = run(&c, &opts, &mut rec);
+    let start = rec.start.unwrap();
+    assert_eq!(start.train_counts.iter().sum::<usize>(), out.train_size);
+    assert_eq!(start.val_counts, vec![8, 8, 8, 8]);
+    assert_eq!(rec.epochs, vec![1, 2, 3]);
+    assert_eq!(rec.batches, 3 * start.batches_per_epoch);
+    assert_eq!(rec.hist.iter().map(|h| h.0).collect::<Vec<_>>(), vec![2, 3]);
+    let names: Vec<&str> = rec.hist[0].1.iter().map(|h| h.name.as_str()).collect();
+    assert!(
+        names.contains(&"hidden0.weight")
+            && names.contains(&"hidden0.weight.grad")
+            && names.contains(&"hidden0.bn.weight")
+    );
+    assert!(
+        !names.iter().any(|n| n.contains("running")),
+        "running statistics are not parameters"
+    );
+    let h = &rec.hist[0].1[0];
+    assert_eq!(h.count as usize, 64 * 16 * 16 * 3);
+    assert_eq!(h.bucket_counts.iter().sum::<u64>(), h.count);
+}
+
+#[test]
+fn the_stop_flag_interrupts_between_batches() {
+    let c = cfg("", "epochs = 50");
+    let ds = Dataset::load(&c.data).unwrap();
+    let stop = StopFlag::new();
+    struct StopAt(StopFlag);
+    impl Observer for StopAt {
+        fn on_epoch(&mut self, m: &EpochMetrics) {
+            if m.epoch == 2 {
+                self.0.request();
+            }
+        }
+    }
+    let out = run_trial(
+        &c,
+        &ds,
+        &Device::Cpu,
+        &TrialOptions::default(),
+        &mut StopAt(stop.clone()),
+        &stop,
+    )
+    .unwrap();
+    assert_eq!(out.stop, StopReason::Interrupted { epoch: 3 });
+    assert_eq!(out.epochs.len(), 2);
+}
+
+#[test]
+fn cnn_with_batch_norm_trains_and_evaluates() {
+    let c = cfg(
+        "arch = \"cnn\"\nconv_channels = [8, 16]\nhidden = [32]\nbatch_norm = true\ndropout = 0.2",
+        "epochs = 2",
+    );
+    let out = run(&c, &TrialOptions::default(), &mut NoObserver);
+    assert_eq!(out.epochs.len(), 2);
+    assert!(out
+        .epochs
+        .iter()
+        .all(|e| e.train_loss.is_finite() && e.val_loss.is_finite()));
+    // conv0 8·3·9+8, bn 16, conv1 16·8·9+16, bn 32, hidden 32·(16·4·4)+32, bn 64, out 4·32+4
+    assert_eq!(
+        out.num_parameters,
+        8 * 27 + 8 + 16 + 16 * 72 + 16 + 32 + 32 * 256 + 32 + 64 + 4 * 32 + 4
+    );
+}
