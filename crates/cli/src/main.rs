@@ -1,6 +1,7 @@
 //! The `sweep` command line: parses arguments, resolves settings, runs, prints.
 
 mod render;
+mod sweep;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -43,6 +44,39 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run (or resume) a sweep: every combination of the spec's [grid] times its seeds,
+    /// in parallel worker processes, every metric stored in SQLite.
+    Run {
+        /// The sweep spec (TOML; see docs/sweep-spec.md).
+        spec: PathBuf,
+        /// Trials at once (default: the number of CPU cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Devices, comma-separated: cpu (default), or cuda:0,cuda:1,...
+        #[arg(long, default_value = "cpu")]
+        devices: String,
+        /// Trials per device at once.
+        #[arg(long, default_value_t = 1)]
+        per_device: usize,
+        /// Results database (default results/sweep.db, or SWEEP_DB).
+        #[arg(long)]
+        db: Option<PathBuf>,
+        /// Results folder (default results/).
+        #[arg(long, default_value = "results")]
+        results: PathBuf,
+        /// Print the number of trials and the first few configurations; run nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Stop starting trials after the first failure.
+        #[arg(long)]
+        fail_fast: bool,
+        /// Attempts per trial before a failure is final.
+        #[arg(long, default_value_t = 3)]
+        max_attempts: i64,
+    },
+    /// Run one trial for a sweep (reads a job on stdin, writes JSON lines).
+    #[command(hide = true)]
+    Worker,
     /// Measure training steps of the reference models (used by scripts/bench-train).
     #[command(hide = true)]
     BenchStep {
@@ -164,6 +198,31 @@ fn train(
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run {
+            spec,
+            jobs,
+            devices,
+            per_device,
+            db,
+            results,
+            dry_run,
+            fail_fast,
+            max_attempts,
+        } => {
+            let settings = sweep::RunArgs {
+                spec,
+                jobs,
+                devices,
+                per_device,
+                db,
+                results,
+                dry_run,
+                fail_fast,
+                max_attempts,
+            };
+            return sweep::run(settings);
+        }
+        Command::Worker => return sweep::worker(),
         Command::Train {
             config,
             out,

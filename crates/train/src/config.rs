@@ -637,7 +637,9 @@ impl TrialConfig {
                 format!("must be in [0, 1), got {}", m.dropout),
             ));
         }
-        if m.init == InitScheme::Uniform && m.init_low.partial_cmp(&m.init_high) != Some(std::cmp::Ordering::Less) {
+        if m.init == InitScheme::Uniform
+            && m.init_low.partial_cmp(&m.init_high) != Some(std::cmp::Ordering::Less)
+        {
             return Err(issue(
                 "model.init_low",
                 format!(

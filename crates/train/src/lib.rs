@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod rng;
+pub mod serde_float;
 pub mod trainer;
 
 pub use config::TrialConfig;

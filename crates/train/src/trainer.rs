@@ -63,18 +63,28 @@ impl Default for TrialOptions {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EpochMetrics {
     pub epoch: usize,
+    #[serde(with = "crate::serde_float")]
     pub train_loss: f64,
+    #[serde(with = "crate::serde_float")]
     pub train_accuracy: f64,
+    #[serde(with = "crate::serde_float")]
     pub val_loss: f64,
+    #[serde(with = "crate::serde_float")]
     pub val_accuracy: f64,
+    #[serde(with = "crate::serde_float")]
     pub val_macro_f1: f64,
+    #[serde(with = "crate::serde_float")]
     pub val_balanced_accuracy: f64,
+    #[serde(with = "crate::serde_float")]
     pub learning_rate: f64,
     /// Wall time of the whole epoch (training and validation).
+    #[serde(with = "crate::serde_float")]
     pub seconds: f64,
     /// Of which: building batches (augmentation, normalization).
+    #[serde(with = "crate::serde_float")]
     pub data_seconds: f64,
     /// Of which: forward, loss, backward and optimizer steps.
+    #[serde(with = "crate::serde_float")]
     pub step_seconds: f64,
 }
 
@@ -178,6 +188,7 @@ pub enum StopReason {
     Diverged {
         epoch: usize,
         batch: usize,
+        #[serde(with = "crate::serde_float")]
         loss: f64,
     },
     /// The stop flag was raised.

@@ -242,11 +242,7 @@ fn scan_image_folder(root: &Path) -> Result<Scan> {
 
 /// A CSV naming file and label per row; files are looked up in `image_dirs`, with an
 /// image extension appended when the name has none (HAM10000's `image_id`).
-fn scan_labels_csv(
-    root: &Path,
-    csv_rel: &Path,
-    cfg: &DataConfig,
-) -> Result<Scan> {
+fn scan_labels_csv(root: &Path, csv_rel: &Path, cfg: &DataConfig) -> Result<Scan> {
     let csv_path = root.join(csv_rel);
     let text = std::fs::read_to_string(&csv_path).map_err(|e| Error::io(&csv_path, e))?;
     let rows = csv::parse(&text);

@@ -1,0 +1,316 @@
+//! `sweep run` and the hidden `sweep worker`: settings resolution, Ctrl-C handling
+//! and progress rendering around the orchestrator.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use sweep_orchestrator::runner::{self, Progress, RunSettings, RunSummary};
+use sweep_orchestrator::spec::SweepSpec;
+use sweep_orchestrator::store::TrialState;
+use sweep_train::StopFlag;
+
+pub struct RunArgs {
+    pub spec: PathBuf,
+    pub jobs: Option<usize>,
+    pub devices: String,
+    pub per_device: usize,
+    pub db: Option<PathBuf>,
+    pub results: PathBuf,
+    pub dry_run: bool,
+    pub fail_fast: bool,
+    pub max_attempts: i64,
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// Exit codes: 0 every trial complete or pruned, 1 some failed, 2 usage or spec
+/// error, 130 interrupted.
+pub fn run(a: RunArgs) -> ExitCode {
+    let spec = match SweepSpec::from_file(&a.spec) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let devices: Vec<String> = a
+        .devices
+        .split(',')
+        .map(|d| d.trim().to_string())
+        .filter(|d| !d.is_empty())
+        .collect();
+    if devices.is_empty()
+        || devices
+            .iter()
+            .any(|d| d != "cpu" && !d.starts_with("cuda:"))
+    {
+        eprintln!(
+            "error: --devices {:?}: expected cpu or cuda:0,cuda:1,...",
+            a.devices
+        );
+        return ExitCode::from(2);
+    }
+    if a.jobs == Some(0) || a.per_device == 0 || a.max_attempts < 1 {
+        eprintln!("error: --jobs, --per-device and --max-attempts must be at least 1");
+        return ExitCode::from(2);
+    }
+    if a.dry_run {
+        return dry_run(&spec);
+    }
+    let jobs = a.jobs.unwrap_or_else(|| {
+        if devices == ["cpu"] {
+            cores()
+        } else {
+            devices.len() * a.per_device
+        }
+    });
+    let per_device = if devices == ["cpu"] {
+        jobs
+    } else {
+        a.per_device
+    };
+    let db =
+        a.db.or_else(|| std::env::var_os("SWEEP_DB").map(PathBuf::from))
+            .unwrap_or_else(|| a.results.join("sweep.db"));
+    let settings = RunSettings {
+        jobs,
+        db: db.clone(),
+        results: a.results.clone(),
+        fail_fast: a.fail_fast,
+        max_attempts: a.max_attempts,
+        worker_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("sweep")),
+        devices,
+        per_device,
+        threads_per_worker: (cores() / jobs).max(1),
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let result = rt.block_on(async {
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("\nstopping: running trials finish their current batch and will resume on the next run (Ctrl-C again to quit at once)");
+                let _ = stop_tx.send(true);
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    eprintln!("quitting at once; running trials will be reclaimed on the next run");
+                    std::process::exit(130);
+                }
+            }
+        });
+        let mut r = Renderer::new(&spec);
+        runner::run(&spec, &settings, |p| r.show(p), stop_rx).await
+    });
+    match result {
+        Ok(summary) => {
+            print_summary(&summary, &db);
+            if summary.interrupted {
+                ExitCode::from(130)
+            } else if summary.counts.failed > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(if e.is_usage() { 2 } else { 1 })
+        }
+    }
+}
+
+fn dry_run(spec: &SweepSpec) -> ExitCode {
+    match spec.expand() {
+        Ok(plans) => {
+            let combos = plans.len() / spec.seeds.len().max(1);
+            println!("sweep `{}`: {} trials ({} configurations × {} seeds, after exclusions and de-duplication)", spec.name, plans.len(), combos, spec.seeds.len());
+            println!(
+                "objective: {} ({})",
+                spec.objective,
+                spec.direction.as_str()
+            );
+            for (i, p) in plans.iter().take(5).enumerate() {
+                let swept: Vec<String> = p
+                    .swept
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", runner::param_text(v)))
+                    .collect();
+                println!(
+                    "\ntrial {} (seed {}): {}",
+                    i + 1,
+                    p.seed,
+                    if swept.is_empty() {
+                        "base configuration".into()
+                    } else {
+                        swept.join(" ")
+                    }
+                );
+                println!("{}", p.config.to_json());
+            }
+            if plans.len() > 5 {
+                println!("\n... and {} more", plans.len() - 5);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+struct Renderer {
+    total: usize,
+    start: std::time::Instant,
+    terminal: bool,
+}
+
+impl Renderer {
+    fn new(_spec: &SweepSpec) -> Self {
+        Renderer {
+            total: 0,
+            start: std::time::Instant::now(),
+            terminal: std::io::stdout().is_terminal(),
+        }
+    }
+
+    fn show(&mut self, p: Progress) {
+        let el = self.start.elapsed().as_secs_f64();
+        match p {
+            Progress::Planned { trials, added, reclaimed, requeued, counts } => {
+                self.total = counts.total() as usize;
+                println!(
+                    "{trials} trials in the spec: {added} new; {} already finished; {reclaimed} reclaimed from a stopped run; {requeued} failed ones retried",
+                    counts.complete + counts.pruned
+                );
+            }
+            Progress::Started { number, params, device, attempt } => {
+                let again = if attempt > 1 { format!(" (attempt {attempt})") } else { String::new() };
+                println!("[{el:7.1}s] start  trial {number:>4} on {device}{again}: {params}");
+            }
+            Progress::Epoch { number, epoch, train_loss, val_loss, .. } => {
+                if self.terminal {
+                    println!("[{el:7.1}s]        trial {number:>4} epoch {epoch}: train loss {train_loss:.4}, val loss {val_loss:.4}");
+                }
+            }
+            Progress::Finished { number, state, objective, note, counts } => {
+                let obj = objective.map(|v| format!(" objective {v:.4}")).unwrap_or_default();
+                let st = match state {
+                    TrialState::Complete => "done",
+                    TrialState::Pruned => "pruned",
+                    TrialState::Failed => "FAILED",
+                    _ => "?",
+                };
+                println!(
+                    "[{el:7.1}s] {st:<6} trial {number:>4}:{obj} ({note})  | done {} · running {} · failed {} · pruned {} · waiting {} of {}",
+                    counts.complete, counts.running, counts.failed, counts.pruned, counts.waiting, counts.total()
+                );
+            }
+            Progress::Stopping => println!("[{el:7.1}s] stopping: no new trials; running ones are interrupted and resume next time"),
+        }
+        let _ = std::io::stdout().flush();
+    }
+}
+
+fn print_summary(s: &RunSummary, db: &std::path::Path) {
+    let c = &s.counts;
+    println!();
+    println!(
+        "sweep `{}`: {} complete, {} pruned, {} failed, {} waiting, {} running; results in {}",
+        s.sweep,
+        c.complete,
+        c.pruned,
+        c.failed,
+        c.waiting,
+        c.running,
+        db.display()
+    );
+    if s.best.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "best configurations by {} (mean ± std over seeds):",
+        s.objective
+    );
+    println!(
+        "{:>4}  {:>8}  {:>8}  {:>5}  configuration",
+        "rank", "mean", "std", "seeds"
+    );
+    for (i, r) in s.best.iter().take(10).enumerate() {
+        println!(
+            "{:>4}  {:>8.4}  {:>8.4}  {:>5}  {}",
+            i + 1,
+            r.mean,
+            r.std,
+            r.n,
+            if r.params.is_empty() {
+                "(base)"
+            } else {
+                &r.params
+            }
+        );
+    }
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// The worker process: a job on stdin, events on stdout. SIGINT stops the trial
+/// between batches (it then reports itself interrupted).
+pub fn worker() -> ExitCode {
+    let mut input = String::new();
+    if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut input) {
+        eprintln!("error: reading the job: {e}");
+        return ExitCode::from(2);
+    }
+    let job: sweep_orchestrator::protocol::Job = match serde_json::from_str(&input) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("error: the job on stdin is not valid: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let stop = StopFlag::new();
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
+    // Stop on SIGINT, and when the orchestrator dies (we get re-parented): a trial
+    // nobody records would only race the rerun that reclaims it.
+    // SAFETY: getppid has no preconditions.
+    let parent = unsafe { libc::getppid() };
+    let watcher = stop.clone();
+    std::thread::spawn(move || loop {
+        // SAFETY: as above.
+        if INTERRUPTED.load(Ordering::SeqCst) || unsafe { libc::getppid() } != parent {
+            watcher.request();
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    });
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match sweep_orchestrator::worker::run_job(&job, &mut out, &stop) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! Sweep's orchestrator: spec parsing and grid expansion, the results store
+//! (SQLite through sqlx), the worker protocol and the scheduler that runs trials in
+//! worker processes and resumes after any interruption. Never touches tensors and
+//! never prints: progress leaves as [`runner::Progress`] values.
+
+pub mod cache;
+pub mod error;
+pub mod protocol;
+pub mod runner;
+pub mod spec;
+pub mod store;
+pub mod worker;
+
+pub use error::{Error, Result};

@@ -1,0 +1,769 @@
+//! The scheduler: expands a spec, records it, decodes the data set once, and runs
+//! every unfinished trial in worker processes (the same binary, `sweep worker`),
+//! at most `jobs` at a time. This process is the only writer to the database.
+//! Resume is the normal path: trials are content-addressed, finished ones are
+//! never re-run, orphaned ones are reclaimed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+
+use serde_json::Value as Json;
+use sweep_train::{Dataset, StopReason, TrialConfig, TrialOutcome};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::{mpsc, watch};
+
+use crate::cache;
+use crate::error::{Error, Result};
+use crate::protocol::{Event, Job};
+use crate::spec::{SweepSpec, TrialPlan};
+use crate::store::{Claimed, Finish, NewSweep, NewTrial, StateCounts, Store, TrialState};
+
+/// How a sweep is run (resolved by the CLI from arguments and environment).
+#[derive(Clone, Debug)]
+pub struct RunSettings {
+    pub jobs: usize,
+    pub db: PathBuf,
+    pub results: PathBuf,
+    pub fail_fast: bool,
+    /// Attempts per trial before a failure is final.
+    pub max_attempts: i64,
+    /// The executable that runs `worker` (normally the current one).
+    pub worker_exe: PathBuf,
+    /// Devices workers are pinned to, each taking `per_device` trials at once.
+    pub devices: Vec<String>,
+    pub per_device: usize,
+    /// Compute threads per worker (`RAYON_NUM_THREADS`).
+    pub threads_per_worker: usize,
+}
+
+/// What the scheduler reports as it goes (the CLI renders it).
+#[derive(Clone, Debug)]
+pub enum Progress {
+    Planned {
+        trials: usize,
+        added: usize,
+        reclaimed: u64,
+        requeued: u64,
+        counts: StateCounts,
+    },
+    Started {
+        number: i64,
+        params: String,
+        device: String,
+        attempt: i64,
+    },
+    Epoch {
+        number: i64,
+        epoch: usize,
+        epochs: usize,
+        train_loss: f64,
+        val_loss: f64,
+    },
+    Finished {
+        number: i64,
+        state: TrialState,
+        objective: Option<f64>,
+        note: String,
+        counts: StateCounts,
+    },
+    Stopping,
+}
+
+/// One configuration's result over its seeds.
+#[derive(Clone, Debug)]
+pub struct SummaryRow {
+    pub params: String,
+    pub mean: f64,
+    pub std: f64,
+    pub n: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct RunSummary {
+    pub sweep: String,
+    pub counts: StateCounts,
+    pub interrupted: bool,
+    pub objective: String,
+    pub best: Vec<SummaryRow>,
+}
+
+/// A cancellation level: 0 running, 1 stop gracefully.
+pub type StopSignal = watch::Receiver<bool>;
+
+fn fnv(seed: u64, bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// A 128-bit content hash as hex.
+pub fn content_hash(bytes: &[u8]) -> String {
+    format!("{:016x}{:016x}", fnv(1, bytes), fnv(2, bytes))
+}
+
+/// The settings that decide decoding (everything else about `[data]` is per batch).
+fn decode_key(c: &TrialConfig) -> String {
+    let d = &c.data;
+    serde_json::json!({
+        "root": d.root, "labels": d.labels, "file_column": d.file_column, "label_column": d.label_column,
+        "image_dirs": d.image_dirs, "synthetic": d.synthetic, "image_size": d.image_size,
+        "channels": d.channels, "on_bad_image": d.on_bad_image,
+    })
+    .to_string()
+}
+
+/// The trial's parameters as (dotted name, kind, text, number) leaves.
+pub fn flatten_params(
+    prefix: &str,
+    v: &Json,
+    out: &mut Vec<(String, String, String, Option<f64>)>,
+) {
+    match v {
+        Json::Object(m) => {
+            for (k, child) in m {
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten_params(&p, child, out);
+            }
+        }
+        Json::Null => out.push((prefix.into(), "none".into(), "none".into(), None)),
+        Json::Bool(b) => out.push((
+            prefix.into(),
+            "bool".into(),
+            b.to_string(),
+            Some(f64::from(u8::from(*b))),
+        )),
+        Json::Number(n) => {
+            let kind = if n.is_f64() { "float" } else { "int" };
+            out.push((prefix.into(), kind.into(), n.to_string(), n.as_f64()));
+        }
+        Json::String(s) => out.push((prefix.into(), "text".into(), s.clone(), None)),
+        Json::Array(_) => out.push((prefix.into(), "list".into(), v.to_string(), None)),
+    }
+}
+
+/// Text of one swept value, as `trial_params.value_text` stores it.
+pub fn param_text(v: &Json) -> String {
+    match v {
+        Json::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: buf is valid for buf.len() bytes; gethostname NUL-terminates on success.
+    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if r != 0 {
+        return "unknown".into();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+pub fn pid_alive(pid: i64) -> bool {
+    // SAFETY: signal 0 only checks for existence and permission.
+    let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+fn git_commit(dir: &Path) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["rev-parse", "HEAD"])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Data sets by decode key, decoded once and cached under `results/<sweep>/cache/`.
+pub struct Prepared {
+    pub plans: Vec<TrialPlan>,
+    pub caches: HashMap<String, (PathBuf, String)>,
+    pub classes: Vec<(String, usize)>,
+    pub dataset: String,
+    pub fingerprint: String,
+}
+
+/// Expands the spec and decodes each distinct data set once.
+pub fn prepare(spec: &SweepSpec, results: &Path) -> Result<Prepared> {
+    let plans = spec.expand()?;
+    let mut caches = HashMap::new();
+    let mut classes = Vec::new();
+    let mut fps = Vec::new();
+    for p in &plans {
+        let k = decode_key(&p.config);
+        if caches.contains_key(&k) {
+            continue;
+        }
+        let ds = Dataset::load(&p.config.data)?;
+        if classes.is_empty() {
+            classes = ds.classes.iter().cloned().zip(ds.class_counts()).collect();
+        }
+        let fp = format!("{:016x}", ds.fingerprint());
+        let path = results
+            .join(&spec.name)
+            .join("cache")
+            .join(format!("{fp}.dataset"));
+        if cache::read(&path).is_err() {
+            cache::write(&ds, &path)?;
+        }
+        fps.push(fp.clone());
+        caches.insert(k, (path, fp));
+    }
+    let d = &spec.base.data;
+    let dataset = match (&d.root, &d.synthetic) {
+        (Some(r), _) => r.display().to_string(),
+        (None, Some(s)) => format!(
+            "synthetic(classes={}, per_class={}, image_size={}, seed={})",
+            s.classes, s.per_class, s.image_size, s.seed
+        ),
+        _ => String::new(),
+    };
+    fps.sort();
+    Ok(Prepared {
+        plans,
+        caches,
+        classes,
+        dataset,
+        fingerprint: fps.join(","),
+    })
+}
+
+enum WorkerMsg {
+    Event(i64, Event),
+    Exited(i64, String),
+}
+
+struct Running {
+    number: i64,
+    pid: Option<u32>,
+    done: bool,
+    epochs: usize,
+}
+
+fn summary_rows(
+    rows: &[(i64, String, String, i64, Option<f64>)],
+    direction: crate::spec::Direction,
+) -> Vec<SummaryRow> {
+    let mut by: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for (_, state, params, _, v) in rows {
+        if state == "complete" {
+            if let Some(v) = v.filter(|v| v.is_finite()) {
+                by.entry(params.clone()).or_default().push(v);
+            }
+        }
+    }
+    let mut out: Vec<SummaryRow> = by
+        .into_iter()
+        .map(|(params, vs)| {
+            let n = vs.len();
+            let mean = vs.iter().sum::<f64>() / n as f64;
+            let std = if n > 1 {
+                (vs.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
+            } else {
+                0.0
+            };
+            SummaryRow {
+                params,
+                mean,
+                std,
+                n,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        if direction.better(a.mean, b.mean) {
+            std::cmp::Ordering::Less
+        } else if direction.better(b.mean, a.mean) {
+            std::cmp::Ordering::Greater
+        } else {
+            std::cmp::Ordering::Equal
+        }
+    });
+    out
+}
+
+/// Records the sweep and its trials without running anything; returns the store,
+/// sweep id and the preparation.
+async fn record(
+    spec: &SweepSpec,
+    settings: &RunSettings,
+    prep: &Prepared,
+) -> Result<(Store, i64, usize)> {
+    let store = Store::open(&settings.db).await?;
+    let sweep_id = store
+        .upsert_sweep(&NewSweep {
+            name: spec.name.clone(),
+            description: spec.description.clone(),
+            spec_path: spec.path.display().to_string(),
+            spec_text: spec.text.clone(),
+            spec_hash: content_hash(spec.text.as_bytes()),
+            objective: spec.objective.clone(),
+            direction: spec.direction.as_str().into(),
+            dataset: prep.dataset.clone(),
+            dataset_fingerprint: prep.fingerprint.clone(),
+            tool_version: env!("CARGO_PKG_VERSION").into(),
+            git_commit: spec.path.parent().and_then(|d| {
+                git_commit(if d.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    d
+                })
+            }),
+            host: hostname(),
+        })
+        .await?;
+    store.set_classes(sweep_id, &prep.classes).await?;
+    let swept: Vec<&String> = spec.grid.iter().map(|(p, _)| p).collect();
+    let trials: Vec<NewTrial> = prep
+        .plans
+        .iter()
+        .map(|p| {
+            let json = serde_json::to_value(&p.config).expect("config serializes");
+            let text = json.to_string();
+            let fp = &prep.caches[&decode_key(&p.config)].1;
+            let mut flat = Vec::new();
+            flatten_params("", &json, &mut flat);
+            NewTrial {
+                key: content_hash(format!("{text}\n{fp}").as_bytes()),
+                config_json: text,
+                seed: p.seed,
+                params: flat
+                    .into_iter()
+                    .map(|(n, k, t, v)| {
+                        let s = swept.contains(&&n);
+                        (n, k, t, v, s)
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    let added = store.add_trials(sweep_id, &trials).await?;
+    Ok((store, sweep_id, added))
+}
+
+/// Runs (or resumes) a sweep to completion, or until `stop` turns true.
+pub async fn run(
+    spec: &SweepSpec,
+    settings: &RunSettings,
+    mut progress: impl FnMut(Progress),
+    mut stop: StopSignal,
+) -> Result<RunSummary> {
+    let results = &settings.results;
+    let prep = tokio::task::block_in_place(|| prepare(spec, results))?;
+    let (store, sweep_id, added) = record(spec, settings, &prep).await?;
+    let host = hostname();
+    if let Some((pid, h)) = store.live_session(sweep_id, &host, pid_alive).await? {
+        return Err(Error::Other(format!(
+            "sweep `{}` is already being run by process {pid} on {h}; wait for it or stop it first",
+            spec.name
+        )));
+    }
+    let session = store
+        .start_session(sweep_id, std::process::id() as i64, &host)
+        .await?;
+    let reclaimed = store.reclaim_orphans(sweep_id, session).await?;
+    let requeued = store
+        .requeue_failed(sweep_id, settings.max_attempts)
+        .await?;
+    progress(Progress::Planned {
+        trials: prep.plans.len(),
+        added,
+        reclaimed,
+        requeued,
+        counts: store.counts(sweep_id).await?,
+    });
+
+    let cache_by_key: HashMap<String, PathBuf> = prep
+        .plans
+        .iter()
+        .map(|p| {
+            let json = serde_json::to_value(&p.config)
+                .expect("config serializes")
+                .to_string();
+            let (path, fp) = &prep.caches[&decode_key(&p.config)];
+            (
+                content_hash(format!("{json}\n{fp}").as_bytes()),
+                path.clone(),
+            )
+        })
+        .collect();
+    let params_by_key: HashMap<String, String> = prep
+        .plans
+        .iter()
+        .map(|p| {
+            let json = serde_json::to_value(&p.config)
+                .expect("config serializes")
+                .to_string();
+            let fp = &prep.caches[&decode_key(&p.config)].1;
+            let text = p
+                .swept
+                .iter()
+                .map(|(k, v)| format!("{k}={}", param_text(v)))
+                .chain(std::iter::once(format!("seed={}", p.seed)))
+                .collect::<Vec<_>>()
+                .join(" ");
+            (content_hash(format!("{json}\n{fp}").as_bytes()), text)
+        })
+        .collect();
+
+    let slots: Vec<String> = settings
+        .devices
+        .iter()
+        .flat_map(|d| std::iter::repeat_n(d.clone(), settings.per_device.max(1)))
+        .take(settings.jobs.max(1))
+        .collect();
+    let mut free: Vec<String> = slots.clone();
+    let (tx, mut rx) = mpsc::unbounded_channel::<WorkerMsg>();
+    let mut running: HashMap<i64, (Running, String)> = HashMap::new();
+    let mut stopping = *stop.borrow();
+    let mut any_failed = false;
+    let mut heartbeat = tokio::time::interval(std::time::Duration::from_secs(5));
+    let store = Arc::new(store);
+
+    loop {
+        let halted = |stopping: bool, failed: bool| stopping || (settings.fail_fast && failed);
+        while !halted(stopping, any_failed) && !free.is_empty() {
+            let device = free.last().cloned().expect("a free slot");
+            let Some(c) = store.claim_next(sweep_id, session, &device).await? else {
+                break;
+            };
+            free.pop();
+            let Some(cache) = cache_by_key.get(&c.key).cloned() else {
+                store.fail(c.id, "the trial is no longer part of the spec's grid (edited spec); it is kept but not run").await?;
+                free.push(device);
+                continue;
+            };
+            let params = params_by_key.get(&c.key).cloned().unwrap_or_default();
+            let pid = spawn_worker(&c, &cache, &device, spec, settings, tx.clone()).await;
+            match pid {
+                Ok(pid) => {
+                    if let Some(p) = pid {
+                        store.set_worker_pid(c.id, p as i64).await?;
+                    }
+                    progress(Progress::Started {
+                        number: c.number,
+                        params,
+                        device: device.clone(),
+                        attempt: c.attempt,
+                    });
+                    running.insert(
+                        c.id,
+                        (
+                            Running {
+                                number: c.number,
+                                pid,
+                                done: false,
+                                epochs: 0,
+                            },
+                            device,
+                        ),
+                    );
+                }
+                Err(e) => {
+                    store
+                        .fail(c.id, &format!("could not start a worker: {e}"))
+                        .await?;
+                    free.push(device);
+                    any_failed = true;
+                }
+            }
+        }
+        if running.is_empty() {
+            break;
+        }
+        tokio::select! {
+            msg = rx.recv() => {
+                let Some(msg) = msg else { break };
+                match msg {
+                    WorkerMsg::Event(id, ev) => {
+                        let Some((r, _)) = running.get_mut(&id) else { continue };
+                        match ev {
+                            Event::Start { .. } => {}
+                            Event::Epoch { metrics } => {
+                                r.epochs = metrics.epoch;
+                                store.record_epoch(id, &metrics).await?;
+                                progress(Progress::Epoch { number: r.number, epoch: metrics.epoch, epochs: 0, train_loss: metrics.train_loss, val_loss: metrics.val_loss });
+                            }
+                            Event::Done { outcome } => {
+                                r.done = true;
+                                let number = r.number;
+                                let (state, note) = finish_trial(&store, id, &outcome, spec, &c_trial_dir(results, spec, number, id)).await?;
+                                let objective = objective_of(&outcome, &spec.objective);
+                                if state != TrialState::Waiting {
+                                    progress(Progress::Finished { number, state, objective, note, counts: store.counts(sweep_id).await? });
+                                }
+                            }
+                            Event::Error { message } => {
+                                r.done = true;
+                                let number = r.number;
+                                store.fail(id, &message).await?;
+                                store.requeue_failed(sweep_id, settings.max_attempts).await?;
+                                any_failed = true;
+                                progress(Progress::Finished { number, state: TrialState::Failed, objective: None, note: message, counts: store.counts(sweep_id).await? });
+                            }
+                        }
+                    }
+                    WorkerMsg::Exited(id, status) => {
+                        if let Some((r, device)) = running.remove(&id) {
+                            free.push(device);
+                            if !r.done {
+                                let msg = format!("worker for trial {} ended without a result: {status}", r.number);
+                                store.fail(id, &msg).await?;
+                                store.requeue_failed(sweep_id, settings.max_attempts).await?;
+                                any_failed = true;
+                                progress(Progress::Finished { number: r.number, state: TrialState::Failed, objective: None, note: msg, counts: store.counts(sweep_id).await? });
+                            }
+                        }
+                    }
+                }
+            }
+            _ = heartbeat.tick() => { store.heartbeat(session).await?; }
+            changed = stop.changed(), if !stopping => {
+                if changed.is_err() || *stop.borrow() {
+                    stopping = true;
+                    progress(Progress::Stopping);
+                    for (r, _) in running.values() {
+                        if let Some(pid) = r.pid {
+                            // SAFETY: plain signal to our own child process.
+                            unsafe { libc::kill(pid as libc::pid_t, libc::SIGINT) };
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // After the loop, a fail-fast stop or an interruption leaves waiting trials.
+    let counts = store.counts(sweep_id).await?;
+    store
+        .end_session(session, if stopping { "interrupted" } else { "finished" })
+        .await?;
+    let rows = store.objective_rows(sweep_id, &spec.objective).await?;
+    let store = Arc::try_unwrap(store).map_err(|_| Error::Other("store still shared".into()))?;
+    store.close().await;
+    Ok(RunSummary {
+        sweep: spec.name.clone(),
+        counts,
+        interrupted: stopping,
+        objective: spec.objective.clone(),
+        best: summary_rows(&rows, spec.direction),
+    })
+}
+
+/// The folder of one trial's files, relative to the sweep folder.
+pub fn trial_rel_dir(number: i64) -> PathBuf {
+    PathBuf::from("trials").join(format!("{number:04}"))
+}
+
+fn c_trial_dir(results: &Path, spec: &SweepSpec, number: i64, _id: i64) -> PathBuf {
+    results.join(&spec.name).join(trial_rel_dir(number))
+}
+
+async fn spawn_worker(
+    c: &Claimed,
+    cache: &Path,
+    device: &str,
+    spec: &SweepSpec,
+    settings: &RunSettings,
+    tx: mpsc::UnboundedSender<WorkerMsg>,
+) -> Result<Option<u32>> {
+    let config: TrialConfig = serde_json::from_str(&c.config_json)
+        .map_err(|e| Error::Worker(format!("stored config of trial {}: {e}", c.number)))?;
+    let trial_dir = c_trial_dir(&settings.results, spec, c.number, c.id);
+    let job = Job {
+        trial_id: c.id,
+        config,
+        cache: cache.to_path_buf(),
+        trial_dir,
+        device: device.to_string(),
+        objective: spec.objective.clone(),
+    };
+    let mut child = Command::new(&settings.worker_exe)
+        .arg("worker")
+        .env(
+            "RAYON_NUM_THREADS",
+            settings.threads_per_worker.max(1).to_string(),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(false)
+        .spawn()
+        .map_err(|e| Error::Worker(format!("{}: {e}", settings.worker_exe.display())))?;
+    let pid = child.id();
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let payload = serde_json::to_vec(&job).expect("job serializes");
+    stdin
+        .write_all(&payload)
+        .await
+        .map_err(|e| Error::Worker(format!("sending the job: {e}")))?;
+    drop(stdin);
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let id = c.id;
+    tokio::spawn(async move {
+        let err_task = tokio::spawn(async move {
+            let mut buf = Vec::new();
+            let _ = stderr.read_to_end(&mut buf).await;
+            let s = String::from_utf8_lossy(&buf).into_owned();
+            let tail: String = s
+                .chars()
+                .rev()
+                .take(2000)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            tail
+        });
+        let mut lines = BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let ev = serde_json::from_str::<Event>(&line).unwrap_or_else(|e| {
+                let head: String = line.chars().take(200).collect();
+                Event::Error {
+                    message: format!("unreadable worker output ({e}): {head}"),
+                }
+            });
+            let _ = tx.send(WorkerMsg::Event(id, ev));
+        }
+        let status = child.wait().await;
+        let tail = err_task.await.unwrap_or_default();
+        let desc = match status {
+            Ok(s) => {
+                use std::os::unix::process::ExitStatusExt;
+                match (s.code(), s.signal()) {
+                    (Some(c), _) => format!("exit code {c}"),
+                    (None, Some(sig)) => format!(
+                        "killed by signal {sig}{}",
+                        if sig == 9 {
+                            " (SIGKILL: killed, or out of memory)"
+                        } else {
+                            ""
+                        }
+                    ),
+                    _ => "unknown status".into(),
+                }
+            }
+            Err(e) => format!("wait failed: {e}"),
+        };
+        let desc = if tail.trim().is_empty() {
+            desc
+        } else {
+            format!("{desc}; stderr: {}", tail.trim())
+        };
+        let _ = tx.send(WorkerMsg::Exited(id, desc));
+    });
+    Ok(pid)
+}
+
+/// The objective's value in an outcome (`val.macro_f1` → report macro-F1, ...).
+pub fn objective_of(o: &TrialOutcome, objective: &str) -> Option<f64> {
+    let r = o.report.as_ref();
+    let e = o
+        .report_epoch
+        .and_then(|n| o.epochs.iter().find(|m| m.epoch == n));
+    match objective {
+        "val.macro_f1" => r.map(|r| r.macro_f1),
+        "val.accuracy" => r.map(|r| r.accuracy),
+        "val.balanced_accuracy" => r.map(|r| r.balanced_accuracy),
+        "val.weighted_f1" => r.map(|r| r.weighted_f1),
+        "val.macro_auc" => r.and_then(|r| r.macro_auc),
+        "val.loss" => e.map(|e| e.val_loss),
+        "train.loss" => e.map(|e| e.train_loss),
+        "train.accuracy" => e.map(|e| e.train_accuracy),
+        _ => None,
+    }
+}
+
+async fn finish_trial(
+    store: &Store,
+    id: i64,
+    o: &TrialOutcome,
+    spec: &SweepSpec,
+    dir: &Path,
+) -> Result<(TrialState, String)> {
+    let sweep_dir = dir
+        .parent()
+        .and_then(|p| p.parent())
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let rel = |p: &Path| {
+        p.strip_prefix(&sweep_dir)
+            .unwrap_or(p)
+            .display()
+            .to_string()
+    };
+    let (state, reason, epoch, note) = match &o.stop {
+        StopReason::EpochLimit => (
+            TrialState::Complete,
+            "epoch_limit",
+            o.epochs.len(),
+            format!("{} epochs", o.epochs.len()),
+        ),
+        StopReason::EarlyStopping { epoch } => (
+            TrialState::Complete,
+            "early_stopping",
+            *epoch,
+            format!("stopped early at epoch {epoch}"),
+        ),
+        StopReason::Diverged { epoch, batch, loss } => (
+            TrialState::Pruned,
+            "diverged",
+            *epoch,
+            format!("diverged at epoch {epoch}, batch {batch} (loss {loss})"),
+        ),
+        StopReason::Interrupted { .. } => {
+            store.interrupt(id).await?;
+            return Ok((TrialState::Waiting, "interrupted".into()));
+        }
+    };
+    let mut artifacts = Vec::new();
+    if let Some(c) = &o.checkpoint {
+        artifacts.push(("checkpoint".to_string(), rel(c)));
+        artifacts.push(("config".to_string(), rel(&dir.join("config.json"))));
+    }
+    let mut extra = Vec::new();
+    if let Some(e) = o
+        .report_epoch
+        .and_then(|n| o.epochs.iter().find(|m| m.epoch == n))
+    {
+        extra.push(("val.loss".to_string(), e.val_loss));
+        extra.push(("train.loss".to_string(), e.train_loss));
+        extra.push(("train.accuracy".to_string(), e.train_accuracy));
+    }
+    let _ = spec;
+    store
+        .finish(
+            id,
+            &Finish {
+                state,
+                stop_reason: reason.into(),
+                stop_epoch: Some(epoch as i64),
+                best_epoch: o.best_epoch.map(|e| e as i64),
+                report_epoch: o.report_epoch.map(|e| e as i64),
+                num_parameters: o.num_parameters as i64,
+                train_size: o.train_size as i64,
+                val_size: o.val_size as i64,
+                duration_seconds: o.seconds,
+                report: o.report.as_ref(),
+                extra_metrics: extra,
+                artifacts,
+            },
+        )
+        .await?;
+    Ok((state, note))
+}

@@ -1,0 +1,680 @@
+//! The sweep spec: a TOML file with a name, seeds, an objective, the base
+//! `[data]`/`[model]`/`[train]` tables, a `[grid]` of candidate lists and
+//! `[[exclude]]` rules. Owns parsing, validation (file, line and key in every
+//! error) and grid expansion into canonical, content-addressed trial configs.
+//! Never touches tensors.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value as Json;
+use sweep_train::config::{
+    find_key_line, suggest_key, Arch, InitScheme, LrSchedule, OptimizerKind, TrialConfig,
+};
+
+use crate::error::{Error, Result};
+
+/// Metric names an objective may use.
+pub const OBJECTIVE_METRICS: &[&str] = &[
+    "val.macro_f1",
+    "val.accuracy",
+    "val.balanced_accuracy",
+    "val.loss",
+    "val.macro_auc",
+    "val.weighted_f1",
+    "train.loss",
+    "train.accuracy",
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Maximize,
+    Minimize,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Maximize => "maximize",
+            Direction::Minimize => "minimize",
+        }
+    }
+    /// True when `a` is better than `b`.
+    pub fn better(self, a: f64, b: f64) -> bool {
+        match self {
+            Direction::Maximize => a > b,
+            Direction::Minimize => a < b,
+        }
+    }
+}
+
+/// A parsed and validated sweep spec.
+#[derive(Clone, Debug)]
+pub struct SweepSpec {
+    pub name: String,
+    pub description: Option<String>,
+    pub seeds: Vec<u64>,
+    pub objective: String,
+    pub direction: Direction,
+    /// The base trial (validated), relative paths resolved against the spec's folder.
+    pub base: TrialConfig,
+    /// Swept parameters: dotted path and candidate values, in file order.
+    pub grid: Vec<(String, Vec<Json>)>,
+    /// Each rule: dotted path → value; a combination matching every entry is dropped.
+    pub exclude: Vec<Vec<(String, Json)>>,
+    /// The spec file's text and path, for provenance.
+    pub text: String,
+    pub path: PathBuf,
+}
+
+/// One trial of the expanded grid.
+#[derive(Clone, Debug)]
+pub struct TrialPlan {
+    /// Canonical resolved configuration (inactive settings reset to defaults).
+    pub config: TrialConfig,
+    /// Values of the swept parameters (canonical), by dotted path.
+    pub swept: BTreeMap<String, Json>,
+    pub seed: u64,
+}
+
+const TOP_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "seeds",
+    "objective",
+    "direction",
+    "data",
+    "model",
+    "train",
+    "grid",
+    "exclude",
+];
+
+fn err_at(origin: &str, text: &str, key: &str, message: impl Into<String>) -> Error {
+    let location = match find_key_line(text, key) {
+        Some(l) => format!("{origin}:{l}"),
+        None => origin.to_string(),
+    };
+    Error::Spec {
+        location,
+        message: format!("`{key}` {}", message.into()),
+    }
+}
+
+/// Every dotted path a trial config accepts (leaves only).
+pub fn known_paths() -> BTreeSet<String> {
+    let mut full = TrialConfig::default();
+    full.data.root = Some(PathBuf::new());
+    full.data.labels = Some(PathBuf::new());
+    full.data.synthetic = Some(Default::default());
+    full.data.max_per_class = Some(0);
+    full.data.split_seed = Some(0);
+    full.model.hidden = Some(vec![]);
+    full.train.early_stopping = Some(Default::default());
+    let mut out = BTreeSet::new();
+    fn walk(prefix: &str, v: &Json, out: &mut BTreeSet<String>) {
+        if let Json::Object(m) = v {
+            for (k, child) in m {
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                if child.is_object() {
+                    walk(&p, child, out);
+                } else {
+                    out.insert(p);
+                }
+            }
+        }
+    }
+    let mut v = serde_json::to_value(&full).expect("config serializes");
+    // early_stopping.mode is optional; give it a value so the path is listed
+    v["train"]["early_stopping"]["mode"] = Json::String("min".into());
+    walk("", &v, &mut out);
+    out
+}
+
+fn suggest_path(path: &str, known: &BTreeSet<String>) -> String {
+    let last = path.rsplit('.').next().unwrap_or(path);
+    let by_leaf: Vec<&String> = known
+        .iter()
+        .filter(|k| k.rsplit('.').next() == Some(last))
+        .collect();
+    if let Some(k) = by_leaf.first() {
+        return format!(" (did you mean `{k}`?)");
+    }
+    if let Some(s) = suggest_key(last) {
+        if let Some(k) = known.iter().find(|k| k.rsplit('.').next() == Some(s)) {
+            return format!(" (did you mean `{k}`?)");
+        }
+    }
+    String::new()
+}
+
+/// Flattens a TOML table of candidate lists into dotted paths (arrays are leaves).
+fn flatten_grid(prefix: &str, t: &toml::Table, out: &mut Vec<(String, toml::Value)>) {
+    for (k, v) in t {
+        let p = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            toml::Value::Table(inner) => flatten_grid(&p, inner, out),
+            other => out.push((p, other.clone())),
+        }
+    }
+}
+
+fn to_json(v: &toml::Value) -> Json {
+    serde_json::to_value(v).expect("toml values convert to JSON")
+}
+
+/// Sets a dotted path in a JSON object, creating tables on the way.
+fn set_path(root: &mut Json, path: &str, value: Json) {
+    let mut cur = root;
+    let parts: Vec<&str> = path.split('.').collect();
+    for p in &parts[..parts.len() - 1] {
+        if !cur.get(*p).map(|v| v.is_object()).unwrap_or(false) {
+            cur[*p] = Json::Object(Default::default());
+        }
+        cur = cur.get_mut(*p).expect("just inserted");
+    }
+    cur[parts[parts.len() - 1]] = value;
+}
+
+fn get_path<'a>(root: &'a Json, path: &str) -> Option<&'a Json> {
+    path.split('.').try_fold(root, |cur, p| cur.get(p))
+}
+
+impl SweepSpec {
+    pub fn from_file(path: &Path) -> Result<SweepSpec> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        SweepSpec::from_toml_str(&text, path)
+    }
+
+    /// Parses and validates a spec; `path` names it in errors and anchors relative paths.
+    pub fn from_toml_str(text: &str, path: &Path) -> Result<SweepSpec> {
+        let origin = path.display().to_string();
+        let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            Error::Spec {
+                location: line
+                    .map(|l| format!("{origin}:{l}"))
+                    .unwrap_or(origin.clone()),
+                message: e.message().trim().to_string(),
+            }
+        })?;
+        for k in doc.keys() {
+            if !TOP_KEYS.contains(&k.as_str()) {
+                let hint = TOP_KEYS
+                    .iter()
+                    .find(|t| edit1(k, t))
+                    .map(|t| format!(" (did you mean `{t}`?)"))
+                    .unwrap_or_default();
+                return Err(err_at(
+                    &origin,
+                    text,
+                    k,
+                    format!(
+                        "is not a sweep spec key; expected one of {}{hint}",
+                        TOP_KEYS.join(", ")
+                    ),
+                ));
+            }
+        }
+        let name = match doc.get("name") {
+            Some(toml::Value::String(s)) => s.clone(),
+            Some(_) => return Err(err_at(&origin, text, "name", "must be a string")),
+            None => return Err(Error::Spec {
+                location: origin,
+                message:
+                    "`name` is missing: every sweep needs a name (it is also its results folder)"
+                        .into(),
+            }),
+        };
+        if !is_safe_name(&name) {
+            return Err(err_at(&origin, text, "name", format!("{name:?} is not a safe folder name: use letters, digits, `-`, `_` and `.` (not starting with `.`), at most 100 characters")));
+        }
+        let description = match doc.get("description") {
+            None => None,
+            Some(toml::Value::String(s)) => Some(s.clone()),
+            Some(_) => return Err(err_at(&origin, text, "description", "must be a string")),
+        };
+        let seeds = match doc.get("seeds") {
+            None => vec![42],
+            Some(toml::Value::Array(a)) => {
+                let mut seeds = Vec::new();
+                for v in a {
+                    match v {
+                        toml::Value::Integer(i) if *i >= 0 => seeds.push(*i as u64),
+                        _ => {
+                            return Err(err_at(
+                                &origin,
+                                text,
+                                "seeds",
+                                format!("must be non-negative integers, found {v}"),
+                            ))
+                        }
+                    }
+                }
+                if seeds.is_empty() {
+                    return Err(err_at(
+                        &origin,
+                        text,
+                        "seeds",
+                        "is empty: list at least one seed",
+                    ));
+                }
+                let mut uniq = seeds.clone();
+                uniq.sort();
+                uniq.dedup();
+                if uniq.len() != seeds.len() {
+                    return Err(err_at(&origin, text, "seeds", "lists a seed twice"));
+                }
+                seeds
+            }
+            Some(_) => {
+                return Err(err_at(
+                    &origin,
+                    text,
+                    "seeds",
+                    "must be a list of integers, e.g. seeds = [1, 2, 3]",
+                ))
+            }
+        };
+        let objective = match doc.get("objective") {
+            None => "val.macro_f1".to_string(),
+            Some(toml::Value::String(s)) if OBJECTIVE_METRICS.contains(&s.as_str()) => s.clone(),
+            Some(v) => {
+                return Err(err_at(
+                    &origin,
+                    text,
+                    "objective",
+                    format!(
+                        "{v} is not a metric; choose one of {}",
+                        OBJECTIVE_METRICS.join(", ")
+                    ),
+                ))
+            }
+        };
+        let direction = match doc.get("direction") {
+            None if objective.ends_with("loss") => Direction::Minimize,
+            None => Direction::Maximize,
+            Some(toml::Value::String(s)) if s == "maximize" => Direction::Maximize,
+            Some(toml::Value::String(s)) if s == "minimize" => Direction::Minimize,
+            Some(v) => {
+                return Err(err_at(
+                    &origin,
+                    text,
+                    "direction",
+                    format!("must be \"maximize\" or \"minimize\", got {v}"),
+                ))
+            }
+        };
+
+        // The base trial: the three tables as one trial config.
+        let mut base_doc = toml::Table::new();
+        for t in ["data", "model", "train"] {
+            if let Some(v) = doc.get(t) {
+                base_doc.insert(t.to_string(), v.clone());
+            }
+        }
+        let base_text = toml::to_string(&base_doc).expect("tables serialize");
+        let mut base: TrialConfig = toml::from_str(&base_text).map_err(|e| {
+            // re-locate the message in the original text by the offending key
+            let msg = e.message().trim().to_string();
+            let key = msg.split('`').nth(1).unwrap_or("");
+            let line = text
+                .lines()
+                .position(|l| l.trim_start().starts_with(key) && !key.is_empty())
+                .map(|i| i + 1);
+            let hint = if msg.starts_with("unknown field") {
+                suggest_key(key)
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default()
+            } else {
+                String::new()
+            };
+            Error::Spec {
+                location: line
+                    .map(|l| format!("{origin}:{l}"))
+                    .unwrap_or(origin.clone()),
+                message: format!("{msg}{hint}"),
+            }
+        })?;
+        if let Some(dir) = path.parent() {
+            base.resolve_paths(dir);
+        }
+
+        // The grid.
+        let known = known_paths();
+        let mut grid = Vec::new();
+        if let Some(g) = doc.get("grid") {
+            let toml::Value::Table(gt) = g else {
+                return Err(err_at(
+                    &origin,
+                    text,
+                    "grid",
+                    "must be a table of candidate lists",
+                ));
+            };
+            let mut flat = Vec::new();
+            flatten_grid("", gt, &mut flat);
+            for (p, v) in flat {
+                let key = format!("grid.{p}");
+                if !known.contains(&p) {
+                    return Err(err_at(
+                        &origin,
+                        text,
+                        &key,
+                        format!("`{p}` is not a trial setting{}", suggest_path(&p, &known)),
+                    ));
+                }
+                if p == "train.seed" {
+                    return Err(err_at(
+                        &origin,
+                        text,
+                        &key,
+                        "seeds are swept with the top-level `seeds` list",
+                    ));
+                }
+                let toml::Value::Array(cands) = v else {
+                    return Err(err_at(
+                        &origin,
+                        text,
+                        &key,
+                        format!("must be a list of candidates, e.g. {p} = [{v}]"),
+                    ));
+                };
+                if cands.is_empty() {
+                    return Err(err_at(
+                        &origin,
+                        text,
+                        &key,
+                        "has no candidates: list at least one value",
+                    ));
+                }
+                let cands: Vec<Json> = cands.iter().map(to_json).collect();
+                for (i, c) in cands.iter().enumerate() {
+                    if cands[..i].contains(c) {
+                        return Err(err_at(&origin, text, &key, format!("lists {c} twice")));
+                    }
+                }
+                grid.push((p, cands));
+            }
+        }
+
+        // Exclusion rules.
+        let mut exclude = Vec::new();
+        if let Some(x) = doc.get("exclude") {
+            let toml::Value::Array(rules) = x else {
+                return Err(err_at(
+                    &origin,
+                    text,
+                    "exclude",
+                    "must be an array of tables: [[exclude]]",
+                ));
+            };
+            for r in rules {
+                let toml::Value::Table(t) = r else {
+                    return Err(err_at(
+                        &origin,
+                        text,
+                        "exclude",
+                        "entries must be tables: [[exclude]]",
+                    ));
+                };
+                let mut flat = Vec::new();
+                flatten_grid("", t, &mut flat);
+                let mut rule = Vec::new();
+                for (p, v) in flat {
+                    if !grid.iter().any(|(g, _)| *g == p) {
+                        return Err(err_at(
+                            &origin,
+                            text,
+                            &format!("exclude.{p}"),
+                            format!(
+                                "`{p}` is not swept in [grid], so excluding on it matches nothing"
+                            ),
+                        ));
+                    }
+                    rule.push((p, to_json(&v)));
+                }
+                if rule.is_empty() {
+                    return Err(err_at(
+                        &origin,
+                        text,
+                        "exclude",
+                        "an empty [[exclude]] would drop every trial",
+                    ));
+                }
+                exclude.push(rule);
+            }
+        }
+
+        let spec = SweepSpec {
+            name,
+            description,
+            seeds,
+            objective,
+            direction,
+            base,
+            grid,
+            exclude,
+            text: text.to_string(),
+            path: path.to_path_buf(),
+        };
+        // Validate the base and every candidate value now, before any work.
+        spec.base
+            .validate()
+            .map_err(|i| err_at(&origin, text, &i.key, i.message))?;
+        let plans = spec.expand()?;
+        let mut roots: Vec<&Path> = plans
+            .iter()
+            .filter_map(|p| p.config.data.root.as_deref())
+            .collect();
+        roots.dedup();
+        for root in roots {
+            if !root.is_dir() {
+                let key = if spec.grid.iter().any(|(p, _)| p == "data.root") {
+                    "grid.data.root"
+                } else {
+                    "data.root"
+                };
+                return Err(err_at(&origin, text, key, format!("{} is not a folder (image folder root/<class>/*.png, or the base of data.labels)", root.display())));
+            }
+        }
+        if plans.is_empty() {
+            return Err(Error::Spec {
+                location: origin,
+                message: "the [[exclude]] rules drop every combination: nothing to run".into(),
+            });
+        }
+        Ok(spec)
+    }
+
+    /// Every trial of the sweep: the grid's cartesian product minus exclusions, times
+    /// the seeds, canonicalized and de-duplicated (configurations that differ only in
+    /// inactive settings run once).
+    pub fn expand(&self) -> Result<Vec<TrialPlan>> {
+        let origin = self.path.display().to_string();
+        let base_json = serde_json::to_value(&self.base).expect("config serializes");
+        let mut plans: Vec<TrialPlan> = Vec::new();
+        let mut seen = BTreeSet::new();
+        let n: usize = self.grid.iter().map(|(_, c)| c.len()).product();
+        for combo in 0..n {
+            let mut rest = combo;
+            let mut point = Vec::with_capacity(self.grid.len());
+            for (p, cands) in self.grid.iter().rev() {
+                point.push((p.clone(), cands[rest % cands.len()].clone()));
+                rest /= cands.len();
+            }
+            point.reverse();
+            if self.exclude.iter().any(|rule| {
+                rule.iter()
+                    .all(|(p, v)| point.iter().any(|(q, w)| q == p && json_eq(w, v)))
+            }) {
+                continue;
+            }
+            let mut j = base_json.clone();
+            for (p, v) in &point {
+                set_path(&mut j, p, v.clone());
+            }
+            let cfg: TrialConfig = serde_json::from_value(j).map_err(|e| {
+                let which = point
+                    .iter()
+                    .map(|(p, v)| format!("{p} = {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                // Find the candidate that does not fit by trying each one alone.
+                let culprit = point.iter().find(|(p, v)| {
+                    let mut alone = base_json.clone();
+                    set_path(&mut alone, p, v.clone());
+                    serde_json::from_value::<TrialConfig>(alone).is_err()
+                });
+                match culprit {
+                    Some((p, v)) => err_at(
+                        &origin,
+                        &self.text,
+                        &format!("grid.{p}"),
+                        format!("has a candidate of the wrong type: {v}: {e}"),
+                    ),
+                    None => Error::Spec {
+                        location: origin.clone(),
+                        message: format!("the combination {which} is not a valid trial: {e}"),
+                    },
+                }
+            })?;
+            if let Err(i) = cfg.validate() {
+                let key = if point.iter().any(|(p, _)| *p == i.key) {
+                    format!("grid.{}", i.key)
+                } else {
+                    i.key.clone()
+                };
+                let which = point
+                    .iter()
+                    .map(|(p, v)| format!("{p} = {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                return Err(err_at(
+                    &origin,
+                    &self.text,
+                    &key,
+                    format!("{} (in the combination {which})", i.message),
+                ));
+            }
+            for &seed in &self.seeds {
+                let mut c = cfg.clone();
+                c.train.seed = seed;
+                let c = canonicalize(c);
+                let canon = serde_json::to_value(&c).expect("config serializes");
+                let swept: BTreeMap<String, Json> = self
+                    .grid
+                    .iter()
+                    .map(|(p, _)| {
+                        (
+                            p.clone(),
+                            get_path(&canon, p).cloned().unwrap_or(Json::Null),
+                        )
+                    })
+                    .collect();
+                let text = canon.to_string();
+                if seen.insert(text) {
+                    plans.push(TrialPlan {
+                        config: c,
+                        swept,
+                        seed,
+                    });
+                }
+            }
+        }
+        Ok(plans)
+    }
+}
+
+fn json_eq(a: &Json, b: &Json) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+fn edit1(a: &str, b: &str) -> bool {
+    a.len().abs_diff(b.len()) <= 2 && suggest_key(a).is_none() && {
+        let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+        let common = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+        common + 2 >= a.len().max(b.len())
+    }
+}
+
+/// A name usable as one folder: `[A-Za-z0-9._-]`, not starting with `.`, 1–100 chars.
+pub fn is_safe_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 100
+        && !s.starts_with('.')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+/// Resets settings that have no effect in this configuration to their defaults, so
+/// that configurations differing only there are one trial.
+pub fn canonicalize(mut c: TrialConfig) -> TrialConfig {
+    let d = sweep_train::config::ModelConfig::default();
+    let t = sweep_train::config::TrainConfig::default();
+    if c.model.init != InitScheme::Uniform {
+        c.model.init_low = d.init_low;
+        c.model.init_high = d.init_high;
+    }
+    if c.model.init != InitScheme::Normal {
+        c.model.init_std = d.init_std;
+    }
+    if c.model.init != InitScheme::Constant {
+        c.model.init_value = d.init_value;
+    }
+    if c.model.arch != Arch::Cnn {
+        c.model.conv_channels = d.conv_channels.clone();
+    }
+    if c.model.hidden.is_none() {
+        c.model.hidden = Some(c.model.hidden_sizes());
+    }
+    if c.train.optimizer != OptimizerKind::Sgd {
+        c.train.momentum = t.momentum;
+        c.train.nesterov = t.nesterov;
+    } else {
+        c.train.beta1 = t.beta1;
+        c.train.beta2 = t.beta2;
+        c.train.epsilon = t.epsilon;
+    }
+    if c.train.optimizer == OptimizerKind::Sgd && c.train.momentum == 0.0 {
+        c.train.nesterov = false;
+    }
+    if c.train.weight_decay == 0.0 {
+        c.train.decay_bias_and_norm = t.decay_bias_and_norm;
+    }
+    if c.train.lr_schedule != LrSchedule::Step {
+        c.train.lr_step_epochs = t.lr_step_epochs;
+        c.train.lr_step_gamma = t.lr_step_gamma;
+    }
+    if c.train.lr_schedule != LrSchedule::Cosine {
+        c.train.lr_min = t.lr_min;
+    }
+    if matches!(&c.train.early_stopping, Some(e) if !e.enabled) {
+        c.train.early_stopping = None;
+    }
+    if let Some(e) = &mut c.train.early_stopping {
+        e.mode = Some(e.resolved_mode());
+    }
+    c.data.augment.sort_by_key(|a| a.name());
+    if c.data.augment.is_empty() {
+        c.data.augmentation = Default::default();
+    }
+    c
+}

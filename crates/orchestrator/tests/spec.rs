@@ -1,0 +1,138 @@
+//! Sweep specs: the documented examples, grid expansion and de-duplication, and a
+//! table of bad specs with the message each must produce.
+
+use std::path::Path;
+
+use sweep_orchestrator::spec::SweepSpec;
+
+fn repo() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn parse(text: &str) -> Result<SweepSpec, String> {
+    SweepSpec::from_toml_str(text, Path::new("s.toml")).map_err(|e| e.to_string())
+}
+
+#[test]
+fn docs_examples_load_and_expand() {
+    let text = std::fs::read_to_string(repo().join("docs/sweep-spec.md")).unwrap();
+    let mut counts = Vec::new();
+    let mut rest = text.as_str();
+    while let Some(start) = rest.find("```toml\n") {
+        let body = &rest[start + 8..];
+        let end = body.find("```").unwrap();
+        let spec = parse(&body[..end]).unwrap_or_else(|e| panic!("{e}\n{}", &body[..end]));
+        counts.push(spec.expand().unwrap().len());
+        rest = &body[end + 3..];
+    }
+    // 3 dropouts × 2 batch-norm × 3 seeds; the optimizers example says 7
+    assert_eq!(counts, vec![18, 7]);
+}
+
+#[test]
+fn shipped_sweeps_are_valid() {
+    let demo = SweepSpec::from_file(&repo().join("sweeps/demo.toml")).unwrap();
+    assert_eq!(demo.expand().unwrap().len(), 16);
+    assert!(
+        demo.base.data.synthetic.is_some(),
+        "the demo must not need downloads"
+    );
+    let skin = SweepSpec::from_file(&repo().join("sweeps/skin-regularization.toml"));
+    // its data root is the shared skin set next to the repository when present
+    if let Ok(s) = skin {
+        let n = s.expand().unwrap().len();
+        assert_eq!(n, (2 * 2 * 2 * 3 * 2 * 2 - 2 * 2 * 2 * 2) * 3);
+    }
+}
+
+#[test]
+fn inactive_settings_do_not_multiply_trials() {
+    let s = parse(
+        r#"
+name = "x"
+seeds = [1, 2]
+[data]
+[data.synthetic]
+[grid]
+train.optimizer = ["sgd", "adam"]
+train.momentum = [0.0, 0.5, 0.9]
+model.init = ["uniform", "kaiming_normal"]
+model.init_low = [-0.1, -0.01]
+data.augment = [["hflip", "vflip"], ["vflip", "hflip"]]
+"#,
+    )
+    .unwrap();
+    let plans = s.expand().unwrap();
+    // sgd: 3 momenta × (uniform: 2 lows + kaiming: 1) = 9; adam: 1 × 3 = 3; augment orders are one; × 2 seeds
+    assert_eq!(plans.len(), (9 + 3) * 2);
+    let mut keys: Vec<String> = plans
+        .iter()
+        .map(|p| serde_json::to_string(&p.config).unwrap())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), plans.len());
+    assert!(plans.iter().all(|p| p.config.train.seed == p.seed));
+}
+
+#[test]
+fn exclusions_drop_matching_combinations() {
+    let s = parse(
+        "name = \"x\"\n[data]\n[data.synthetic]\n[grid]\nmodel.arch = [\"mlp\", \"cnn\"]\nmodel.batch_norm = [false, true]\n[[exclude]]\nmodel.arch = \"cnn\"\nmodel.batch_norm = true\n",
+    )
+    .unwrap();
+    let plans = s.expand().unwrap();
+    assert_eq!(plans.len(), 3);
+    assert!(!plans.iter().any(
+        |p| p.config.model.arch == sweep_train::config::Arch::Cnn && p.config.model.batch_norm
+    ));
+}
+
+const BASE: &str = "[data]\n[data.synthetic]\n";
+
+#[test]
+fn bad_specs_name_file_line_and_key() {
+    let cases: Vec<(String, &str)> = vec![
+        (BASE.to_string(), "s.toml: `name` is missing"),
+        (format!("name = \"a/b\"\n{BASE}"), "s.toml:1: `name` \"a/b\" is not a safe folder name"),
+        (format!("name = \"..\"\n{BASE}"), "s.toml:1: `name` \"..\" is not a safe folder name"),
+        (format!("name = \"\"\n{BASE}"), "is not a safe folder name"),
+        (format!("name = 3\n{BASE}"), "s.toml:1: `name` must be a string"),
+        (format!("name = \"x\"\nseed = [1]\n{BASE}"), "s.toml:2: `seed` is not a sweep spec key"),
+        (format!("name = \"x\"\nseeds = []\n{BASE}"), "s.toml:2: `seeds` is empty"),
+        (format!("name = \"x\"\nseeds = [1, 1]\n{BASE}"), "s.toml:2: `seeds` lists a seed twice"),
+        (format!("name = \"x\"\nseeds = [-1]\n{BASE}"), "s.toml:2: `seeds` must be non-negative integers"),
+        (format!("name = \"x\"\nseeds = 3\n{BASE}"), "s.toml:2: `seeds` must be a list of integers"),
+        (format!("name = \"x\"\nobjective = \"val.f1\"\n{BASE}"), "s.toml:2: `objective` \"val.f1\" is not a metric"),
+        (format!("name = \"x\"\ndirection = \"up\"\n{BASE}"), "s.toml:2: `direction` must be \"maximize\" or \"minimize\""),
+        (format!("name = \"x\"\n{BASE}[model]\ndropot = 0.5\n"), "s.toml:5: unknown field `dropot`"),
+        (format!("name = \"x\"\n{BASE}[model]\ndropout = 1.5\n"), "s.toml:5: `model.dropout` must be in [0, 1)"),
+        (format!("name = \"x\"\n{BASE}[train]\nbatch_size = 0\n"), "s.toml:5: `train.batch_size` must be at least 1"),
+        (format!("name = \"x\"\n{BASE}[grid]\nmodel.dropot = [0.5]\n"), "s.toml:5: `grid.model.dropot` `model.dropot` is not a trial setting (did you mean `model.dropout`?)"),
+        (format!("name = \"x\"\n{BASE}[grid]\ntrain.learning_rat = [0.1]\n"), "(did you mean `train.learning_rate`?)"),
+        (format!("name = \"x\"\n{BASE}[grid]\nmodel.dropout = []\n"), "s.toml:5: `grid.model.dropout` has no candidates"),
+        (format!("name = \"x\"\n{BASE}[grid]\nmodel.dropout = 0.5\n"), "s.toml:5: `grid.model.dropout` must be a list of candidates"),
+        (format!("name = \"x\"\n{BASE}[grid]\nmodel.dropout = [0.1, 0.1]\n"), "s.toml:5: `grid.model.dropout` lists 0.1 twice"),
+        (format!("name = \"x\"\n{BASE}[grid]\nmodel.dropout = [0.0, 1.0]\n"), "s.toml:5: `grid.model.dropout` must be in [0, 1), got 1 (in the combination model.dropout = 1.0)"),
+        (format!("name = \"x\"\n{BASE}[grid]\ntrain.batch_size = [32, \"big\"]\n"), "s.toml:5: `grid.train.batch_size` has a candidate of the wrong type"),
+        (format!("name = \"x\"\n{BASE}[grid]\ntrain.learning_rate = [0.1, -1.0]\n"), "`grid.train.learning_rate` must be greater than 0"),
+        (format!("name = \"x\"\n{BASE}[grid]\ntrain.seed = [1, 2]\n"), "s.toml:5: `grid.train.seed` seeds are swept with the top-level `seeds` list"),
+        (format!("name = \"x\"\n{BASE}[grid]\ndata.augment = [[\"hflip\"], [\"rotate\"]]\n"), "`grid.data.augment` has a candidate of the wrong type"),
+        (format!("name = \"x\"\n{BASE}[grid]\nmodel.dropout = [0.0]\n[[exclude]]\nmodel.arch = \"cnn\"\n"), "s.toml:7: `exclude.model.arch` `model.arch` is not swept in [grid]"),
+        (format!("name = \"x\"\n{BASE}[grid]\nmodel.dropout = [0.0]\n[[exclude]]\nmodel.dropout = 0.0\n"), "s.toml: the [[exclude]] rules drop every combination"),
+        ("name = \"x\"\n[data]\nroot = \"/no/such/data\"\n".to_string(), "s.toml:3: `data.root` /no/such/data is not a folder"),
+        ("name = \"x\"\n[data]\n".to_string(), "`data.root` missing"),
+        ("name = \"x\"\n[data\n".to_string(), "s.toml:2:"),
+        (format!("name = \"x\"\n{BASE}[grid]\nmodel.arch = [\"cnn\"]\nmodel.conv_channels = [[8, 8, 8, 8, 8, 8, 8]]\n"), "`grid.model.conv_channels` 7 2×2 max-pools shrink a 64-pixel image"),
+    ];
+    assert!(cases.len() >= 20);
+    for (text, want) in cases {
+        let got = parse(&text)
+            .err()
+            .unwrap_or_else(|| panic!("accepted:\n{text}"));
+        assert!(
+            got.contains(want),
+            "spec:\n{text}\nwant: {want}\ngot:  {got}"
+        );
+    }
+}
