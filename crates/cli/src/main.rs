@@ -85,6 +85,16 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         steps: usize,
     },
+    /// Measure the results store's write path (used by scripts/bench-sweep).
+    #[command(hide = true)]
+    BenchStore {
+        /// A database file to create (must not exist).
+        db: PathBuf,
+        #[arg(long, default_value_t = 20)]
+        trials: usize,
+        #[arg(long, default_value_t = 50)]
+        epochs: usize,
+    },
     /// Measure the data path: batches with and without augmentation.
     #[command(hide = true)]
     BenchData {
@@ -106,6 +116,14 @@ fn bench_step(specs: Vec<String>, steps: usize) -> Result<()> {
         let r = sweep_train::bench::step_throughput(parts[0], batch, parts[2], steps)?;
         println!("RESULT {}", serde_json::to_string(&r)?);
     }
+    Ok(())
+}
+
+fn bench_store(db: PathBuf, trials: usize, epochs: usize) -> Result<()> {
+    anyhow::ensure!(!db.exists(), "{} exists; give a new file", db.display());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rate = rt.block_on(sweep_orchestrator::bench::epoch_rows_per_second(&db, trials, epochs))?;
+    println!("RESULT {}", serde_json::json!({ "epoch_rows_per_s": rate, "trials": trials, "epochs": epochs }));
     Ok(())
 }
 
@@ -232,6 +250,7 @@ fn main() -> ExitCode {
         } => train(config, out, seed, epochs, json),
         Command::BenchStep { specs, steps } => bench_step(specs, steps),
         Command::BenchData { epochs } => bench_data(epochs),
+        Command::BenchStore { db, trials, epochs } => bench_store(db, trials, epochs),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

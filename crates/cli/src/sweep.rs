@@ -56,6 +56,10 @@ pub fn run(a: RunArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    if devices.iter().any(|d| d.starts_with("cuda:")) {
+        eprintln!("error: --devices {}: CUDA devices are not supported by this build yet (CPU only)", a.devices);
+        return ExitCode::from(2);
+    }
     if a.jobs == Some(0) || a.per_device == 0 || a.max_attempts < 1 {
         eprintln!("error: --jobs, --per-device and --max-attempts must be at least 1");
         return ExitCode::from(2);
@@ -173,41 +177,108 @@ fn dry_run(spec: &SweepSpec) -> ExitCode {
     }
 }
 
+/// Renders progress: on a terminal, finished trials scroll above a live block (a
+/// progress bar with counts, elapsed time and ETA, and one line per running trial);
+/// in a pipe or CI log, one plain line per event.
 struct Renderer {
-    total: usize,
     start: std::time::Instant,
     terminal: bool,
+    counts: sweep_orchestrator::store::StateCounts,
+    /// Trials finished in this run (for the ETA).
+    finished_here: usize,
+    /// number → (params, epochs, epoch, train loss, val loss)
+    running: std::collections::BTreeMap<i64, (String, usize, usize, f64, f64)>,
+    /// Lines of the live block currently on screen.
+    drawn: usize,
+}
+
+fn short(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        format!("{}…", s.chars().take(n.saturating_sub(1)).collect::<String>())
+    }
 }
 
 impl Renderer {
     fn new(_spec: &SweepSpec) -> Self {
         Renderer {
-            total: 0,
             start: std::time::Instant::now(),
             terminal: std::io::stdout().is_terminal(),
+            counts: Default::default(),
+            finished_here: 0,
+            running: Default::default(),
+            drawn: 0,
         }
+    }
+
+    fn clear_block(&mut self, out: &mut impl Write) {
+        for _ in 0..self.drawn {
+            let _ = write!(out, "\x1b[1A\x1b[2K");
+        }
+        self.drawn = 0;
+    }
+
+    fn draw_block(&mut self, out: &mut impl Write) {
+        let c = &self.counts;
+        let total = c.total().max(1);
+        let done = c.complete + c.pruned + c.failed;
+        let width = 30;
+        let filled = (done as usize * width) / total as usize;
+        let el = self.start.elapsed().as_secs_f64();
+        let remaining = (c.waiting + c.running) as f64;
+        let eta = if self.finished_here > 0 { format!("{:.0}s", el / self.finished_here as f64 * remaining) } else { "?".into() };
+        let _ = writeln!(
+            out,
+            "[{}{}] {done}/{total} · done {} · running {} · failed {} · pruned {} · waiting {} · {el:.0}s elapsed · ETA {eta}",
+            "#".repeat(filled),
+            "-".repeat(width - filled),
+            c.complete,
+            c.running,
+            c.failed,
+            c.pruned,
+            c.waiting
+        );
+        for (n, (params, epochs, epoch, tl, vl)) in &self.running {
+            let loss = if *epoch > 0 { format!("train loss {tl:.4} · val loss {vl:.4}") } else { "starting".into() };
+            let _ = writeln!(out, "  trial {n:>4} · epoch {epoch}/{epochs} · {loss} · {}", short(params, 80));
+        }
+        self.drawn = 1 + self.running.len();
     }
 
     fn show(&mut self, p: Progress) {
         let el = self.start.elapsed().as_secs_f64();
+        let stdout = std::io::stdout();
+        let mut out = stdout.lock();
+        if self.terminal {
+            self.clear_block(&mut out);
+        }
         match p {
             Progress::Planned { trials, added, reclaimed, requeued, counts } => {
-                self.total = counts.total() as usize;
-                println!(
+                let _ = writeln!(
+                    out,
                     "{trials} trials in the spec: {added} new; {} already finished; {reclaimed} reclaimed from a stopped run; {requeued} failed ones retried",
                     counts.complete + counts.pruned
                 );
+                self.counts = counts;
             }
-            Progress::Started { number, params, device, attempt } => {
-                let again = if attempt > 1 { format!(" (attempt {attempt})") } else { String::new() };
-                println!("[{el:7.1}s] start  trial {number:>4} on {device}{again}: {params}");
+            Progress::Started { number, params, device, attempt, epochs } => {
+                self.counts.waiting -= 1;
+                self.counts.running += 1;
+                if !self.terminal {
+                    let again = if attempt > 1 { format!(" (attempt {attempt})") } else { String::new() };
+                    let _ = writeln!(out, "[{el:7.1}s] start  trial {number:>4} on {device}{again}: {params}");
+                }
+                self.running.insert(number, (params, epochs, 0, f64::NAN, f64::NAN));
             }
             Progress::Epoch { number, epoch, train_loss, val_loss, .. } => {
-                if self.terminal {
-                    println!("[{el:7.1}s]        trial {number:>4} epoch {epoch}: train loss {train_loss:.4}, val loss {val_loss:.4}");
+                if let Some(r) = self.running.get_mut(&number) {
+                    (r.2, r.3, r.4) = (epoch, train_loss, val_loss);
                 }
             }
             Progress::Finished { number, state, objective, note, counts } => {
+                let params = self.running.remove(&number).map(|r| r.0).unwrap_or_default();
+                self.finished_here += 1;
                 let obj = objective.map(|v| format!(" objective {v:.4}")).unwrap_or_default();
                 let st = match state {
                     TrialState::Complete => "done",
@@ -215,14 +286,30 @@ impl Renderer {
                     TrialState::Failed => "FAILED",
                     _ => "?",
                 };
-                println!(
-                    "[{el:7.1}s] {st:<6} trial {number:>4}:{obj} ({note})  | done {} · running {} · failed {} · pruned {} · waiting {} of {}",
-                    counts.complete, counts.running, counts.failed, counts.pruned, counts.waiting, counts.total()
-                );
+                if self.terminal {
+                    let _ = writeln!(out, "[{el:7.1}s] {st:<6} trial {number:>4}:{obj} ({note}) {params}");
+                } else {
+                    let _ = writeln!(
+                        out,
+                        "[{el:7.1}s] {st:<6} trial {number:>4}:{obj} ({note})  | done {} · running {} · failed {} · pruned {} · waiting {} of {}",
+                        counts.complete,
+                        counts.running,
+                        counts.failed,
+                        counts.pruned,
+                        counts.waiting,
+                        counts.total()
+                    );
+                }
+                self.counts = counts;
             }
-            Progress::Stopping => println!("[{el:7.1}s] stopping: no new trials; running ones are interrupted and resume next time"),
+            Progress::Stopping => {
+                let _ = writeln!(out, "[{el:7.1}s] stopping: no new trials; running ones are interrupted and resume next time");
+            }
         }
-        let _ = std::io::stdout().flush();
+        if self.terminal && !self.running.is_empty() {
+            self.draw_block(&mut out);
+        }
+        let _ = out.flush();
     }
 }
 

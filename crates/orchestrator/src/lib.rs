@@ -3,6 +3,7 @@
 //! worker processes and resumes after any interruption. Never touches tensors and
 //! never prints: progress leaves as [`runner::Progress`] values.
 
+pub mod bench;
 pub mod cache;
 pub mod error;
 pub mod protocol;

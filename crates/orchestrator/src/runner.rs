@@ -54,6 +54,7 @@ pub enum Progress {
         params: String,
         device: String,
         attempt: i64,
+        epochs: usize,
     },
     Epoch {
         number: i64,
@@ -421,13 +422,8 @@ pub async fn run(
         })
         .collect();
 
-    let slots: Vec<String> = settings
-        .devices
-        .iter()
-        .flat_map(|d| std::iter::repeat_n(d.clone(), settings.per_device.max(1)))
-        .take(settings.jobs.max(1))
-        .collect();
-    let mut free: Vec<String> = slots.clone();
+    let slots = device_slots(&settings.devices, settings.per_device, settings.jobs);
+    let mut free: Vec<String> = slots;
     let (tx, mut rx) = mpsc::unbounded_channel::<WorkerMsg>();
     let mut running: HashMap<i64, (Running, String)> = HashMap::new();
     let mut stopping = *stop.borrow();
@@ -455,11 +451,13 @@ pub async fn run(
                     if let Some(p) = pid {
                         store.set_worker_pid(c.id, p as i64).await?;
                     }
+                    let epochs = serde_json::from_str::<TrialConfig>(&c.config_json).map(|t| t.train.epochs).unwrap_or(0);
                     progress(Progress::Started {
                         number: c.number,
                         params,
                         device: device.clone(),
                         attempt: c.attempt,
+                        epochs,
                     });
                     running.insert(
                         c.id,
@@ -564,6 +562,19 @@ pub async fn run(
     })
 }
 
+/// The worker slots: each device repeated `per_device` times, devices interleaved
+/// so that trials spread over devices before doubling up; at most `jobs` slots.
+pub fn device_slots(devices: &[String], per_device: usize, jobs: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for _ in 0..per_device.max(1) {
+        out.extend(devices.iter().cloned());
+    }
+    out.truncate(jobs.max(1));
+    // claimed from the end: reverse so the first claims go to the first devices
+    out.reverse();
+    out
+}
+
 /// The folder of one trial's files, relative to the sweep folder.
 pub fn trial_rel_dir(number: i64) -> PathBuf {
     PathBuf::from("trials").join(format!("{number:04}"))
@@ -584,6 +595,7 @@ async fn spawn_worker(
     let config: TrialConfig = serde_json::from_str(&c.config_json)
         .map_err(|e| Error::Worker(format!("stored config of trial {}: {e}", c.number)))?;
     let trial_dir = c_trial_dir(&settings.results, spec, c.number, c.id);
+    let log_dir = trial_dir.clone();
     let job = Job {
         trial_id: c.id,
         config,
@@ -616,9 +628,14 @@ async fn spawn_worker(
     let mut stderr = child.stderr.take().expect("piped stderr");
     let id = c.id;
     tokio::spawn(async move {
+        let log_dir = log_dir.clone();
         let err_task = tokio::spawn(async move {
             let mut buf = Vec::new();
             let _ = stderr.read_to_end(&mut buf).await;
+            // The worker's stderr (panics, warnings) is the trial's log.
+            if !buf.is_empty() && std::fs::create_dir_all(&log_dir).is_ok() {
+                let _ = std::fs::write(log_dir.join("worker.log"), &buf);
+            }
             let s = String::from_utf8_lossy(&buf).into_owned();
             let tail: String = s
                 .chars()
@@ -766,4 +783,31 @@ async fn finish_trial(
         )
         .await?;
     Ok((state, note))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_spread_trials_over_devices_first() {
+        let d = vec!["cuda:0".to_string(), "cuda:1".to_string()];
+        let mut s = device_slots(&d, 3, 100);
+        assert_eq!(s.len(), 6);
+        // claims pop from the end
+        let order: Vec<String> = std::iter::from_fn(|| s.pop()).collect();
+        assert_eq!(order, ["cuda:0", "cuda:1", "cuda:0", "cuda:1", "cuda:0", "cuda:1"]);
+        assert_eq!(device_slots(&d, 3, 3).len(), 3);
+        assert_eq!(device_slots(&["cpu".to_string()], 4, 4), vec!["cpu"; 4]);
+    }
+
+    #[test]
+    fn params_flatten_with_kinds() {
+        let mut out = Vec::new();
+        flatten_params("", &serde_json::json!({"a": {"b": 1, "c": 0.5, "d": true, "e": "x", "f": [1], "g": null}}), &mut out);
+        let kinds: Vec<(&str, &str)> = out.iter().map(|(n, k, _, _)| (n.as_str(), k.as_str())).collect();
+        assert_eq!(kinds, vec![("a.b", "int"), ("a.c", "float"), ("a.d", "bool"), ("a.e", "text"), ("a.f", "list"), ("a.g", "none")]);
+        assert_eq!(content_hash(b"x").len(), 32);
+        assert_ne!(content_hash(b"x"), content_hash(b"y"));
+    }
 }
