@@ -1,6 +1,7 @@
 //! The `sweep` command line: parses arguments, resolves settings, runs, prints.
 
 mod render;
+mod results;
 mod sweep;
 
 use std::io::Write;
@@ -74,6 +75,82 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         max_attempts: i64,
     },
+    /// List the sweeps in the database: trials by state and the best objective so far.
+    Ls {
+        #[command(flatten)]
+        out: results::Output,
+    },
+    /// Progress of one sweep: counts by state, running trials with their epoch, ETA.
+    Status {
+        sweep: String,
+        #[command(flatten)]
+        out: results::Output,
+    },
+    /// One row per trial with its swept parameters, seed, state and final metrics.
+    Trials {
+        sweep: String,
+        /// Only trials in this state.
+        #[arg(long)]
+        state: Option<String>,
+        /// PARAM=VALUE filters (repeatable).
+        #[arg(long = "where")]
+        filters: Vec<String>,
+        /// Sort by this final metric (default: the objective; losses ascending).
+        #[arg(long)]
+        sort: Option<String>,
+        #[arg(long)]
+        limit: Option<usize>,
+        #[command(flatten)]
+        out: results::Output,
+    },
+    /// Everything about one trial: configuration, curve, report, confusion matrix.
+    Show {
+        sweep: String,
+        trial: i64,
+        #[command(flatten)]
+        out: results::Output,
+    },
+    /// Compare configurations over seeds: mean, std and count per cell; with
+    /// --baseline, the difference and Welch's t-test p-value; --effects for the main
+    /// effect of every swept parameter.
+    Compare {
+        sweep: String,
+        /// Parameters that make the rows (default: every swept parameter, ranked).
+        #[arg(long)]
+        rows: Option<String>,
+        /// Parameters that make the columns.
+        #[arg(long)]
+        cols: Option<String>,
+        /// The metric (default: the sweep's objective), e.g. val.balanced_accuracy.
+        #[arg(long)]
+        metric: Option<String>,
+        /// PARAM=VALUE[,PARAM=VALUE]: the reference configuration.
+        #[arg(long)]
+        baseline: Option<String>,
+        /// The mean metric per value of each swept parameter.
+        #[arg(long)]
+        effects: bool,
+        /// Add min, max and the 95% confidence interval of the mean.
+        #[arg(long)]
+        ci: bool,
+        #[command(flatten)]
+        out: results::Output,
+    },
+    /// Export long tables: trials (one row per trial), epochs (one row per epoch and
+    /// metric) or confusion (one row per confusion cell).
+    Export {
+        sweep: String,
+        #[arg(long, default_value = "trials")]
+        table: String,
+        #[command(flatten)]
+        out: results::Output,
+    },
+    /// Run a read-only SQL query on the results database.
+    Sql {
+        query: String,
+        #[command(flatten)]
+        out: results::Output,
+    },
     /// Run one trial for a sweep (reads a job on stdin, writes JSON lines).
     #[command(hide = true)]
     Worker,
@@ -121,9 +198,16 @@ fn bench_step(specs: Vec<String>, steps: usize) -> Result<()> {
 
 fn bench_store(db: PathBuf, trials: usize, epochs: usize) -> Result<()> {
     anyhow::ensure!(!db.exists(), "{} exists; give a new file", db.display());
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let rate = rt.block_on(sweep_orchestrator::bench::epoch_rows_per_second(&db, trials, epochs))?;
-    println!("RESULT {}", serde_json::json!({ "epoch_rows_per_s": rate, "trials": trials, "epochs": epochs }));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let rate = rt.block_on(sweep_orchestrator::bench::epoch_rows_per_second(
+        &db, trials, epochs,
+    ))?;
+    println!(
+        "RESULT {}",
+        serde_json::json!({ "epoch_rows_per_s": rate, "trials": trials, "epochs": epochs })
+    );
     Ok(())
 }
 
@@ -241,6 +325,49 @@ fn main() -> ExitCode {
             return sweep::run(settings);
         }
         Command::Worker => return sweep::worker(),
+        Command::Ls { out } => results::ls(&out),
+        Command::Status { sweep, out } => results::status(&sweep, &out),
+        Command::Trials {
+            sweep,
+            state,
+            filters,
+            sort,
+            limit,
+            out,
+        } => results::trials(
+            results::TrialsArgs {
+                sweep,
+                state,
+                filters,
+                sort,
+                limit,
+            },
+            &out,
+        ),
+        Command::Show { sweep, trial, out } => results::show(&sweep, trial, &out),
+        Command::Compare {
+            sweep,
+            rows,
+            cols,
+            metric,
+            baseline,
+            effects,
+            ci,
+            out,
+        } => results::compare(
+            results::CompareArgs {
+                sweep,
+                rows,
+                cols,
+                metric,
+                baseline,
+                effects,
+                ci,
+            },
+            &out,
+        ),
+        Command::Export { sweep, table, out } => results::export(&sweep, &table, &out),
+        Command::Sql { query, out } => results::sql(&query, &out),
         Command::Train {
             config,
             out,

@@ -57,7 +57,10 @@ pub fn run(a: RunArgs) -> ExitCode {
         return ExitCode::from(2);
     }
     if devices.iter().any(|d| d.starts_with("cuda:")) {
-        eprintln!("error: --devices {}: CUDA devices are not supported by this build yet (CPU only)", a.devices);
+        eprintln!(
+            "error: --devices {}: CUDA devices are not supported by this build yet (CPU only)",
+            a.devices
+        );
         return ExitCode::from(2);
     }
     if a.jobs == Some(0) || a.per_device == 0 || a.max_attempts < 1 {
@@ -124,7 +127,7 @@ pub fn run(a: RunArgs) -> ExitCode {
             print_summary(&summary, &db);
             if summary.interrupted {
                 ExitCode::from(130)
-            } else if summary.counts.failed > 0 {
+            } else if summary.counts.failed > 0 || summary.failed_in_run {
                 ExitCode::FAILURE
             } else {
                 ExitCode::SUCCESS
@@ -196,7 +199,10 @@ fn short(s: &str, n: usize) -> String {
     if s.chars().count() <= n {
         s.to_string()
     } else {
-        format!("{}…", s.chars().take(n.saturating_sub(1)).collect::<String>())
+        format!(
+            "{}…",
+            s.chars().take(n.saturating_sub(1)).collect::<String>()
+        )
     }
 }
 
@@ -227,7 +233,11 @@ impl Renderer {
         let filled = (done as usize * width) / total as usize;
         let el = self.start.elapsed().as_secs_f64();
         let remaining = (c.waiting + c.running) as f64;
-        let eta = if self.finished_here > 0 { format!("{:.0}s", el / self.finished_here as f64 * remaining) } else { "?".into() };
+        let eta = if self.finished_here > 0 {
+            format!("{:.0}s", el / self.finished_here as f64 * remaining)
+        } else {
+            "?".into()
+        };
         let _ = writeln!(
             out,
             "[{}{}] {done}/{total} · done {} · running {} · failed {} · pruned {} · waiting {} · {el:.0}s elapsed · ETA {eta}",
@@ -240,8 +250,16 @@ impl Renderer {
             c.waiting
         );
         for (n, (params, epochs, epoch, tl, vl)) in &self.running {
-            let loss = if *epoch > 0 { format!("train loss {tl:.4} · val loss {vl:.4}") } else { "starting".into() };
-            let _ = writeln!(out, "  trial {n:>4} · epoch {epoch}/{epochs} · {loss} · {}", short(params, 80));
+            let loss = if *epoch > 0 {
+                format!("train loss {tl:.4} · val loss {vl:.4}")
+            } else {
+                "starting".into()
+            };
+            let _ = writeln!(
+                out,
+                "  trial {n:>4} · epoch {epoch}/{epochs} · {loss} · {}",
+                short(params, 80)
+            );
         }
         self.drawn = 1 + self.running.len();
     }
@@ -254,7 +272,13 @@ impl Renderer {
             self.clear_block(&mut out);
         }
         match p {
-            Progress::Planned { trials, added, reclaimed, requeued, counts } => {
+            Progress::Planned {
+                trials,
+                added,
+                reclaimed,
+                requeued,
+                counts,
+            } => {
                 let _ = writeln!(
                     out,
                     "{trials} trials in the spec: {added} new; {} already finished; {reclaimed} reclaimed from a stopped run; {requeued} failed ones retried",
@@ -262,24 +286,56 @@ impl Renderer {
                 );
                 self.counts = counts;
             }
-            Progress::Started { number, params, device, attempt, epochs } => {
+            Progress::Started {
+                number,
+                params,
+                device,
+                attempt,
+                epochs,
+            } => {
                 self.counts.waiting -= 1;
                 self.counts.running += 1;
                 if !self.terminal {
-                    let again = if attempt > 1 { format!(" (attempt {attempt})") } else { String::new() };
-                    let _ = writeln!(out, "[{el:7.1}s] start  trial {number:>4} on {device}{again}: {params}");
+                    let again = if attempt > 1 {
+                        format!(" (attempt {attempt})")
+                    } else {
+                        String::new()
+                    };
+                    let _ = writeln!(
+                        out,
+                        "[{el:7.1}s] start  trial {number:>4} on {device}{again}: {params}"
+                    );
                 }
-                self.running.insert(number, (params, epochs, 0, f64::NAN, f64::NAN));
+                self.running
+                    .insert(number, (params, epochs, 0, f64::NAN, f64::NAN));
             }
-            Progress::Epoch { number, epoch, train_loss, val_loss, .. } => {
+            Progress::Epoch {
+                number,
+                epoch,
+                train_loss,
+                val_loss,
+                ..
+            } => {
                 if let Some(r) = self.running.get_mut(&number) {
                     (r.2, r.3, r.4) = (epoch, train_loss, val_loss);
                 }
             }
-            Progress::Finished { number, state, objective, note, counts } => {
-                let params = self.running.remove(&number).map(|r| r.0).unwrap_or_default();
+            Progress::Finished {
+                number,
+                state,
+                objective,
+                note,
+                counts,
+            } => {
+                let params = self
+                    .running
+                    .remove(&number)
+                    .map(|r| r.0)
+                    .unwrap_or_default();
                 self.finished_here += 1;
-                let obj = objective.map(|v| format!(" objective {v:.4}")).unwrap_or_default();
+                let obj = objective
+                    .map(|v| format!(" objective {v:.4}"))
+                    .unwrap_or_default();
                 let st = match state {
                     TrialState::Complete => "done",
                     TrialState::Pruned => "pruned",
@@ -287,7 +343,10 @@ impl Renderer {
                     _ => "?",
                 };
                 if self.terminal {
-                    let _ = writeln!(out, "[{el:7.1}s] {st:<6} trial {number:>4}:{obj} ({note}) {params}");
+                    let _ = writeln!(
+                        out,
+                        "[{el:7.1}s] {st:<6} trial {number:>4}:{obj} ({note}) {params}"
+                    );
                 } else {
                     let _ = writeln!(
                         out,
@@ -363,6 +422,9 @@ extern "C" fn on_sigint(_: libc::c_int) {
 /// The worker process: a job on stdin, events on stdout. SIGINT stops the trial
 /// between batches (it then reports itself interrupted).
 pub fn worker() -> ExitCode {
+    // First thing: a Ctrl-C that reaches the process group now must interrupt, not kill.
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
     let mut input = String::new();
     if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut input) {
         eprintln!("error: reading the job: {e}");
@@ -376,8 +438,6 @@ pub fn worker() -> ExitCode {
         }
     };
     let stop = StopFlag::new();
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
     // Stop on SIGINT, and when the orchestrator dies (we get re-parented): a trial
     // nobody records would only race the rerun that reclaims it.
     // SAFETY: getppid has no preconditions.

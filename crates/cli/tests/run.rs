@@ -392,7 +392,9 @@ fn a_failing_trial_is_retried_then_recorded_and_the_exit_code_is_1() {
     for (c, v) in [("a", 40u8), ("b", 120), ("c", 220)] {
         std::fs::create_dir_all(data.join(c)).unwrap();
         for i in 0..6u8 {
-            image::RgbImage::from_pixel(8, 8, image::Rgb([v, v.wrapping_add(i * 9), 255 - v])).save(data.join(c).join(format!("{i}.png"))).unwrap();
+            image::RgbImage::from_pixel(8, 8, image::Rgb([v, v.wrapping_add(i * 9), 255 - v]))
+                .save(data.join(c).join(format!("{i}.png")))
+                .unwrap();
         }
     }
     let spec = r#"
@@ -408,21 +410,37 @@ epochs = 1
 train.class_weights = ["none", [1.0, 2.0]]
 "#;
     std::fs::write(dir.path().join("s.toml"), spec).unwrap();
-    let o = run(dir.path(), &["run", "s.toml", "--jobs", "1", "--max-attempts", "2"]);
+    let o = run(
+        dir.path(),
+        &["run", "s.toml", "--jobs", "1", "--max-attempts", "2"],
+    );
     let out = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(1), "{out}");
     let db = db_of(dir.path());
     let t = trials(&db);
-    assert_eq!(t.iter().map(|t| (t.1.as_str(), t.2)).collect::<Vec<_>>(), vec![("complete", 1), ("failed", 2)]);
+    assert_eq!(
+        t.iter().map(|t| (t.1.as_str(), t.2)).collect::<Vec<_>>(),
+        vec![("complete", 1), ("failed", 2)]
+    );
     let err: (String,) = rt().block_on(async {
         let s = Store::open_read_only(&db).await.unwrap();
-        let r = sqlx::query_as("SELECT error FROM trials WHERE state = 'failed'").fetch_one(s.pool()).await.unwrap();
+        let r = sqlx::query_as("SELECT error FROM trials WHERE state = 'failed'")
+            .fetch_one(s.pool())
+            .await
+            .unwrap();
         s.close().await;
         r
     });
-    assert!(err.0.contains("class_weights") && err.0.contains("2 weights given for 3 classes"), "{}", err.0);
+    assert!(
+        err.0.contains("class_weights") && err.0.contains("2 weights given for 3 classes"),
+        "{}",
+        err.0
+    );
     // the next run retries nothing more: the limit is reached
-    let again = run(dir.path(), &["run", "s.toml", "--jobs", "1", "--max-attempts", "2"]);
+    let again = run(
+        dir.path(),
+        &["run", "s.toml", "--jobs", "1", "--max-attempts", "2"],
+    );
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stdout).contains("0 failed ones retried"));
 }

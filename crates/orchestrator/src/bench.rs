@@ -30,7 +30,14 @@ pub async fn epoch_rows_per_second(path: &Path, trials: usize, epochs: usize) ->
             host: "bench".into(),
         })
         .await?;
-    let new: Vec<NewTrial> = (0..trials).map(|i| NewTrial { key: format!("k{i}"), config_json: "{}".into(), seed: i as u64, params: vec![] }).collect();
+    let new: Vec<NewTrial> = (0..trials)
+        .map(|i| NewTrial {
+            key: format!("k{i}"),
+            config_json: "{}".into(),
+            seed: i as u64,
+            params: vec![],
+        })
+        .collect();
     store.add_trials(id, &new).await?;
     let session = store.start_session(id, 0, "bench").await?;
     let mut rows = 0usize;

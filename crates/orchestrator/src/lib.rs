@@ -7,8 +7,10 @@ pub mod bench;
 pub mod cache;
 pub mod error;
 pub mod protocol;
+pub mod query;
 pub mod runner;
 pub mod spec;
+pub mod stats;
 pub mod store;
 pub mod worker;
 

@@ -85,6 +85,8 @@ pub struct SummaryRow {
 #[derive(Clone, Debug)]
 pub struct RunSummary {
     pub sweep: String,
+    /// Some trial failed during this run (even if it was retried, or --fail-fast stopped).
+    pub failed_in_run: bool,
     pub counts: StateCounts,
     pub interrupted: bool,
     pub objective: String,
@@ -304,7 +306,7 @@ async fn record(
     spec: &SweepSpec,
     settings: &RunSettings,
     prep: &Prepared,
-) -> Result<(Store, i64, usize)> {
+) -> Result<(Store, i64, usize, i64)> {
     let store = Store::open(&settings.db).await?;
     let sweep_id = store
         .upsert_sweep(&NewSweep {
@@ -353,8 +355,18 @@ async fn record(
             }
         })
         .collect();
+    // Refuse before inserting anything when another run of this sweep is alive.
+    if let Some((pid, h)) = store.live_session(sweep_id, &hostname(), pid_alive).await? {
+        return Err(Error::Other(format!(
+            "sweep `{}` is already being run by process {pid} on {h}; wait for it or stop it first",
+            spec.name
+        )));
+    }
+    let session = store
+        .start_session(sweep_id, std::process::id() as i64, &hostname())
+        .await?;
     let added = store.add_trials(sweep_id, &trials).await?;
-    Ok((store, sweep_id, added))
+    Ok((store, sweep_id, added, session))
 }
 
 /// Runs (or resumes) a sweep to completion, or until `stop` turns true.
@@ -366,17 +378,7 @@ pub async fn run(
 ) -> Result<RunSummary> {
     let results = &settings.results;
     let prep = tokio::task::block_in_place(|| prepare(spec, results))?;
-    let (store, sweep_id, added) = record(spec, settings, &prep).await?;
-    let host = hostname();
-    if let Some((pid, h)) = store.live_session(sweep_id, &host, pid_alive).await? {
-        return Err(Error::Other(format!(
-            "sweep `{}` is already being run by process {pid} on {h}; wait for it or stop it first",
-            spec.name
-        )));
-    }
-    let session = store
-        .start_session(sweep_id, std::process::id() as i64, &host)
-        .await?;
+    let (store, sweep_id, added, session) = record(spec, settings, &prep).await?;
     let reclaimed = store.reclaim_orphans(sweep_id, session).await?;
     let requeued = store
         .requeue_failed(sweep_id, settings.max_attempts)
@@ -433,17 +435,20 @@ pub async fn run(
 
     loop {
         let halted = |stopping: bool, failed: bool| stopping || (settings.fail_fast && failed);
-        while !halted(stopping, any_failed) && !free.is_empty() {
+        while !halted(stopping || *stop.borrow(), any_failed) && !free.is_empty() {
             let device = free.last().cloned().expect("a free slot");
-            let Some(c) = store.claim_next(sweep_id, session, &device).await? else {
+            // Only trials of the current spec, and never one whose worker is still alive.
+            let in_flight: Vec<i64> = running.keys().copied().collect();
+            let Some(c) = store
+                .claim_next_where(sweep_id, session, &device, |id, key| {
+                    cache_by_key.contains_key(key) && !in_flight.contains(&id)
+                })
+                .await?
+            else {
                 break;
             };
             free.pop();
-            let Some(cache) = cache_by_key.get(&c.key).cloned() else {
-                store.fail(c.id, "the trial is no longer part of the spec's grid (edited spec); it is kept but not run").await?;
-                free.push(device);
-                continue;
-            };
+            let cache = cache_by_key[&c.key].clone();
             let params = params_by_key.get(&c.key).cloned().unwrap_or_default();
             let pid = spawn_worker(&c, &cache, &device, spec, settings, tx.clone()).await;
             match pid {
@@ -451,7 +456,9 @@ pub async fn run(
                     if let Some(p) = pid {
                         store.set_worker_pid(c.id, p as i64).await?;
                     }
-                    let epochs = serde_json::from_str::<TrialConfig>(&c.config_json).map(|t| t.train.epochs).unwrap_or(0);
+                    let epochs = serde_json::from_str::<TrialConfig>(&c.config_json)
+                        .map(|t| t.train.epochs)
+                        .unwrap_or(0);
                     progress(Progress::Started {
                         number: c.number,
                         params,
@@ -490,6 +497,9 @@ pub async fn run(
                 match msg {
                     WorkerMsg::Event(id, ev) => {
                         let Some((r, _)) = running.get_mut(&id) else { continue };
+                        if r.done {
+                            continue;
+                        }
                         match ev {
                             Event::Start { .. } => {}
                             Event::Epoch { metrics } => {
@@ -510,7 +520,6 @@ pub async fn run(
                                 r.done = true;
                                 let number = r.number;
                                 store.fail(id, &message).await?;
-                                store.requeue_failed(sweep_id, settings.max_attempts).await?;
                                 any_failed = true;
                                 progress(Progress::Finished { number, state: TrialState::Failed, objective: None, note: message, counts: store.counts(sweep_id).await? });
                             }
@@ -519,12 +528,18 @@ pub async fn run(
                     WorkerMsg::Exited(id, status) => {
                         if let Some((r, device)) = running.remove(&id) {
                             free.push(device);
-                            if !r.done {
+                            if !r.done && (stopping || *stop.borrow()) {
+                                // killed by the same Ctrl-C before it could report: interrupted, not failed
+                                store.interrupt(id).await?;
+                            } else if !r.done {
                                 let msg = format!("worker for trial {} ended without a result: {status}", r.number);
                                 store.fail(id, &msg).await?;
-                                store.requeue_failed(sweep_id, settings.max_attempts).await?;
                                 any_failed = true;
                                 progress(Progress::Finished { number: r.number, state: TrialState::Failed, objective: None, note: msg, counts: store.counts(sweep_id).await? });
+                            }
+                            // A failed trial is retried only once its worker is gone.
+                            if !settings.fail_fast {
+                                store.requeue_failed(sweep_id, settings.max_attempts).await?;
                             }
                         }
                     }
@@ -554,6 +569,7 @@ pub async fn run(
     let store = Arc::try_unwrap(store).map_err(|_| Error::Other("store still shared".into()))?;
     store.close().await;
     Ok(RunSummary {
+        failed_in_run: any_failed && (settings.fail_fast || counts.failed > 0),
         sweep: spec.name.clone(),
         counts,
         interrupted: stopping,
@@ -647,12 +663,24 @@ async fn spawn_worker(
                 .collect();
             tail
         });
-        let mut lines = BufReader::new(stdout).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            let ev = serde_json::from_str::<Event>(&line).unwrap_or_else(|e| {
+        // Read raw lines to EOF (never stop early: a full pipe would block the worker).
+        // Lines that are not protocol events (a library printing to stdout) are skipped.
+        let mut reader = BufReader::new(stdout);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let line = String::from_utf8_lossy(&buf);
+            if !line.starts_with("{\"event\"") {
+                continue;
+            }
+            let ev = serde_json::from_str::<Event>(line.trim_end()).unwrap_or_else(|e| {
                 let head: String = line.chars().take(200).collect();
                 Event::Error {
-                    message: format!("unreadable worker output ({e}): {head}"),
+                    message: format!("unreadable worker event ({e}): {head}"),
                 }
             });
             let _ = tx.send(WorkerMsg::Event(id, ev));
@@ -796,7 +824,10 @@ mod tests {
         assert_eq!(s.len(), 6);
         // claims pop from the end
         let order: Vec<String> = std::iter::from_fn(|| s.pop()).collect();
-        assert_eq!(order, ["cuda:0", "cuda:1", "cuda:0", "cuda:1", "cuda:0", "cuda:1"]);
+        assert_eq!(
+            order,
+            ["cuda:0", "cuda:1", "cuda:0", "cuda:1", "cuda:0", "cuda:1"]
+        );
         assert_eq!(device_slots(&d, 3, 3).len(), 3);
         assert_eq!(device_slots(&["cpu".to_string()], 4, 4), vec!["cpu"; 4]);
     }
@@ -804,9 +835,26 @@ mod tests {
     #[test]
     fn params_flatten_with_kinds() {
         let mut out = Vec::new();
-        flatten_params("", &serde_json::json!({"a": {"b": 1, "c": 0.5, "d": true, "e": "x", "f": [1], "g": null}}), &mut out);
-        let kinds: Vec<(&str, &str)> = out.iter().map(|(n, k, _, _)| (n.as_str(), k.as_str())).collect();
-        assert_eq!(kinds, vec![("a.b", "int"), ("a.c", "float"), ("a.d", "bool"), ("a.e", "text"), ("a.f", "list"), ("a.g", "none")]);
+        flatten_params(
+            "",
+            &serde_json::json!({"a": {"b": 1, "c": 0.5, "d": true, "e": "x", "f": [1], "g": null}}),
+            &mut out,
+        );
+        let kinds: Vec<(&str, &str)> = out
+            .iter()
+            .map(|(n, k, _, _)| (n.as_str(), k.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                ("a.b", "int"),
+                ("a.c", "float"),
+                ("a.d", "bool"),
+                ("a.e", "text"),
+                ("a.f", "list"),
+                ("a.g", "none")
+            ]
+        );
         assert_eq!(content_hash(b"x").len(), 32);
         assert_ne!(content_hash(b"x"), content_hash(b"y"));
     }

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde_json::Value as Json;
+use sweep_train::config::Augmentation;
 use sweep_train::config::{
     find_key_line, suggest_key, Arch, InitScheme, LrSchedule, OptimizerKind, TrialConfig,
 };
@@ -66,6 +67,26 @@ pub struct SweepSpec {
     /// The spec file's text and path, for provenance.
     pub text: String,
     pub path: PathBuf,
+}
+
+/// The spec file as typed tables (the top-level keys are checked above).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct SpecTables {
+    #[serde(default)]
+    data: sweep_train::config::DataConfig,
+    #[serde(default)]
+    model: sweep_train::config::ModelConfig,
+    #[serde(default)]
+    train: sweep_train::config::TrainConfig,
+    name: Option<toml::Value>,
+    description: Option<toml::Value>,
+    seeds: Option<toml::Value>,
+    objective: Option<toml::Value>,
+    direction: Option<toml::Value>,
+    grid: Option<toml::Value>,
+    exclude: Option<toml::Value>,
 }
 
 /// One trial of the expanded grid.
@@ -320,38 +341,29 @@ impl SweepSpec {
             }
         };
 
-        // The base trial: the three tables as one trial config.
-        let mut base_doc = toml::Table::new();
-        for t in ["data", "model", "train"] {
-            if let Some(v) = doc.get(t) {
-                base_doc.insert(t.to_string(), v.clone());
-            }
-        }
-        let base_text = toml::to_string(&base_doc).expect("tables serialize");
-        let mut base: TrialConfig = toml::from_str(&base_text).map_err(|e| {
-            // re-locate the message in the original text by the offending key
-            let msg = e.message().trim().to_string();
-            let key = msg.split('`').nth(1).unwrap_or("");
-            let line = text
-                .lines()
-                .position(|l| l.trim_start().starts_with(key) && !key.is_empty())
-                .map(|i| i + 1);
-            let hint = if msg.starts_with("unknown field") {
-                suggest_key(key)
-                    .map(|s| format!(" (did you mean `{s}`?)"))
-                    .unwrap_or_default()
-            } else {
-                String::new()
-            };
-            Error::Spec {
-                location: line
-                    .map(|l| format!("{origin}:{l}"))
-                    .unwrap_or(origin.clone()),
-                message: format!("{msg}{hint}"),
+        // The base trial, parsed from the original text so that errors keep their line.
+        let tables: SpecTables = toml::from_str(text).map_err(|e| {
+            match sweep_train::config::toml_error(&origin, text, &e) {
+                sweep_train::Error::Config { location, message } => {
+                    Error::Spec { location, message }
+                }
+                other => Error::Other(other.to_string()),
             }
         })?;
+        let mut base = TrialConfig {
+            data: tables.data,
+            model: tables.model,
+            train: tables.train,
+        };
         if let Some(dir) = path.parent() {
             base.resolve_paths(dir);
+        }
+        // One spelling of the data root whatever the spec path looked like
+        // (`sweeps/x.toml`, `./sweeps/x.toml`, absolute), so trial keys are stable.
+        if let Some(root) = &base.data.root {
+            if let Ok(abs) = std::fs::canonicalize(root) {
+                base.data.root = Some(abs);
+            }
         }
 
         // The grid.
@@ -673,8 +685,19 @@ pub fn canonicalize(mut c: TrialConfig) -> TrialConfig {
         e.mode = Some(e.resolved_mode());
     }
     c.data.augment.sort_by_key(|a| a.name());
+    let aug = sweep_train::config::AugmentationSettings::default();
+    let listed = |a: Augmentation| c.data.augment.contains(&a);
     if c.data.augment.is_empty() {
-        c.data.augmentation = Default::default();
+        c.data.augmentation.probability = aug.probability;
+    }
+    if !listed(Augmentation::BrightnessContrast) {
+        c.data.augmentation.brightness_limit = aug.brightness_limit;
+        c.data.augmentation.contrast_limit = aug.contrast_limit;
+    }
+    if !listed(Augmentation::ShiftScaleRotate) {
+        c.data.augmentation.shift_limit = aug.shift_limit;
+        c.data.augmentation.scale_limit = aug.scale_limit;
+        c.data.augmentation.rotate_limit = aug.rotate_limit;
     }
     c
 }

@@ -500,13 +500,29 @@ impl Store {
         session_id: i64,
         device: &str,
     ) -> Result<Option<Claimed>> {
+        self.claim_next_where(sweep_id, session_id, device, |_, _| true)
+            .await
+    }
+
+    /// Claims the lowest-numbered waiting trial that `allowed(id, key)` accepts
+    /// (the scheduler passes: in the current spec, not already in flight).
+    pub async fn claim_next_where(
+        &self,
+        sweep_id: i64,
+        session_id: i64,
+        device: &str,
+        allowed: impl Fn(i64, &str) -> bool,
+    ) -> Result<Option<Claimed>> {
         let mut tx = self.pool.begin().await.map_err(sql_err("begin"))?;
-        let row: Option<(i64, i64, String, String, i64)> =
-            sqlx::query_as("SELECT id, number, key, config_json, attempts FROM trials WHERE sweep_id = ? AND state = 'waiting' ORDER BY number LIMIT 1")
+        let candidates: Vec<(i64, i64, String, String, i64)> =
+            sqlx::query_as("SELECT id, number, key, config_json, attempts FROM trials WHERE sweep_id = ? AND state = 'waiting' ORDER BY number")
                 .bind(sweep_id)
-                .fetch_optional(&mut *tx)
+                .fetch_all(&mut *tx)
                 .await
                 .map_err(sql_err("claiming"))?;
+        let row = candidates
+            .into_iter()
+            .find(|(id, _, key, _, _)| allowed(*id, key));
         let Some((id, number, key, config_json, attempts)) = row else {
             return Ok(None);
         };
@@ -553,6 +569,17 @@ impl Store {
     /// One epoch's metrics (rows `train.*`, `val.*`, `time.*`).
     pub async fn record_epoch(&self, trial_id: i64, m: &EpochMetrics) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(sql_err("begin"))?;
+        // Only a running trial takes epoch rows (a late event from a stale worker must
+        // not touch a finished or re-queued trial).
+        let (running,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM trials WHERE id = ? AND state = 'running'")
+                .bind(trial_id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(sql_err("recording an epoch"))?;
+        if running == 0 {
+            return Ok(());
+        }
         for (split, name, v) in epoch_rows(m) {
             let (value, kind) = value_kind(v);
             sqlx::query("INSERT OR REPLACE INTO epoch_metrics (trial_id, epoch, split, name, value, value_kind) VALUES (?, ?, ?, ?, ?, ?)")

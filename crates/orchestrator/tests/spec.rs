@@ -123,6 +123,8 @@ fn bad_specs_name_file_line_and_key() {
         ("name = \"x\"\n[data]\nroot = \"/no/such/data\"\n".to_string(), "s.toml:3: `data.root` /no/such/data is not a folder"),
         ("name = \"x\"\n[data]\n".to_string(), "`data.root` missing"),
         ("name = \"x\"\n[data\n".to_string(), "s.toml:2:"),
+        (format!("name = \"x\"\n{BASE}[train]\nbatch_size = \"big\"\n"), "s.toml:5: invalid type: string \"big\", expected usize"),
+        (format!("name = \"x\"\n{BASE}[train]\noptimizer = \"adamx\"\n"), "s.toml:5: unknown variant `adamx`"),
         (format!("name = \"x\"\n{BASE}[grid]\nmodel.arch = [\"cnn\"]\nmodel.conv_channels = [[8, 8, 8, 8, 8, 8, 8]]\n"), "`grid.model.conv_channels` 7 2×2 max-pools shrink a 64-pixel image"),
     ];
     assert!(cases.len() >= 20);

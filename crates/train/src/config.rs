@@ -890,7 +890,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-fn toml_error(origin: &str, text: &str, e: &toml::de::Error) -> Error {
+/// A TOML parse error as a config error: file and line, the message, a "did you
+/// mean" for unknown keys, and the offending line.
+pub fn toml_error(origin: &str, text: &str, e: &toml::de::Error) -> Error {
     let line = e
         .span()
         .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);

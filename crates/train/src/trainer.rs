@@ -450,6 +450,11 @@ pub fn run_trial(
         let (mut loss_sum, mut correct, mut seen) = (0f64, 0u64, 0usize);
         let mut last_grads = None;
         for (b, chunk) in order.chunks(bs).enumerate() {
+            // Batch-norm cannot normalize one sample (PyTorch refuses it); a final
+            // batch of one is skipped, as DataLoader(drop_last=True) would.
+            if chunk.len() == 1 && cfg.model.batch_norm && order.len() > 1 {
+                continue;
+            }
             if stop.is_requested() {
                 stop_reason = StopReason::Interrupted { epoch };
                 break 'epochs;

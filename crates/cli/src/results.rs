@@ -1,0 +1,671 @@
+//! The query commands: `ls`, `status`, `trials`, `show`, `compare`, `export`, `sql`.
+//! They open the database read-only (they work while a sweep runs), resolve
+//! arguments and render tables as table, CSV, JSON or Markdown.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use sweep_orchestrator::query::{self, format_num, Cell, Table};
+use sweep_orchestrator::stats;
+use sweep_orchestrator::store::Store;
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Csv,
+    Json,
+    Markdown,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Output {
+    /// Results database (default results/sweep.db, or SWEEP_DB).
+    #[arg(long, global = true)]
+    pub db: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "table", global = true)]
+    pub format: Format,
+    /// Write to FILE instead of standard output.
+    #[arg(short = 'o', long = "output", global = true)]
+    pub output: Option<PathBuf>,
+}
+
+impl Output {
+    fn db(&self) -> PathBuf {
+        self.db
+            .clone()
+            .or_else(|| std::env::var_os("SWEEP_DB").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("results/sweep.db"))
+    }
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// Renders a table in the chosen format.
+pub fn render(t: &Table, f: Format) -> String {
+    match f {
+        Format::Csv => {
+            let mut s = t
+                .headers
+                .iter()
+                .map(|h| csv_field(h))
+                .collect::<Vec<_>>()
+                .join(",")
+                + "\n";
+            for r in &t.rows {
+                let cells: Vec<String> = r
+                    .iter()
+                    .map(|c| match c {
+                        // full precision in CSV
+                        Cell::Num(v) if v.is_finite() => v.to_string(),
+                        other => csv_field(&other.text()),
+                    })
+                    .collect();
+                s += &(cells.join(",") + "\n");
+            }
+            s
+        }
+        Format::Json => {
+            let rows: Vec<serde_json::Map<String, serde_json::Value>> = t
+                .rows
+                .iter()
+                .map(|r| {
+                    t.headers
+                        .iter()
+                        .zip(r)
+                        .map(|(h, c)| {
+                            let v = match c {
+                                Cell::Null => serde_json::Value::Null,
+                                Cell::Int(i) => (*i).into(),
+                                Cell::Num(v) if v.is_finite() => (*v).into(),
+                                Cell::Num(v) => format_num(*v).into(),
+                                Cell::Text(s) => s.clone().into(),
+                            };
+                            (h.clone(), v)
+                        })
+                        .collect()
+                })
+                .collect();
+            serde_json::to_string_pretty(&rows).expect("rows serialize") + "\n"
+        }
+        Format::Markdown => {
+            let mut s = format!("| {} |\n", t.headers.join(" | "));
+            s += &format!(
+                "|{}\n",
+                t.headers.iter().map(|_| "---|").collect::<String>()
+            );
+            for r in &t.rows {
+                s += &format!(
+                    "| {} |\n",
+                    r.iter()
+                        .map(|c| c.text().replace('|', "\\|"))
+                        .collect::<Vec<_>>()
+                        .join(" | ")
+                );
+            }
+            s
+        }
+        Format::Table => {
+            let texts: Vec<Vec<String>> = t
+                .rows
+                .iter()
+                .map(|r| r.iter().map(Cell::text).collect())
+                .collect();
+            let widths: Vec<usize> = (0..t.headers.len())
+                .map(|i| {
+                    texts
+                        .iter()
+                        .map(|r| r[i].chars().count())
+                        .chain([t.headers[i].chars().count()])
+                        .max()
+                        .unwrap_or(0)
+                        .min(60)
+                })
+                .collect();
+            let line = |cells: &[String]| {
+                cells
+                    .iter()
+                    .zip(&widths)
+                    .map(|(c, w)| {
+                        let c: String = c.chars().take(*w).collect();
+                        format!("{c:<w$}")
+                    })
+                    .collect::<Vec<_>>()
+                    .join("  ")
+                    .trim_end()
+                    .to_string()
+            };
+            let mut s = line(&t.headers) + "\n";
+            for r in &texts {
+                s += &(line(r) + "\n");
+            }
+            s
+        }
+    }
+}
+
+fn emit(out: &Output, text: &str) -> Result<()> {
+    match &out.output {
+        Some(p) => std::fs::write(p, text).with_context(|| format!("writing {}", p.display())),
+        None => {
+            let mut o = std::io::stdout().lock();
+            o.write_all(text.as_bytes())?;
+            Ok(())
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+async fn open(out: &Output) -> Result<Store> {
+    Ok(Store::open_read_only(&out.db()).await?)
+}
+
+pub fn ls(out: &Output) -> Result<()> {
+    runtime()?.block_on(async {
+        let s = open(out).await?;
+        let t = Table {
+            headers: [
+                "sweep",
+                "created",
+                "complete",
+                "pruned",
+                "failed",
+                "running",
+                "waiting",
+                "objective",
+                "best",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            rows: query::sweeps(&s)
+                .await?
+                .into_iter()
+                .map(|w| {
+                    vec![
+                        Cell::Text(w.name),
+                        Cell::Text(w.created_at),
+                        Cell::Int(w.counts.complete),
+                        Cell::Int(w.counts.pruned),
+                        Cell::Int(w.counts.failed),
+                        Cell::Int(w.counts.running),
+                        Cell::Int(w.counts.waiting),
+                        Cell::Text(format!("{} ({})", w.objective, w.direction)),
+                        w.best.map(Cell::Num).unwrap_or(Cell::Null),
+                    ]
+                })
+                .collect(),
+        };
+        s.close().await;
+        emit(out, &render(&t, out.format))
+    })
+}
+
+fn parse_pairs(s: &str, what: &str) -> Result<Vec<(String, String)>> {
+    s.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => Ok((k.trim().to_string(), v.trim().to_string())),
+            None => bail!("{what} `{p}` is not PARAM=VALUE"),
+        })
+        .collect()
+}
+
+pub struct CompareArgs {
+    pub sweep: String,
+    pub rows: Option<String>,
+    pub cols: Option<String>,
+    pub metric: Option<String>,
+    pub baseline: Option<String>,
+    pub effects: bool,
+    pub ci: bool,
+}
+
+pub fn compare(a: CompareArgs, out: &Output) -> Result<()> {
+    runtime()?.block_on(async {
+        let s = open(out).await?;
+        let info = query::sweep(&s, &a.sweep).await?;
+        let trials = query::trials(&s, info.id).await?;
+        s.close().await;
+        let metric = a.metric.clone().unwrap_or(info.objective.clone());
+        if !trials.iter().any(|t| t.metrics.contains_key(&metric))
+            && trials.iter().any(|t| !t.metrics.is_empty())
+        {
+            let names: std::collections::BTreeSet<&String> =
+                trials.iter().flat_map(|t| t.metrics.keys()).collect();
+            bail!(
+                "no metric `{metric}`; the trials have: {}",
+                names.into_iter().cloned().collect::<Vec<_>>().join(", ")
+            );
+        }
+        let split = |s: &Option<String>| {
+            s.as_deref()
+                .map(|s| {
+                    s.split(',')
+                        .map(|p| p.trim().to_string())
+                        .filter(|p| !p.is_empty())
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        };
+        if a.effects {
+            let t = Table {
+                headers: [
+                    "parameter",
+                    "value",
+                    &format!("mean {metric}"),
+                    "std",
+                    "trials",
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+                rows: query::effects(&trials, &metric)
+                    .into_iter()
+                    .map(|(p, v, s)| {
+                        vec![
+                            Cell::Text(p),
+                            Cell::Text(v),
+                            Cell::Num(s.mean),
+                            Cell::Num(s.std),
+                            Cell::Int(s.n as i64),
+                        ]
+                    })
+                    .collect(),
+            };
+            return emit(out, &render(&t, out.format));
+        }
+        let rows = match split(&a.rows) {
+            r if r.is_empty() => trials
+                .first()
+                .map(|t| t.params.keys().cloned().collect())
+                .unwrap_or_default(),
+            r => r,
+        };
+        let cols = split(&a.cols);
+        let baseline = parse_pairs(a.baseline.as_deref().unwrap_or(""), "--baseline")?;
+        let mut cells = query::compare(&trials, &rows, &cols, &metric, &baseline)?;
+        let maximize =
+            info.direction != "minimize" || a.metric.is_some() && !metric.ends_with("loss");
+        let t = if cols.is_empty() {
+            // a ranked list
+            cells.sort_by(|x, y| {
+                let o = x.summary.mean.total_cmp(&y.summary.mean);
+                if maximize {
+                    o.reverse()
+                } else {
+                    o
+                }
+            });
+            let mut headers = vec![
+                "rank".to_string(),
+                "configuration".into(),
+                "mean".into(),
+                "std".into(),
+                "n".into(),
+            ];
+            if a.ci {
+                headers.extend([
+                    "min".into(),
+                    "max".into(),
+                    "ci95_low".into(),
+                    "ci95_high".into(),
+                ]);
+            }
+            if !baseline.is_empty() {
+                headers.extend(["delta".into(), "p_value".into()]);
+            }
+            let rows = cells
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let mut r = vec![
+                        Cell::Int(i as i64 + 1),
+                        Cell::Text(c.row.clone()),
+                        Cell::Num(c.summary.mean),
+                        Cell::Num(c.summary.std),
+                        Cell::Int(c.summary.n as i64),
+                    ];
+                    if a.ci {
+                        let h = stats::ci95_half_width(&c.summary);
+                        r.extend([
+                            Cell::Num(c.summary.min),
+                            Cell::Num(c.summary.max),
+                            Cell::Num(c.summary.mean - h),
+                            Cell::Num(c.summary.mean + h),
+                        ]);
+                    }
+                    if !baseline.is_empty() {
+                        r.push(c.delta.map(Cell::Num).unwrap_or(Cell::Null));
+                        r.push(c.p_value.map(Cell::Num).unwrap_or(Cell::Null));
+                    }
+                    r
+                })
+                .collect();
+            Table { headers, rows }
+        } else {
+            // a grid: rows × columns, "mean ± std (n)" per cell
+            let mut col_keys: Vec<String> = cells.iter().map(|c| c.col.clone()).collect();
+            col_keys.sort();
+            col_keys.dedup();
+            let mut row_keys: Vec<String> = cells.iter().map(|c| c.row.clone()).collect();
+            row_keys.sort();
+            row_keys.dedup();
+            let mut headers = vec![rows.join(", ")];
+            headers.extend(col_keys.iter().cloned());
+            let body = row_keys
+                .iter()
+                .map(|rk| {
+                    let mut r = vec![Cell::Text(rk.clone())];
+                    for ck in &col_keys {
+                        r.push(match cells.iter().find(|c| &c.row == rk && &c.col == ck) {
+                            Some(c) => {
+                                let mut s = format!(
+                                    "{} ± {} (n={})",
+                                    format_num(c.summary.mean),
+                                    format_num(c.summary.std),
+                                    c.summary.n
+                                );
+                                if let (Some(d), Some(p)) = (c.delta, c.p_value) {
+                                    s += &format!(" Δ{d:+.4} p={p:.3}");
+                                }
+                                Cell::Text(s)
+                            }
+                            None => Cell::Null,
+                        });
+                    }
+                    r
+                })
+                .collect();
+            Table {
+                headers,
+                rows: body,
+            }
+        };
+        emit(out, &render(&t, out.format))
+    })
+}
+
+pub fn export(sweep: &str, table: &str, out: &Output) -> Result<()> {
+    runtime()?.block_on(async {
+        let s = open(out).await?;
+        let info = query::sweep(&s, sweep).await?;
+        let t = match table {
+            "trials" => query::trials_table(&query::trials(&s, info.id).await?),
+            "epochs" => query::epochs(&s, info.id).await?,
+            "confusion" => query::confusion(&s, info.id).await?,
+            other => bail!("--table {other}: choose trials, epochs or confusion"),
+        };
+        s.close().await;
+        emit(out, &render(&t, out.format))
+    })
+}
+
+pub fn sql(q: &str, out: &Output) -> Result<()> {
+    runtime()?.block_on(async {
+        let s = open(out).await?;
+        let t = query::sql(&s, q).await?;
+        s.close().await;
+        emit(out, &render(&t, out.format))
+    })
+}
+
+pub struct TrialsArgs {
+    pub sweep: String,
+    pub state: Option<String>,
+    pub filters: Vec<String>,
+    pub sort: Option<String>,
+    pub limit: Option<usize>,
+}
+
+/// One row per trial, filtered and sorted.
+pub fn trials(a: TrialsArgs, out: &Output) -> Result<()> {
+    runtime()?.block_on(async {
+        let s = open(out).await?;
+        let info = query::sweep(&s, &a.sweep).await?;
+        let mut rows = query::trials(&s, info.id).await?;
+        s.close().await;
+        if let Some(st) = &a.state {
+            anyhow::ensure!(
+                ["waiting", "running", "complete", "pruned", "failed"].contains(&st.as_str()),
+                "--state {st}: choose waiting, running, complete, pruned or failed"
+            );
+            rows.retain(|t| &t.state == st);
+        }
+        for f in &a.filters {
+            for (p, v) in parse_pairs(f, "--where")? {
+                rows.retain(|t| t.params.get(&p) == Some(&v));
+            }
+        }
+        let sort = a.sort.clone().unwrap_or(info.objective.clone());
+        let desc = !sort.ends_with("loss");
+        rows.sort_by(|x, y| {
+            let (a, b) = (
+                x.metrics.get(&sort).copied().unwrap_or(f64::NAN),
+                y.metrics.get(&sort).copied().unwrap_or(f64::NAN),
+            );
+            // missing values last
+            match (a.is_nan(), b.is_nan()) {
+                (true, false) => std::cmp::Ordering::Greater,
+                (false, true) => std::cmp::Ordering::Less,
+                _ if desc => b.total_cmp(&a),
+                _ => a.total_cmp(&b),
+            }
+        });
+        if let Some(n) = a.limit {
+            rows.truncate(n);
+        }
+        let mut t = query::trials_table(&rows);
+        // keep the columns people read in a listing: drop key, checkpoint and error
+        if out.format == Format::Table {
+            let keep: Vec<usize> = t
+                .headers
+                .iter()
+                .enumerate()
+                .filter(|(_, h)| {
+                    !["key", "checkpoint", "error", "duration_seconds"].contains(&h.as_str())
+                })
+                .map(|(i, _)| i)
+                .collect();
+            t.headers = keep.iter().map(|i| t.headers[*i].clone()).collect();
+            t.rows = t
+                .rows
+                .iter()
+                .map(|r| keep.iter().map(|i| r[*i].clone()).collect())
+                .collect();
+        }
+        emit(out, &render(&t, out.format))
+    })
+}
+
+/// Progress of one sweep: counts by state, running trials with their epoch, ETA.
+pub fn status(sweep: &str, out: &Output) -> Result<()> {
+    runtime()?.block_on(async {
+        let s = open(out).await?;
+        let info = query::sweep(&s, sweep).await?;
+        let rows = query::trials(&s, info.id).await?;
+        let mut text = String::new();
+        let c = &info.counts;
+        text += &format!(
+            "sweep `{}`: {} trials — complete {}, pruned {}, failed {}, running {}, waiting {}\n",
+            info.name,
+            c.total(),
+            c.complete,
+            c.pruned,
+            c.failed,
+            c.running,
+            c.waiting
+        );
+        let durations: Vec<f64> = rows
+            .iter()
+            .filter(|t| t.state == "complete" || t.state == "pruned")
+            .filter_map(|t| t.duration_seconds)
+            .collect();
+        if let (Some(d), true) = (stats::summarize(&durations), c.waiting + c.running > 0) {
+            let parallel = c.running.max(1) as f64;
+            text += &format!(
+                "mean trial time {:.1}s; ETA about {:.0}s at {} trial(s) at once\n",
+                d.mean,
+                d.mean * (c.waiting + c.running) as f64 / parallel,
+                parallel
+            );
+        }
+        for t in rows.iter().filter(|t| t.state == "running") {
+            let curve = query::curve(&s, t.id).await?;
+            let epochs = serde_json::from_str::<sweep_train::TrialConfig>(&t.config_json)
+                .map(|c| c.train.epochs)
+                .unwrap_or(0);
+            let last = curve.iter().next_back();
+            let params = t
+                .params
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            text += &format!(
+                "  running trial {} (seed {}): epoch {}/{}{} since {} · {params}\n",
+                t.number,
+                t.seed,
+                last.map(|l| *l.0).unwrap_or(0),
+                epochs,
+                last.and_then(|l| l.1.get("val.loss"))
+                    .map(|v| format!(", val loss {v:.4}"))
+                    .unwrap_or_default(),
+                t.started_at.clone().unwrap_or_default()
+            );
+        }
+        s.close().await;
+        if out.format == Format::Json {
+            return emit(out, &(serde_json::to_string_pretty(&info)? + "\n"));
+        }
+        emit(out, &text)
+    })
+}
+
+/// Everything about one trial: config, curve, report, confusion matrix, error.
+pub fn show(sweep: &str, number: i64, out: &Output) -> Result<()> {
+    runtime()?.block_on(async {
+        let s = open(out).await?;
+        let info = query::sweep(&s, sweep).await?;
+        let rows = query::trials(&s, info.id).await?;
+        let Some(t) = rows.iter().find(|t| t.number == number) else {
+            bail!(
+                "sweep `{sweep}` has no trial {number} (it has 1 to {})",
+                rows.len()
+            );
+        };
+        let classes = query::class_names(&s, info.id).await?;
+        let curve = query::curve(&s, t.id).await?;
+        let per_class = query::class_metrics(&s, t.id).await?;
+        let cm = query::confusion_matrix(&s, t.id, classes.len()).await?;
+        s.close().await;
+        let mut text = format!(
+            "trial {} of sweep `{}` (seed {}): {}",
+            t.number, info.name, t.seed, t.state
+        );
+        if let Some(r) = &t.stop_reason {
+            text += &format!(", {r} at epoch {}", t.stop_epoch.unwrap_or(0));
+        }
+        text += &format!(
+            "; best epoch {}; attempts {}\n",
+            t.best_epoch.map(|e| e.to_string()).unwrap_or("-".into()),
+            t.attempts
+        );
+        if let Some(e) = &t.error {
+            text += &format!("error: {e}\n");
+        }
+        text += "\nconfiguration:\n";
+        let cfg: serde_json::Value = serde_json::from_str(&t.config_json)?;
+        text += &serde_json::to_string_pretty(&cfg)?;
+        text += "\n\n";
+        let names = [
+            "train.loss",
+            "train.accuracy",
+            "val.loss",
+            "val.accuracy",
+            "val.macro_f1",
+            "val.balanced_accuracy",
+            "time.epoch_seconds",
+        ];
+        let ct = Table {
+            headers: std::iter::once("epoch".to_string())
+                .chain(names.iter().map(|s| s.to_string()))
+                .collect(),
+            rows: curve
+                .iter()
+                .map(|(e, m)| {
+                    std::iter::once(Cell::Int(*e))
+                        .chain(
+                            names
+                                .iter()
+                                .map(|n| m.get(*n).map(|v| Cell::Num(*v)).unwrap_or(Cell::Null)),
+                        )
+                        .collect()
+                })
+                .collect(),
+        };
+        text += &render(&ct, Format::Table);
+        if !per_class.is_empty() {
+            text += "\nclassification report (report epoch):\n";
+            let rt = Table {
+                headers: ["class", "precision", "recall", "f1", "support"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+                rows: per_class
+                    .iter()
+                    .map(|(n, p, r, f, sup)| {
+                        vec![
+                            Cell::Text(n.clone()),
+                            Cell::Num(*p),
+                            Cell::Num(*r),
+                            Cell::Num(*f),
+                            Cell::Int(*sup),
+                        ]
+                    })
+                    .collect(),
+            };
+            text += &render(&rt, Format::Table);
+            for m in [
+                "val.accuracy",
+                "val.balanced_accuracy",
+                "val.macro_f1",
+                "val.weighted_f1",
+                "val.macro_auc",
+            ] {
+                if let Some(v) = t.metrics.get(m) {
+                    text += &format!("{m:<22} {}\n", format_num(*v));
+                }
+            }
+            text += "\nconfusion matrix (rows: true class, columns: predicted):\n";
+            let mt = Table {
+                headers: std::iter::once(String::new())
+                    .chain((0..classes.len()).map(|i| i.to_string()))
+                    .collect(),
+                rows: cm
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| {
+                        std::iter::once(Cell::Text(format!("{i} {}", classes[i])))
+                            .chain(r.iter().map(|v| Cell::Int(*v)))
+                            .collect()
+                    })
+                    .collect(),
+            };
+            text += &render(&mt, Format::Table);
+        }
+        emit(out, &text)
+    })
+}

@@ -1,0 +1,268 @@
+//! The query commands on a real sweep database: ls, compare (with a baseline and
+//! effects), export, sql (read-only), and reading while a sweep runs.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn sweep(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sweep"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("SWEEP_DB")
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+const SPEC: &str = r#"
+name = "q"
+seeds = [1, 2, 3]
+[data]
+image_size = 12
+[data.synthetic]
+classes = 3
+per_class = 20
+image_size = 12
+[model]
+hidden = [32]
+[train]
+epochs = 3
+batch_size = 16
+[grid]
+model.dropout = [0.0, 0.5]
+"#;
+
+fn csv(text: &str) -> Vec<Vec<String>> {
+    text.lines()
+        .map(|l| l.split(',').map(str::to_string).collect())
+        .collect()
+}
+
+#[test]
+fn query_commands_answer_from_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("s.toml"), SPEC).unwrap();
+    stdout(&sweep(dir.path(), &["run", "s.toml", "--jobs", "2"]));
+
+    let ls = stdout(&sweep(dir.path(), &["ls"]));
+    assert!(ls.lines().nth(1).unwrap().starts_with("q "), "{ls}");
+    assert!(ls.contains("val.macro_f1 (maximize)"), "{ls}");
+
+    // the per-trial export is the ground truth for the comparison
+    let trials = csv(&stdout(&sweep(
+        dir.path(),
+        &["export", "q", "--table", "trials", "--format", "csv"],
+    )));
+    let h = &trials[0];
+    let col = |name: &str| {
+        h.iter()
+            .position(|c| c == name)
+            .unwrap_or_else(|| panic!("no column {name} in {h:?}"))
+    };
+    assert_eq!(trials.len(), 7);
+    let mut by: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    for r in &trials[1..] {
+        assert_eq!(r[col("state")], "complete");
+        by.entry(r[col("model.dropout")].clone())
+            .or_default()
+            .push(r[col("val.macro_f1")].parse().unwrap());
+        assert!(r[col("checkpoint")].ends_with("best.safetensors"));
+    }
+    let cmp = csv(&stdout(&sweep(
+        dir.path(),
+        &["compare", "q", "--format", "csv", "--ci"],
+    )));
+    assert_eq!(
+        cmp[0],
+        [
+            "rank",
+            "configuration",
+            "mean",
+            "std",
+            "n",
+            "min",
+            "max",
+            "ci95_low",
+            "ci95_high"
+        ]
+    );
+    assert_eq!(cmp.len(), 3);
+    for r in &cmp[1..] {
+        let v = &by[r[1].trim_start_matches("model.dropout=")];
+        let mean = v.iter().sum::<f64>() / 3.0;
+        let std = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / 2.0).sqrt();
+        assert!(
+            (r[2].parse::<f64>().unwrap() - mean).abs() < 1e-12,
+            "{r:?} vs {v:?}"
+        );
+        assert!((r[3].parse::<f64>().unwrap() - std).abs() < 1e-12);
+        assert_eq!(r[4], "3");
+        let (lo, hi): (f64, f64) = (r[7].parse().unwrap(), r[8].parse().unwrap());
+        // t(0.975, 2) = 4.302652729911275 (scipy.stats.t.ppf)
+        assert!((hi - lo - 2.0 * 4.302_652_729_911_275 * std / 3f64.sqrt()).abs() < 1e-6);
+    }
+    assert!(
+        cmp[1][2].parse::<f64>().unwrap() >= cmp[2][2].parse::<f64>().unwrap(),
+        "ranked best first"
+    );
+
+    let base: serde_json::Value = serde_json::from_str(&stdout(&sweep(
+        dir.path(),
+        &[
+            "compare",
+            "q",
+            "--baseline",
+            "model.dropout=0.0",
+            "--format",
+            "json",
+        ],
+    )))
+    .unwrap();
+    let rows = base.as_array().unwrap();
+    let me = rows
+        .iter()
+        .find(|r| r["configuration"] == "model.dropout=0.0")
+        .unwrap();
+    assert_eq!(me["delta"], 0.0);
+    assert!(
+        (me["p_value"].as_f64().unwrap() - 1.0).abs() < 1e-12,
+        "a configuration against itself: p = 1"
+    );
+    let other = rows
+        .iter()
+        .find(|r| r["configuration"] == "model.dropout=0.5")
+        .unwrap();
+    let p = other["p_value"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&p));
+
+    let eff = stdout(&sweep(
+        dir.path(),
+        &["compare", "q", "--effects", "--format", "markdown"],
+    ));
+    assert!(
+        eff.starts_with("| parameter | value | mean val.macro_f1 | std | trials |"),
+        "{eff}"
+    );
+    assert_eq!(
+        eff.lines()
+            .filter(|l| l.starts_with("| model.dropout |"))
+            .count(),
+        2
+    );
+
+    let grid = stdout(&sweep(
+        dir.path(),
+        &[
+            "compare",
+            "q",
+            "--rows",
+            "model.dropout",
+            "--cols",
+            "model.dropout",
+        ],
+    ));
+    assert!(grid.contains("(n=3)"), "{grid}");
+
+    let epochs = csv(&stdout(&sweep(
+        dir.path(),
+        &["export", "q", "--table", "epochs", "--format", "csv"],
+    )));
+    assert_eq!(epochs.len() - 1, 6 * 3 * 10);
+    let conf = csv(&stdout(&sweep(
+        dir.path(),
+        &[
+            "export",
+            "q",
+            "--table",
+            "confusion",
+            "--format",
+            "csv",
+            "-o",
+            "conf.csv",
+        ],
+    )));
+    assert!(conf.is_empty(), "-o writes the file, not stdout");
+    let conf = csv(&std::fs::read_to_string(dir.path().join("conf.csv")).unwrap());
+    assert_eq!(conf[0], ["trial", "true_class", "predicted_class", "count"]);
+    assert_eq!(
+        conf[1..]
+            .iter()
+            .map(|r| r[3].parse::<u64>().unwrap())
+            .sum::<u64>(),
+        6 * 12
+    );
+    assert!(conf[1..].iter().all(|r| r[1].starts_with("class")));
+
+    let n = stdout(&sweep(
+        dir.path(),
+        &[
+            "sql",
+            "SELECT COUNT(*) AS n, AVG(seed) AS s FROM trials",
+            "--format",
+            "json",
+        ],
+    ));
+    let v: serde_json::Value = serde_json::from_str(&n).unwrap();
+    assert_eq!(v[0]["n"], 6);
+    assert_eq!(v[0]["s"], 2.0);
+    let refused = sweep(dir.path(), &["sql", "DELETE FROM trials"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("read-only"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(stdout(&sweep(
+        dir.path(),
+        &["sql", "SELECT COUNT(*) AS n FROM trials", "--format", "csv"]
+    ))
+    .contains("\n6\n"));
+
+    let missing = sweep(dir.path(), &["compare", "nope"]);
+    assert!(String::from_utf8_lossy(&missing.stderr)
+        .contains("no sweep named `nope` in this database; it has: q"));
+    let bad = sweep(dir.path(), &["compare", "q", "--rows", "model.dropot"]);
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("`model.dropot` is not a swept parameter")
+    );
+}
+
+#[test]
+fn readers_work_while_a_sweep_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("s.toml"),
+        SPEC.replace("epochs = 3", "epochs = 60"),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sweep"))
+        .args(["run", "s.toml", "--jobs", "2"])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut saw_running = false;
+    let t0 = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() && t0.elapsed().as_secs() < 120 {
+        let o = sweep(dir.path(), &["ls", "--format", "json"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!err.contains("locked"), "{err}");
+        if o.status.success() {
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            saw_running |= v[0]["running"].as_i64().unwrap_or(0) > 0;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(30));
+    }
+    assert!(child.wait().unwrap().success());
+    assert!(saw_running, "ls never saw a running trial");
+}

@@ -1,0 +1,552 @@
+//! Read models for the query commands (`ls`, `status`, `trials`, `show`, `compare`,
+//! `export`, `sql`): plain rows built from the read-only store. Every SQL string is
+//! here or in `store`; aggregation over seeds happens in Rust (`stats`).
+
+use std::collections::BTreeMap;
+
+use sqlx::{Column, Row, TypeInfo, ValueRef};
+
+use crate::error::{Error, Result};
+use crate::stats::{self, Summary};
+use crate::store::{from_value_kind, StateCounts, Store};
+
+/// A cell of a result table.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(untagged)]
+pub enum Cell {
+    Null,
+    Int(i64),
+    Num(f64),
+    Text(String),
+}
+
+impl Cell {
+    pub fn text(&self) -> String {
+        match self {
+            Cell::Null => String::new(),
+            Cell::Int(i) => i.to_string(),
+            Cell::Num(v) => format_num(*v),
+            Cell::Text(s) => s.clone(),
+        }
+    }
+}
+
+/// Numbers as people read them: 4 decimals, or scientific when tiny/huge.
+pub fn format_num(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 {
+            "inf".into()
+        } else {
+            "-inf".into()
+        }
+    } else if v == 0.0 || (v.abs() >= 1e-3 && v.abs() < 1e6) {
+        format!("{v:.4}")
+    } else {
+        format!("{v:.3e}")
+    }
+}
+
+/// A result table: headers and rows.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Table {
+    pub headers: Vec<String>,
+    pub rows: Vec<Vec<Cell>>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SweepInfo {
+    pub id: i64,
+    pub name: String,
+    pub created_at: String,
+    pub objective: String,
+    pub direction: String,
+    pub counts: StateCounts,
+    pub best: Option<f64>,
+}
+
+/// One trial with its swept parameters and final metrics.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TrialRow {
+    pub id: i64,
+    pub number: i64,
+    pub key: String,
+    pub seed: i64,
+    pub state: String,
+    pub stop_reason: Option<String>,
+    pub stop_epoch: Option<i64>,
+    pub best_epoch: Option<i64>,
+    pub attempts: i64,
+    pub device: Option<String>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub duration_seconds: Option<f64>,
+    pub error: Option<String>,
+    pub config_json: String,
+    /// swept parameters, by name (canonical text)
+    pub params: BTreeMap<String, String>,
+    pub metrics: BTreeMap<String, f64>,
+    pub artifacts: BTreeMap<String, String>,
+}
+
+fn err(what: &'static str) -> impl Fn(sqlx::Error) -> Error {
+    move |e| Error::Store(format!("{what}: {e}"))
+}
+
+pub async fn sweeps(store: &Store) -> Result<Vec<SweepInfo>> {
+    let rows: Vec<(i64, String, String, String, String)> = sqlx::query_as(
+        "SELECT id, name, created_at, objective, direction FROM sweeps ORDER BY created_at",
+    )
+    .fetch_all(store.pool())
+    .await
+    .map_err(err("reading sweeps"))?;
+    let mut out = Vec::new();
+    for (id, name, created_at, objective, direction) in rows {
+        let counts = store.counts(id).await?;
+        let agg = if direction == "minimize" {
+            "MIN"
+        } else {
+            "MAX"
+        };
+        let (best,): (Option<f64>,) = sqlx::query_as(&format!(
+            "SELECT {agg}(f.value) FROM final_metrics f JOIN trials t ON t.id = f.trial_id WHERE t.sweep_id = ? AND t.state = 'complete' AND f.name = ? AND f.value_kind = 'finite'"
+        ))
+        .bind(id)
+        .bind(&objective)
+        .fetch_one(store.pool())
+        .await
+        .map_err(err("reading the best objective"))?;
+        out.push(SweepInfo {
+            id,
+            name,
+            created_at,
+            objective,
+            direction,
+            counts,
+            best,
+        });
+    }
+    Ok(out)
+}
+
+pub async fn sweep(store: &Store, name: &str) -> Result<SweepInfo> {
+    let all = sweeps(store).await?;
+    let names: Vec<String> = all.iter().map(|s| s.name.clone()).collect();
+    all.into_iter().find(|s| s.name == name).ok_or_else(|| {
+        Error::Other(format!(
+            "no sweep named `{name}` in this database; it has: {}",
+            if names.is_empty() {
+                "none".into()
+            } else {
+                names.join(", ")
+            }
+        ))
+    })
+}
+
+pub async fn trials(store: &Store, sweep_id: i64) -> Result<Vec<TrialRow>> {
+    let rows = sqlx::query(
+        "SELECT id, number, key, seed, state, stop_reason, stop_epoch, best_epoch, attempts, device, started_at, finished_at, duration_seconds, error, config_json \
+         FROM trials WHERE sweep_id = ? ORDER BY number",
+    )
+    .bind(sweep_id)
+    .fetch_all(store.pool())
+    .await
+    .map_err(err("reading trials"))?;
+    let mut out: Vec<TrialRow> = rows
+        .into_iter()
+        .map(|r| TrialRow {
+            id: r.get("id"),
+            number: r.get("number"),
+            key: r.get("key"),
+            seed: r.get("seed"),
+            state: r.get("state"),
+            stop_reason: r.get("stop_reason"),
+            stop_epoch: r.get("stop_epoch"),
+            best_epoch: r.get("best_epoch"),
+            attempts: r.get("attempts"),
+            device: r.get("device"),
+            started_at: r.get("started_at"),
+            finished_at: r.get("finished_at"),
+            duration_seconds: r.get("duration_seconds"),
+            error: r.get("error"),
+            config_json: r.get("config_json"),
+            params: BTreeMap::new(),
+            metrics: BTreeMap::new(),
+            artifacts: BTreeMap::new(),
+        })
+        .collect();
+    let index: BTreeMap<i64, usize> = out.iter().enumerate().map(|(i, t)| (t.id, i)).collect();
+    let params: Vec<(i64, String, String)> = sqlx::query_as("SELECT p.trial_id, p.name, p.value_text FROM trial_params p JOIN trials t ON t.id = p.trial_id WHERE t.sweep_id = ? AND p.swept = 1")
+        .bind(sweep_id)
+        .fetch_all(store.pool())
+        .await
+        .map_err(err("reading parameters"))?;
+    for (t, n, v) in params {
+        out[index[&t]].params.insert(n, v);
+    }
+    let metrics: Vec<(i64, String, Option<f64>, String)> = sqlx::query_as("SELECT f.trial_id, f.name, f.value, f.value_kind FROM final_metrics f JOIN trials t ON t.id = f.trial_id WHERE t.sweep_id = ?")
+        .bind(sweep_id)
+        .fetch_all(store.pool())
+        .await
+        .map_err(err("reading final metrics"))?;
+    for (t, n, v, k) in metrics {
+        out[index[&t]].metrics.insert(n, from_value_kind(v, &k));
+    }
+    let arts: Vec<(i64, String, String)> = sqlx::query_as("SELECT a.trial_id, a.kind, a.path FROM artifacts a JOIN trials t ON t.id = a.trial_id WHERE t.sweep_id = ?")
+        .bind(sweep_id)
+        .fetch_all(store.pool())
+        .await
+        .map_err(err("reading artifacts"))?;
+    for (t, k, p) in arts {
+        out[index[&t]].artifacts.insert(k, p);
+    }
+    Ok(out)
+}
+
+/// Long-form per-epoch metrics: trial, seed, epoch, split, name, value.
+pub async fn epochs(store: &Store, sweep_id: i64) -> Result<Table> {
+    type EpochRow = (i64, i64, i64, String, String, Option<f64>, String);
+    let rows: Vec<EpochRow> = sqlx::query_as(
+        "SELECT t.number, t.seed, e.epoch, e.split, e.name, e.value, e.value_kind FROM epoch_metrics e JOIN trials t ON t.id = e.trial_id WHERE t.sweep_id = ? ORDER BY t.number, e.epoch, e.split, e.name",
+    )
+    .bind(sweep_id)
+    .fetch_all(store.pool())
+    .await
+    .map_err(err("reading epochs"))?;
+    Ok(Table {
+        headers: ["trial", "seed", "epoch", "metric", "value"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        rows: rows
+            .into_iter()
+            .map(|(n, seed, e, split, name, v, k)| {
+                vec![
+                    Cell::Int(n),
+                    Cell::Int(seed),
+                    Cell::Int(e),
+                    Cell::Text(format!("{split}.{name}")),
+                    Cell::Num(from_value_kind(v, &k)),
+                ]
+            })
+            .collect(),
+    })
+}
+
+/// Long-form confusion counts with class names.
+pub async fn confusion(store: &Store, sweep_id: i64) -> Result<Table> {
+    let rows: Vec<(i64, String, String, i64)> = sqlx::query_as(
+        "SELECT t.number, ct.name, cp.name, c.count FROM confusion_cells c JOIN trials t ON t.id = c.trial_id \
+         JOIN classes ct ON ct.sweep_id = t.sweep_id AND ct.class_index = c.true_index \
+         JOIN classes cp ON cp.sweep_id = t.sweep_id AND cp.class_index = c.predicted_index \
+         WHERE t.sweep_id = ? ORDER BY t.number, c.true_index, c.predicted_index",
+    )
+    .bind(sweep_id)
+    .fetch_all(store.pool())
+    .await
+    .map_err(err("reading confusion counts"))?;
+    Ok(Table {
+        headers: ["trial", "true_class", "predicted_class", "count"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        rows: rows
+            .into_iter()
+            .map(|(n, a, b, c)| vec![Cell::Int(n), Cell::Text(a), Cell::Text(b), Cell::Int(c)])
+            .collect(),
+    })
+}
+
+/// The export of `trials`: one row per trial, every swept parameter and final metric a column.
+pub fn trials_table(trials: &[TrialRow]) -> Table {
+    let mut params: Vec<String> = trials
+        .iter()
+        .flat_map(|t| t.params.keys().cloned())
+        .collect();
+    params.sort();
+    params.dedup();
+    let mut metrics: Vec<String> = trials
+        .iter()
+        .flat_map(|t| t.metrics.keys().cloned())
+        .collect();
+    metrics.sort();
+    metrics.dedup();
+    let mut headers: Vec<String> = [
+        "trial",
+        "key",
+        "seed",
+        "state",
+        "stop_reason",
+        "stop_epoch",
+        "best_epoch",
+        "attempts",
+        "duration_seconds",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    headers.extend(params.iter().cloned());
+    headers.extend(metrics.iter().cloned());
+    headers.extend(["checkpoint", "error"].iter().map(|s| s.to_string()));
+    let opt_i = |v: Option<i64>| v.map(Cell::Int).unwrap_or(Cell::Null);
+    let opt_s = |v: &Option<String>| v.clone().map(Cell::Text).unwrap_or(Cell::Null);
+    let rows = trials
+        .iter()
+        .map(|t| {
+            let mut r = vec![
+                Cell::Int(t.number),
+                Cell::Text(t.key.clone()),
+                Cell::Int(t.seed),
+                Cell::Text(t.state.clone()),
+                opt_s(&t.stop_reason),
+                opt_i(t.stop_epoch),
+                opt_i(t.best_epoch),
+                Cell::Int(t.attempts),
+                t.duration_seconds.map(Cell::Num).unwrap_or(Cell::Null),
+            ];
+            r.extend(params.iter().map(|p| {
+                t.params
+                    .get(p)
+                    .cloned()
+                    .map(Cell::Text)
+                    .unwrap_or(Cell::Null)
+            }));
+            r.extend(metrics.iter().map(|m| {
+                t.metrics
+                    .get(m)
+                    .map(|v| Cell::Num(*v))
+                    .unwrap_or(Cell::Null)
+            }));
+            r.push(
+                t.artifacts
+                    .get("checkpoint")
+                    .cloned()
+                    .map(Cell::Text)
+                    .unwrap_or(Cell::Null),
+            );
+            r.push(opt_s(&t.error));
+            r
+        })
+        .collect();
+    Table { headers, rows }
+}
+
+/// One cell of a comparison: the metric over the seeds of one configuration group.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct CompareCell {
+    pub row: String,
+    pub col: String,
+    pub summary: Summary,
+    pub values: Vec<f64>,
+    /// Difference of means from the baseline, and Welch's p-value.
+    pub delta: Option<f64>,
+    pub p_value: Option<f64>,
+}
+
+fn group_key(t: &TrialRow, params: &[String]) -> String {
+    params
+        .iter()
+        .map(|p| format!("{p}={}", t.params.get(p).map(String::as_str).unwrap_or("-")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Groups complete trials by `rows` × `cols` parameters and summarizes `metric` over
+/// seeds; with a baseline (`param=value` pairs), adds differences and p-values.
+pub fn compare(
+    trials: &[TrialRow],
+    rows: &[String],
+    cols: &[String],
+    metric: &str,
+    baseline: &[(String, String)],
+) -> Result<Vec<CompareCell>> {
+    let swept: Vec<&String> = trials
+        .first()
+        .map(|t| t.params.keys().collect())
+        .unwrap_or_default();
+    for p in rows
+        .iter()
+        .chain(cols)
+        .chain(baseline.iter().map(|(p, _)| p))
+    {
+        if !swept.contains(&p) {
+            return Err(Error::Other(format!(
+                "`{p}` is not a swept parameter of this sweep; swept: {}",
+                swept
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+    let mut groups: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
+    let mut base_vals = Vec::new();
+    for t in trials.iter().filter(|t| t.state == "complete") {
+        let Some(v) = t.metrics.get(metric).copied().filter(|v| v.is_finite()) else {
+            continue;
+        };
+        groups
+            .entry((group_key(t, rows), group_key(t, cols)))
+            .or_default()
+            .push(v);
+        if !baseline.is_empty() && baseline.iter().all(|(p, val)| t.params.get(p) == Some(val)) {
+            base_vals.push(v);
+        }
+    }
+    if !baseline.is_empty() && base_vals.is_empty() {
+        let b = baseline
+            .iter()
+            .map(|(p, v)| format!("{p}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        return Err(Error::Other(format!(
+            "no complete trial matches the baseline {b}"
+        )));
+    }
+    let base_mean = stats::summarize(&base_vals).map(|s| s.mean);
+    Ok(groups
+        .into_iter()
+        .filter_map(|((row, col), values)| {
+            let summary = stats::summarize(&values)?;
+            let delta = base_mean.map(|b| summary.mean - b);
+            let p_value = if base_vals.is_empty() {
+                None
+            } else {
+                stats::welch(&values, &base_vals).map(|w| w.2)
+            };
+            Some(CompareCell {
+                row,
+                col,
+                summary,
+                values,
+                delta,
+                p_value,
+            })
+        })
+        .collect())
+}
+
+/// Main effect of each swept parameter: mean metric per value over all complete trials.
+pub fn effects(trials: &[TrialRow], metric: &str) -> Vec<(String, String, Summary)> {
+    let mut by: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
+    for t in trials.iter().filter(|t| t.state == "complete") {
+        let Some(v) = t.metrics.get(metric).copied().filter(|v| v.is_finite()) else {
+            continue;
+        };
+        for (p, val) in &t.params {
+            by.entry((p.clone(), val.clone())).or_default().push(v);
+        }
+    }
+    by.into_iter()
+        .filter_map(|((p, v), vals)| stats::summarize(&vals).map(|s| (p, v, s)))
+        .collect()
+}
+
+/// Runs any query on a read-only connection; writes are refused by SQLite.
+pub async fn sql(store: &Store, query: &str) -> Result<Table> {
+    let rows = sqlx::query(query)
+        .fetch_all(store.pool())
+        .await
+        .map_err(|e| {
+            let msg = e.to_string();
+            if msg.contains("readonly") || msg.contains("read-only") {
+                Error::Other(format!(
+                    "`sweep sql` is read-only: SQLite refused the statement ({msg})"
+                ))
+            } else {
+                Error::Other(format!("query failed: {msg}"))
+            }
+        })?;
+    let headers = rows
+        .first()
+        .map(|r| r.columns().iter().map(|c| c.name().to_string()).collect())
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for r in &rows {
+        let mut cells = Vec::new();
+        for i in 0..r.columns().len() {
+            let raw = r.try_get_raw(i).map_err(err("reading a column"))?;
+            let cell = if raw.is_null() {
+                Cell::Null
+            } else {
+                match raw.type_info().name() {
+                    "INTEGER" | "BOOLEAN" => {
+                        Cell::Int(r.try_get::<i64, _>(i).map_err(err("integer column"))?)
+                    }
+                    "REAL" => Cell::Num(r.try_get::<f64, _>(i).map_err(err("real column"))?),
+                    "BLOB" => Cell::Text(format!(
+                        "<{} bytes>",
+                        r.try_get::<Vec<u8>, _>(i).map(|b| b.len()).unwrap_or(0)
+                    )),
+                    _ => Cell::Text(r.try_get::<String, _>(i).map_err(err("text column"))?),
+                }
+            };
+            cells.push(cell);
+        }
+        out.push(cells);
+    }
+    Ok(Table { headers, rows: out })
+}
+
+/// Per-class metrics of one trial: (class name, precision, recall, f1, support).
+pub async fn class_metrics(
+    store: &Store,
+    trial_id: i64,
+) -> Result<Vec<(String, f64, f64, f64, i64)>> {
+    sqlx::query_as(
+        "SELECT c.name, m.precision, m.recall, m.f1, m.support FROM class_metrics m JOIN trials t ON t.id = m.trial_id \
+         JOIN classes c ON c.sweep_id = t.sweep_id AND c.class_index = m.class_index WHERE m.trial_id = ? ORDER BY m.class_index",
+    )
+    .bind(trial_id)
+    .fetch_all(store.pool())
+    .await
+    .map_err(err("reading class metrics"))
+}
+
+/// The class names of a sweep, by index.
+pub async fn class_names(store: &Store, sweep_id: i64) -> Result<Vec<String>> {
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT name FROM classes WHERE sweep_id = ? ORDER BY class_index")
+            .bind(sweep_id)
+            .fetch_all(store.pool())
+            .await
+            .map_err(err("reading classes"))?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
+}
+
+/// The confusion counts of one trial as a dense `k × k` matrix.
+pub async fn confusion_matrix(store: &Store, trial_id: i64, k: usize) -> Result<Vec<Vec<i64>>> {
+    let cells: Vec<(i64, i64, i64)> = sqlx::query_as(
+        "SELECT true_index, predicted_index, count FROM confusion_cells WHERE trial_id = ?",
+    )
+    .bind(trial_id)
+    .fetch_all(store.pool())
+    .await
+    .map_err(err("reading confusion counts"))?;
+    let mut m = vec![vec![0; k]; k];
+    for (t, p, c) in cells {
+        if (t as usize) < k && (p as usize) < k {
+            m[t as usize][p as usize] = c;
+        }
+    }
+    Ok(m)
+}
+
+/// The per-epoch curve of one trial: epoch → metric name → value.
+pub async fn curve(store: &Store, trial_id: i64) -> Result<BTreeMap<i64, BTreeMap<String, f64>>> {
+    let rows: Vec<(i64, String, String, Option<f64>, String)> = sqlx::query_as("SELECT epoch, split, name, value, value_kind FROM epoch_metrics WHERE trial_id = ? ORDER BY epoch")
+        .bind(trial_id)
+        .fetch_all(store.pool())
+        .await
+        .map_err(err("reading epochs"))?;
+    let mut out: BTreeMap<i64, BTreeMap<String, f64>> = BTreeMap::new();
+    for (e, split, name, v, k) in rows {
+        out.entry(e)
+            .or_default()
+            .insert(format!("{split}.{name}"), from_value_kind(v, &k));
+    }
+    Ok(out)
+}
