@@ -145,6 +145,20 @@ enum Command {
         #[command(flatten)]
         out: results::Output,
     },
+    /// Evaluate a trial's best checkpoint on another image folder with the same
+    /// classes (a held-out test set): classification report and confusion matrix.
+    Eval {
+        sweep: String,
+        trial: i64,
+        /// The image folder (root/<class>/*.png|jpg|jpeg|bmp).
+        #[arg(long)]
+        data: PathBuf,
+        /// The results folder the sweep wrote (default results/).
+        #[arg(long, default_value = "results")]
+        results: PathBuf,
+        #[command(flatten)]
+        out: results::Output,
+    },
     /// Run a read-only SQL query on the results database.
     Sql {
         query: String,
@@ -368,6 +382,13 @@ fn main() -> ExitCode {
         ),
         Command::Export { sweep, table, out } => results::export(&sweep, &table, &out),
         Command::Sql { query, out } => results::sql(&query, &out),
+        Command::Eval {
+            sweep,
+            trial,
+            data,
+            results: dir,
+            out,
+        } => results::eval(&sweep, trial, &data, &dir, &out),
         Command::Train {
             config,
             out,

@@ -41,11 +41,30 @@ impl Output {
 }
 
 fn csv_field(s: &str) -> String {
+    // Text that a spreadsheet would run as a formula is neutralised (numbers are not text).
+    let s = if s.starts_with(['=', '+', '-', '@']) && s.parse::<f64>().is_err() {
+        format!("'{s}")
+    } else {
+        s.to_string()
+    };
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
-        s.to_string()
+        s
     }
+}
+
+/// Columns of the terminal, when standard output is one.
+fn terminal_width() -> Option<usize> {
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() {
+        return None;
+    }
+    // SAFETY: TIOCGWINSZ fills a winsize struct for a terminal file descriptor.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; ws outlives the call.
+    let r = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) };
+    (r == 0 && ws.ws_col > 0).then_some(ws.ws_col as usize)
 }
 
 /// Renders a table in the chosen format.
@@ -118,7 +137,7 @@ pub fn render(t: &Table, f: Format) -> String {
                 .iter()
                 .map(|r| r.iter().map(Cell::text).collect())
                 .collect();
-            let widths: Vec<usize> = (0..t.headers.len())
+            let mut widths: Vec<usize> = (0..t.headers.len())
                 .map(|i| {
                     texts
                         .iter()
@@ -129,6 +148,21 @@ pub fn render(t: &Table, f: Format) -> String {
                         .min(60)
                 })
                 .collect();
+            // Fit the terminal: narrow the widest columns first (never below 6).
+            if let Some(tw) = terminal_width() {
+                while widths.iter().sum::<usize>() + 2 * widths.len().saturating_sub(1) > tw {
+                    let (i, w) = widths
+                        .iter()
+                        .enumerate()
+                        .max_by_key(|(_, w)| **w)
+                        .map(|(i, w)| (i, *w))
+                        .unwrap_or((0, 0));
+                    if w <= 6 {
+                        break;
+                    }
+                    widths[i] = w - 1;
+                }
+            }
             let line = |cells: &[String]| {
                 cells
                     .iter()
@@ -297,6 +331,7 @@ pub fn compare(a: CompareArgs, out: &Output) -> Result<()> {
         let cols = split(&a.cols);
         let baseline = parse_pairs(a.baseline.as_deref().unwrap_or(""), "--baseline")?;
         let mut cells = query::compare(&trials, &rows, &cols, &metric, &baseline)?;
+        let note = query::excluded(&trials, &metric);
         let maximize =
             info.direction != "minimize" || a.metric.is_some() && !metric.ends_with("loss");
         let t = if cols.is_empty() {
@@ -394,7 +429,15 @@ pub fn compare(a: CompareArgs, out: &Output) -> Result<()> {
                 rows: body,
             }
         };
-        emit(out, &render(&t, out.format))
+        let mut text = render(&t, out.format);
+        if !note.is_empty() {
+            match out.format {
+                Format::Table | Format::Markdown => text += &format!("\n{note}\n"),
+                // keep CSV and JSON machine-readable
+                _ => eprintln!("{note}"),
+            }
+        }
+        emit(out, &text)
     })
 }
 
@@ -444,8 +487,21 @@ pub fn trials(a: TrialsArgs, out: &Output) -> Result<()> {
             );
             rows.retain(|t| &t.state == st);
         }
+        let swept: Vec<String> = rows
+            .first()
+            .map(|t| t.params.keys().cloned().collect())
+            .unwrap_or_default();
         for f in &a.filters {
             for (p, v) in parse_pairs(f, "--where")? {
+                if p == "seed" {
+                    rows.retain(|t| t.seed.to_string() == v);
+                    continue;
+                }
+                anyhow::ensure!(
+                    swept.contains(&p),
+                    "--where {p}: not a swept parameter; swept: seed, {}",
+                    swept.join(", ")
+                );
                 rows.retain(|t| t.params.get(&p) == Some(&v));
             }
         }
@@ -668,4 +724,61 @@ pub fn show(sweep: &str, number: i64, out: &Output) -> Result<()> {
         }
         emit(out, &text)
     })
+}
+
+/// Evaluates a trial's checkpoint on another image folder with the same classes.
+pub fn eval(
+    sweep: &str,
+    number: i64,
+    data: &std::path::Path,
+    results_dir: &std::path::Path,
+    out: &Output,
+) -> Result<()> {
+    let (cfg_json, checkpoint, classes) = runtime()?.block_on(async {
+        let s = open(out).await?;
+        let info = query::sweep(&s, sweep).await?;
+        let rows = query::trials(&s, info.id).await?;
+        let classes = query::class_names(&s, info.id).await?;
+        s.close().await;
+        let Some(t) = rows.into_iter().find(|t| t.number == number) else {
+            bail!("sweep `{sweep}` has no trial {number}");
+        };
+        let Some(ck) = t.artifacts.get("checkpoint").cloned() else {
+            bail!(
+                "trial {number} of `{sweep}` has no checkpoint (state {}); only finished trials do",
+                t.state
+            );
+        };
+        Ok((t.config_json, results_dir.join(sweep).join(ck), classes))
+    })?;
+    anyhow::ensure!(
+        checkpoint.is_file(),
+        "checkpoint {} not found (pass --results if the results folder moved)",
+        checkpoint.display()
+    );
+    let mut cfg: sweep_train::TrialConfig =
+        serde_json::from_str(&cfg_json).context("the stored trial config")?;
+    cfg.data.root = Some(data.to_path_buf());
+    cfg.data.labels = None;
+    cfg.data.synthetic = None;
+    let ds = sweep_train::Dataset::load(&cfg.data)
+        .with_context(|| format!("loading {}", data.display()))?;
+    let report = sweep_train::trainer::evaluate_checkpoint(
+        &cfg,
+        &checkpoint,
+        &ds,
+        &classes,
+        &sweep_train::Device::Cpu,
+    )?;
+    if out.format == Format::Json {
+        return emit(out, &(serde_json::to_string_pretty(&report)? + "\n"));
+    }
+    let text = format!(
+        "trial {number} of `{sweep}` on {} ({} images)\n\n{}\n{}",
+        data.display(),
+        ds.len(),
+        crate::render::report(&report),
+        crate::render::confusion(&report)
+    );
+    emit(out, &text)
 }

@@ -266,3 +266,124 @@ fn readers_work_while_a_sweep_runs() {
     assert!(child.wait().unwrap().success());
     assert!(saw_running, "ls never saw a running trial");
 }
+
+/// status, trials (filters and sort), show and eval on a real sweep over an image
+/// folder; eval scores the trial's checkpoint on a held-out folder.
+#[test]
+fn status_trials_show_and_eval() {
+    let dir = tempfile::tempdir().unwrap();
+    let make = |root: &Path, n: u8| {
+        for (c, v) in [("bcc", 30u8), ("mel", 140), ("nv", 230)] {
+            std::fs::create_dir_all(root.join(c)).unwrap();
+            for i in 0..n {
+                image::RgbImage::from_fn(8, 8, |x, y| {
+                    image::Rgb([v, v.wrapping_add((x * 7 + y * 3) as u8 + i * 5), 255 - v])
+                })
+                .save(root.join(c).join(format!("{i}.png")))
+                .unwrap();
+            }
+        }
+    };
+    make(&dir.path().join("train"), 10);
+    make(&dir.path().join("test"), 4);
+    let spec = "name = \"img\"\nseeds = [1, 2]\n[data]\nroot = \"train\"\nimage_size = 8\n[model]\nhidden = [16]\n[train]\nepochs = 4\n[grid]\ntrain.learning_rate = [0.001, 0.01]\n";
+    std::fs::write(dir.path().join("s.toml"), spec).unwrap();
+    stdout(&sweep(dir.path(), &["run", "s.toml", "--jobs", "2"]));
+
+    let st = stdout(&sweep(dir.path(), &["status", "img"]));
+    assert!(st.contains("sweep `img`: 4 trials — complete 4"), "{st}");
+
+    let tr = csv(&stdout(&sweep(
+        dir.path(),
+        &[
+            "trials",
+            "img",
+            "--where",
+            "train.learning_rate=0.01",
+            "--sort",
+            "val.accuracy",
+            "--format",
+            "csv",
+        ],
+    )));
+    assert_eq!(tr.len(), 3);
+    let acc = tr[0].iter().position(|h| h == "val.accuracy").unwrap();
+    assert!(tr[1][acc].parse::<f64>().unwrap() >= tr[2][acc].parse::<f64>().unwrap());
+    for h in ["best_epoch", "epochs_run", "train_seconds"] {
+        assert!(tr[0].iter().any(|c| c == h), "{h} missing: {:?}", tr[0]);
+    }
+    let one = csv(&stdout(&sweep(
+        dir.path(),
+        &[
+            "trials", "img", "--where", "seed=2", "--limit", "1", "--format", "csv",
+        ],
+    )));
+    assert_eq!(one.len(), 2);
+    let bad = sweep(
+        dir.path(),
+        &["trials", "img", "--where", "model.dropout=0.5"],
+    );
+    assert!(String::from_utf8_lossy(&bad.stderr)
+        .contains("not a swept parameter; swept: seed, train.learning_rate"));
+
+    let show = stdout(&sweep(dir.path(), &["show", "img", "1"]));
+    for needle in [
+        "trial 1 of sweep `img` (seed 1): complete",
+        "\"learning_rate\": 0.001",
+        "classification report",
+        "bcc",
+        "confusion matrix",
+        "val.balanced_accuracy",
+    ] {
+        assert!(show.contains(needle), "missing {needle:?}:\n{show}");
+    }
+
+    let ev: serde_json::Value = serde_json::from_str(&stdout(&sweep(
+        dir.path(),
+        &["eval", "img", "1", "--data", "test", "--format", "json"],
+    )))
+    .unwrap();
+    let support: u64 = ev["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["support"].as_u64().unwrap())
+        .sum();
+    assert_eq!(support, 12, "every test image is scored");
+    let text = stdout(&sweep(dir.path(), &["eval", "img", "1", "--data", "test"]));
+    assert!(
+        text.contains("on test (12 images)") && text.contains("macro avg"),
+        "{text}"
+    );
+
+    std::fs::create_dir_all(dir.path().join("other/cat")).unwrap();
+    std::fs::create_dir_all(dir.path().join("other/dog")).unwrap();
+    for d in ["cat", "dog"] {
+        image::RgbImage::new(8, 8)
+            .save(dir.path().join("other").join(d).join("0.png"))
+            .unwrap();
+    }
+    let wrong = sweep(dir.path(), &["eval", "img", "1", "--data", "other"]);
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("classes differ"),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+}
+
+#[test]
+fn csv_neutralises_formula_text_but_not_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("s.toml"), SPEC).unwrap();
+    stdout(&sweep(dir.path(), &["run", "s.toml", "--jobs", "2"]));
+    let out = stdout(&sweep(
+        dir.path(),
+        &[
+            "sql",
+            "SELECT '=1+1' AS f, '-0.5' AS n, -2 AS i, '@x' AS a",
+            "--format",
+            "csv",
+        ],
+    ));
+    assert_eq!(out, "f,n,i,a\n'=1+1,-0.5,-2,'@x\n");
+}

@@ -194,6 +194,18 @@ pub async fn trials(store: &Store, sweep_id: i64) -> Result<Vec<TrialRow>> {
     for (t, n, v, k) in metrics {
         out[index[&t]].metrics.insert(n, from_value_kind(v, &k));
     }
+    // Trial fields that compare and sort like metrics.
+    for t in &mut out {
+        if let Some(e) = t.best_epoch {
+            t.metrics.insert("best_epoch".into(), e as f64);
+        }
+        if let Some(e) = t.stop_epoch {
+            t.metrics.insert("epochs_run".into(), e as f64);
+        }
+        if let Some(d) = t.duration_seconds {
+            t.metrics.insert("train_seconds".into(), d);
+        }
+    }
     let arts: Vec<(i64, String, String)> = sqlx::query_as("SELECT a.trial_id, a.kind, a.path FROM artifacts a JOIN trials t ON t.id = a.trial_id WHERE t.sweep_id = ?")
         .bind(sweep_id)
         .fetch_all(store.pool())
@@ -355,6 +367,31 @@ fn group_key(t: &TrialRow, params: &[String]) -> String {
 
 /// Groups complete trials by `rows` × `cols` parameters and summarizes `metric` over
 /// seeds; with a baseline (`param=value` pairs), adds differences and p-values.
+/// How many trials an aggregate left out, and why.
+pub fn excluded(trials: &[TrialRow], metric: &str) -> String {
+    let count = |st: &str| trials.iter().filter(|t| t.state == st).count();
+    let no_value = trials
+        .iter()
+        .filter(|t| t.state == "complete" && !t.metrics.get(metric).is_some_and(|v| v.is_finite()))
+        .count();
+    let mut parts = Vec::new();
+    for (n, what) in [
+        (count("pruned"), "pruned (diverged)"),
+        (count("failed"), "failed"),
+        (count("running") + count("waiting"), "unfinished"),
+        (no_value, "without a finite value"),
+    ] {
+        if n > 0 {
+            parts.push(format!("{n} {what}"));
+        }
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("excluded from the aggregates: {}", parts.join(", "))
+    }
+}
+
 pub fn compare(
     trials: &[TrialRow],
     rows: &[String],

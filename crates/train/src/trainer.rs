@@ -561,3 +561,47 @@ pub fn run_trial(
         seconds: t_start.elapsed().as_secs_f64(),
     })
 }
+
+/// Evaluates a saved checkpoint (written for `cfg`) on every image of `ds`, in
+/// evaluation mode: the held-out test set report. `ds` must have the classes the
+/// model was trained on, in the same order.
+pub fn evaluate_checkpoint(
+    cfg: &TrialConfig,
+    checkpoint: &Path,
+    ds: &Dataset,
+    classes: &[String],
+    device: &Device,
+) -> Result<Report> {
+    if ds.classes != classes {
+        let missing: Vec<&String> = classes.iter().filter(|c| !ds.classes.contains(c)).collect();
+        let extra: Vec<&String> = ds.classes.iter().filter(|c| !classes.contains(c)).collect();
+        return Err(Error::Invalid(format!(
+            "the evaluation data's classes differ from the training classes (missing: {}; not trained on: {})",
+            if missing.is_empty() { "none".to_string() } else { missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ") },
+            if extra.is_empty() { "none".to_string() } else { extra.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ") },
+        )));
+    }
+    let mut model = Model::new(
+        &cfg.model,
+        ds.channels,
+        ds.image_size,
+        ds.num_classes(),
+        cfg.train.seed,
+        device,
+    )?;
+    load_checkpoint(&mut model, checkpoint)?;
+    let counts = counts_of(ds, &(0..ds.len()).collect::<Vec<_>>());
+    let ce = CrossEntropy::new(class_weights(cfg, &counts)?, cfg.train.label_smoothing);
+    let mut batcher = Batcher::new(&cfg.data);
+    let all: Vec<usize> = (0..ds.len()).collect();
+    Ok(evaluate(
+        &mut model,
+        ds,
+        &all,
+        &mut batcher,
+        &ce,
+        cfg.train.eval_batch_size,
+        device,
+    )?
+    .report)
+}
