@@ -159,6 +159,15 @@ enum Command {
         #[command(flatten)]
         out: results::Output,
     },
+    /// Write the sweep's self-contained HTML report (default results/<sweep>/report.html).
+    Report {
+        sweep: String,
+        /// The results folder (default results/).
+        #[arg(long, default_value = "results")]
+        results: PathBuf,
+        #[command(flatten)]
+        out: results::Output,
+    },
     /// Run a read-only SQL query on the results database.
     Sql {
         query: String,
@@ -382,6 +391,11 @@ fn main() -> ExitCode {
         ),
         Command::Export { sweep, table, out } => results::export(&sweep, &table, &out),
         Command::Sql { query, out } => results::sql(&query, &out),
+        Command::Report {
+            sweep,
+            results: dir,
+            out,
+        } => results::report_cmd(&sweep, &dir, &out),
         Command::Eval {
             sweep,
             trial,

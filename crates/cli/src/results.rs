@@ -726,6 +726,30 @@ pub fn show(sweep: &str, number: i64, out: &Output) -> Result<()> {
     })
 }
 
+/// Writes the sweep's self-contained HTML report; returns its path.
+pub fn report(sweep: &str, db: &std::path::Path, path: &std::path::Path) -> Result<()> {
+    let html = runtime()?.block_on(async {
+        let s = Store::open_read_only(db).await?;
+        let h = sweep_orchestrator::report::html(&s, sweep).await;
+        s.close().await;
+        h
+    })?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(path, html).with_context(|| format!("writing {}", path.display()))
+}
+
+pub fn report_cmd(sweep: &str, results_dir: &std::path::Path, out: &Output) -> Result<()> {
+    let path = out
+        .output
+        .clone()
+        .unwrap_or_else(|| results_dir.join(sweep).join("report.html"));
+    report(sweep, &out.db(), &path)?;
+    println!("report: {}", path.display());
+    Ok(())
+}
+
 /// Evaluates a trial's checkpoint on another image folder with the same classes.
 pub fn eval(
     sweep: &str,

@@ -125,6 +125,11 @@ pub fn run(a: RunArgs) -> ExitCode {
     match result {
         Ok(summary) => {
             print_summary(&summary, &db);
+            let report = a.results.join(&summary.sweep).join("report.html");
+            match crate::results::report(&summary.sweep, &db, &report) {
+                Ok(()) => println!("report: {}", report.display()),
+                Err(e) => eprintln!("warning: the HTML report was not written: {e:#}"),
+            }
             if summary.interrupted {
                 ExitCode::from(130)
             } else if summary.counts.failed > 0 || summary.failed_in_run {

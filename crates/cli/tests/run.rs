@@ -444,3 +444,103 @@ train.class_weights = ["none", [1.0, 2.0]]
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stdout).contains("0 failed ones retried"));
 }
+
+/// Every trial writes a TensorBoard log (read back through the CRC-checking
+/// reader) and the sweep writes a self-contained HTML report.
+#[test]
+fn a_sweep_writes_tensorboard_logs_and_a_report() {
+    use sweep_tensorboard::proto::{EventWhat, ValueKind};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("s.toml"),
+        spec("tb", 3, "") + "[logging]\ngradient_histograms = true\n",
+    )
+    .unwrap();
+    let o = run(dir.path(), &["run", "s.toml", "--jobs", "2"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("report: results/tb/report.html"), "{out}");
+    let tb = dir.path().join("results/tb/tensorboard");
+    let mut trials: Vec<_> = std::fs::read_dir(&tb)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    trials.sort();
+    assert_eq!(trials, ["0001", "0002", "0003", "0004", "_experiment"]);
+    for t in &trials[..4] {
+        let files: Vec<_> = std::fs::read_dir(tb.join(t))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(files.len(), 1, "one event file per trial: {files:?}");
+        let events = sweep_tensorboard::read_events(&files[0]).unwrap();
+        let mut scalars = std::collections::BTreeMap::<String, usize>::new();
+        let mut other = std::collections::BTreeSet::new();
+        for e in &events {
+            if let Some(EventWhat::Summary(s)) = &e.what {
+                for v in &s.value {
+                    match &v.value {
+                        Some(ValueKind::SimpleValue(_)) => {
+                            *scalars.entry(v.tag.clone()).or_default() += 1
+                        }
+                        Some(ValueKind::Histo(h)) => {
+                            assert_eq!(h.bucket.iter().sum::<f64>(), h.num, "{}", v.tag);
+                            other.insert(v.tag.split('/').next().unwrap().to_string());
+                        }
+                        Some(ValueKind::Image(i)) => {
+                            assert!(i.encoded_image_string.starts_with(b"\x89PNG"));
+                            other.insert(v.tag.clone());
+                        }
+                        _ => {
+                            other.insert(v.tag.clone());
+                        }
+                    }
+                }
+            }
+        }
+        for tag in [
+            "loss/train",
+            "loss/val",
+            "accuracy/val",
+            "val/macro_f1",
+            "val/balanced_accuracy",
+            "learning_rate",
+        ] {
+            assert_eq!(scalars.get(tag), Some(&3), "{t}: {tag} in {scalars:?}");
+        }
+        for tag in [
+            "weights",
+            "gradients",
+            "confusion_matrix",
+            "validation_images",
+            "config",
+            "classification_report",
+            "_hparams_/session_start_info",
+            "_hparams_/session_end_info",
+        ] {
+            assert!(other.contains(tag), "{t}: {tag} missing from {other:?}");
+        }
+    }
+    let html = std::fs::read_to_string(dir.path().join("results/tb/report.html")).unwrap();
+    for needle in [
+        "Leaderboard",
+        "Main effects",
+        "Learning curves",
+        "Confusion matrix of the best trial",
+        "Provenance",
+        "<svg",
+        "model.dropout=0.5",
+    ] {
+        assert!(html.contains(needle), "report lacks {needle}");
+    }
+    assert!(
+        !html.contains("src=") && !html.contains("http"),
+        "the report must be self-contained"
+    );
+    // `sweep report` rewrites it on demand
+    let o = run(dir.path(), &["report", "tb", "-o", "again.html"]);
+    assert!(o.status.success());
+    assert!(std::fs::read_to_string(dir.path().join("again.html"))
+        .unwrap()
+        .contains("Leaderboard"));
+}

@@ -8,10 +8,12 @@ pub mod cache;
 pub mod error;
 pub mod protocol;
 pub mod query;
+pub mod report;
 pub mod runner;
 pub mod spec;
 pub mod stats;
 pub mod store;
+pub mod tb;
 pub mod worker;
 
 pub use error::{Error, Result};

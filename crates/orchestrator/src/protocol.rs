@@ -18,6 +18,11 @@ pub struct Job {
     pub device: String,
     /// The objective's metric name (picks the best epoch when early stopping is off).
     pub objective: String,
+    /// The trial's TensorBoard folder, and what to log there.
+    pub tensorboard_dir: Option<PathBuf>,
+    pub logging: crate::spec::Logging,
+    /// The swept parameters' values (and the seed), for the hparams dashboard.
+    pub hparams: Vec<(String, serde_json::Value)>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -379,6 +379,14 @@ pub async fn run(
     let results = &settings.results;
     let prep = tokio::task::block_in_place(|| prepare(spec, results))?;
     let (store, sweep_id, added, session) = record(spec, settings, &prep).await?;
+    if spec.logging.tensorboard {
+        crate::tb::write_experiment(
+            &results.join(&spec.name).join("tensorboard"),
+            &spec.name,
+            spec.description.as_deref().unwrap_or(""),
+            &spec.grid,
+        )?;
+    }
     let reclaimed = store.reclaim_orphans(sweep_id, session).await?;
     let requeued = store
         .requeue_failed(sweep_id, settings.max_attempts)
@@ -612,6 +620,20 @@ async fn spawn_worker(
         .map_err(|e| Error::Worker(format!("stored config of trial {}: {e}", c.number)))?;
     let trial_dir = c_trial_dir(&settings.results, spec, c.number, c.id);
     let log_dir = trial_dir.clone();
+    let cfg_json = serde_json::to_value(&config).expect("config serializes");
+    let mut hparams: Vec<(String, serde_json::Value)> = spec
+        .grid
+        .iter()
+        .map(|(p, _)| {
+            (
+                p.clone(),
+                crate::spec::get_path(&cfg_json, p)
+                    .cloned()
+                    .unwrap_or(serde_json::Value::Null),
+            )
+        })
+        .collect();
+    hparams.push(("seed".into(), serde_json::Value::from(config.train.seed)));
     let job = Job {
         trial_id: c.id,
         config,
@@ -619,6 +641,15 @@ async fn spawn_worker(
         trial_dir,
         device: device.to_string(),
         objective: spec.objective.clone(),
+        tensorboard_dir: spec.logging.tensorboard.then(|| {
+            settings
+                .results
+                .join(&spec.name)
+                .join("tensorboard")
+                .join(format!("{:04}", c.number))
+        }),
+        logging: spec.logging.clone(),
+        hparams,
     };
     let mut child = Command::new(&settings.worker_exe)
         .arg("worker")

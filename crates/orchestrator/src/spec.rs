@@ -64,6 +64,7 @@ pub struct SweepSpec {
     pub grid: Vec<(String, Vec<Json>)>,
     /// Each rule: dotted path → value; a combination matching every entry is dropped.
     pub exclude: Vec<Vec<(String, Json)>>,
+    pub logging: Logging,
     /// The spec file's text and path, for provenance.
     pub text: String,
     pub path: PathBuf,
@@ -87,6 +88,8 @@ struct SpecTables {
     direction: Option<toml::Value>,
     grid: Option<toml::Value>,
     exclude: Option<toml::Value>,
+    #[serde(default)]
+    logging: Logging,
 }
 
 /// One trial of the expanded grid.
@@ -110,7 +113,33 @@ const TOP_KEYS: &[&str] = &[
     "train",
     "grid",
     "exclude",
+    "logging",
 ];
+
+/// The `[logging]` table: what each trial writes to TensorBoard.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Logging {
+    /// Write TensorBoard event files (`results/<sweep>/tensorboard/<trial>/`).
+    pub tensorboard: bool,
+    /// Weight histograms every N epochs (and at the last); 0: never.
+    pub histogram_every: usize,
+    /// Also histograms of the gradients of each logged epoch's last batch.
+    pub gradient_histograms: bool,
+    /// Validation images in the image grid (0: none).
+    pub image_grid: usize,
+}
+
+impl Default for Logging {
+    fn default() -> Self {
+        Logging {
+            tensorboard: true,
+            histogram_every: 1,
+            gradient_histograms: false,
+            image_grid: 16,
+        }
+    }
+}
 
 fn err_at(origin: &str, text: &str, key: &str, message: impl Into<String>) -> Error {
     let location = match find_key_line(text, key) {
@@ -206,7 +235,8 @@ fn set_path(root: &mut Json, path: &str, value: Json) {
     cur[parts[parts.len() - 1]] = value;
 }
 
-fn get_path<'a>(root: &'a Json, path: &str) -> Option<&'a Json> {
+/// The value at a dotted path of a JSON object.
+pub fn get_path<'a>(root: &'a Json, path: &str) -> Option<&'a Json> {
     path.split('.').try_fold(root, |cur, p| cur.get(p))
 }
 
@@ -350,6 +380,15 @@ impl SweepSpec {
                 other => Error::Other(other.to_string()),
             }
         })?;
+        let logging = tables.logging.clone();
+        if logging.image_grid > 256 {
+            return Err(err_at(
+                &origin,
+                text,
+                "logging.image_grid",
+                format!("at most 256 images, got {}", logging.image_grid),
+            ));
+        }
         let mut base = TrialConfig {
             data: tables.data,
             model: tables.model,
@@ -481,6 +520,7 @@ impl SweepSpec {
             base,
             grid,
             exclude,
+            logging,
             text: text.to_string(),
             path: path.to_path_buf(),
         };

@@ -13,6 +13,9 @@ use crate::protocol::{Event, Job};
 
 struct Lines<'a> {
     out: &'a mut dyn Write,
+    tb: Option<crate::tb::TrialLog>,
+    /// The first TensorBoard write error (the trial goes on; the error is reported).
+    tb_error: Option<String>,
 }
 
 impl Lines<'_> {
@@ -35,7 +38,60 @@ impl Observer for Lines<'_> {
         self.send(&Event::Epoch {
             metrics: metrics.clone(),
         });
+        if let Some(Err(e)) = self.tb.as_mut().map(|t| t.epoch(metrics)) {
+            self.tb_error.get_or_insert(e.to_string());
+        }
     }
+    fn on_histograms(&mut self, epoch: usize, hs: &[sweep_train::Histogram]) {
+        if let Some(Err(e)) = self.tb.as_mut().map(|t| t.histograms(epoch, hs)) {
+            self.tb_error.get_or_insert(e.to_string());
+        }
+    }
+}
+
+/// The first validation images with the checkpoint's predictions, framed green or
+/// red, and a legend naming true and predicted classes.
+fn image_grid(
+    job: &Job,
+    ds: &sweep_train::Dataset,
+    o: &sweep_train::TrialOutcome,
+    dev: &Device,
+) -> Option<(Vec<u8>, u32, u32, String)> {
+    let ckpt = o.checkpoint.as_ref()?;
+    if job.logging.image_grid == 0 {
+        return None;
+    }
+    let split = sweep_train::trainer::split_for(&job.config, ds).ok()?;
+    let idx: Vec<usize> = split
+        .val
+        .iter()
+        .take(job.logging.image_grid)
+        .copied()
+        .collect();
+    let pred = sweep_train::trainer::predict_checkpoint(&job.config, ckpt, ds, &idx, dev).ok()?;
+    let images: Vec<&[u8]> = idx.iter().map(|i| ds.image(*i)).collect();
+    let correct: Vec<bool> = idx
+        .iter()
+        .zip(&pred)
+        .map(|(i, p)| ds.label(*i) == *p)
+        .collect();
+    let (png, w, h) = crate::tb::grid_png(&images, ds.image_size, ds.channels, &correct);
+    let legend = idx
+        .iter()
+        .zip(&pred)
+        .enumerate()
+        .map(|(n, (i, p))| {
+            format!(
+                "{}. true {} · predicted {}{}",
+                n + 1,
+                ds.classes[ds.label(*i) as usize],
+                ds.classes[*p as usize],
+                if ds.label(*i) == *p { "" } else { " ✗" }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    Some((png, w, h, format!("best checkpoint on the first validation images (row by row; green frame: right, red: wrong)\n\n{legend}")))
 }
 
 /// The metric that picks the best epoch for an objective.
@@ -59,23 +115,55 @@ pub fn device(name: &str) -> Result<Device> {
 /// Runs one job, writing events to `out`. Errors are reported as an `error` event
 /// and also returned.
 pub fn run_job(job: &Job, out: &mut dyn Write, stop: &StopFlag) -> Result<()> {
-    let mut lines = Lines { out };
+    let mut lines = Lines {
+        out,
+        tb: None,
+        tb_error: None,
+    };
     let result = (|| -> Result<Box<sweep_train::TrialOutcome>> {
         let ds = cache::read(&job.cache)?;
         let dev = device(&job.device)?;
+        if let Some(dir) = &job.tensorboard_dir {
+            let hp: Vec<(String, sweep_tensorboard::HValue)> = job
+                .hparams
+                .iter()
+                .map(|(k, v)| (k.clone(), crate::tb::hvalue(v)))
+                .collect();
+            let group = job
+                .hparams
+                .iter()
+                .filter(|(k, _)| k != "seed")
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            lines.tb = Some(crate::tb::TrialLog::start(dir, &job.config, &hp, &group)?);
+        }
         let opts = TrialOptions {
             checkpoint_dir: Some(job.trial_dir.clone()),
             best_metric: monitor_for(&job.objective),
-            ..TrialOptions::default()
+            histogram_every: (job.tensorboard_dir.is_some() && job.logging.histogram_every > 0)
+                .then_some(job.logging.histogram_every),
+            gradient_histograms: job.logging.gradient_histograms,
         };
-        Ok(Box::new(run_trial(
-            &job.config,
-            &ds,
-            &dev,
-            &opts,
-            &mut lines,
-            stop,
-        )?))
+        let outcome = run_trial(&job.config, &ds, &dev, &opts, &mut lines, stop)?;
+        if lines.tb.is_some()
+            && !matches!(outcome.stop, sweep_train::StopReason::Interrupted { .. })
+        {
+            let grid = image_grid(job, &ds, &outcome, &dev);
+            let step = outcome.report_epoch.unwrap_or(outcome.epochs.len()) as i64;
+            let ok = outcome.report.is_some();
+            if let Some(Err(e)) = lines
+                .tb
+                .as_mut()
+                .map(|t| t.finish(step, outcome.report.as_ref(), grid, ok))
+            {
+                lines.tb_error.get_or_insert(e.to_string());
+            }
+        }
+        if let Some(e) = &lines.tb_error {
+            eprintln!("warning: TensorBoard log incomplete: {e}");
+        }
+        Ok(Box::new(outcome))
     })();
     match result {
         Ok(outcome) => {

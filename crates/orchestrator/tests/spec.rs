@@ -26,7 +26,7 @@ fn docs_examples_load_and_expand() {
         rest = &body[end + 3..];
     }
     // 3 dropouts × 2 batch-norm × 3 seeds; the optimizers example says 7
-    assert_eq!(counts, vec![18, 7]);
+    assert_eq!(counts, vec![18, 7, 2]);
 }
 
 #[test]

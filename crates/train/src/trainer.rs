@@ -605,3 +605,38 @@ pub fn evaluate_checkpoint(
     )?
     .report)
 }
+
+/// Predicted classes of `idx` with a saved checkpoint, in evaluation mode.
+pub fn predict_checkpoint(
+    cfg: &TrialConfig,
+    checkpoint: &Path,
+    ds: &Dataset,
+    idx: &[usize],
+    device: &Device,
+) -> Result<Vec<u32>> {
+    let mut model = Model::new(
+        &cfg.model,
+        ds.channels,
+        ds.image_size,
+        ds.num_classes(),
+        cfg.train.seed,
+        device,
+    )?;
+    load_checkpoint(&mut model, checkpoint)?;
+    let mut batcher = Batcher::new(&cfg.data);
+    let (mut buf, mut labels) = (Vec::new(), Vec::new());
+    let mut out = Vec::with_capacity(idx.len());
+    let mut unused = Rng::new(0);
+    for chunk in idx.chunks(cfg.train.eval_batch_size.max(1)) {
+        batcher.fill(ds, chunk, None, &mut buf, &mut labels);
+        let x = Tensor::from_slice(
+            &buf,
+            (chunk.len(), ds.channels, ds.image_size, ds.image_size),
+            device,
+        )?;
+        for row in model.forward_t(&x, false, &mut unused)?.to_vec2::<f32>()? {
+            out.push(argmax(&row));
+        }
+    }
+    Ok(out)
+}
