@@ -156,9 +156,17 @@ fn a_sweep_runs_and_a_second_run_resumes_without_rerunning() {
     assert_eq!(
         query_i64(
             &db,
-            "SELECT COUNT(*) FROM artifacts WHERE path = 'trials/0001/best.safetensors'"
+            "SELECT COUNT(*) FROM artifacts WHERE kind = 'best_checkpoint' AND path = 'trials/0001/best.safetensors'"
         ),
         1
+    );
+    // the checkpoint that reproduces the stored metrics exists for every trial
+    assert_eq!(
+        query_i64(
+            &db,
+            "SELECT COUNT(*) FROM artifacts WHERE kind = 'checkpoint'"
+        ),
+        4
     );
 
     let again = run(dir.path(), &["run", "s.toml", "--jobs", "2"]);
@@ -382,49 +390,38 @@ fn spec_errors_exit_2_and_dry_run_runs_nothing() {
     );
 }
 
-/// A trial that errors in its worker (class weights that do not fit the data,
-/// found only once the image folder is read) fails with the error stored, is
-/// retried up to --max-attempts, and the sweep exits 1 while the others complete.
+/// A worker that panics (fault injected through SWEEP_FAULT_PANIC_SEED) fails its
+/// trial with the cause, is retried up to --max-attempts, and the sweep exits 1
+/// while the other trials complete.
 #[test]
 fn a_failing_trial_is_retried_then_recorded_and_the_exit_code_is_1() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("images");
-    for (c, v) in [("a", 40u8), ("b", 120), ("c", 220)] {
-        std::fs::create_dir_all(data.join(c)).unwrap();
-        for i in 0..6u8 {
-            image::RgbImage::from_pixel(8, 8, image::Rgb([v, v.wrapping_add(i * 9), 255 - v]))
-                .save(data.join(c).join(format!("{i}.png")))
-                .unwrap();
-        }
-    }
-    let spec = r#"
-name = "failing"
-[data]
-root = "images"
-image_size = 8
-[model]
-hidden = [8]
-[train]
-epochs = 1
-[grid]
-train.class_weights = ["none", [1.0, 2.0]]
-"#;
-    std::fs::write(dir.path().join("s.toml"), spec).unwrap();
-    let o = run(
+    std::fs::write(dir.path().join("s.toml"), spec("failing", 2, "")).unwrap();
+    let o = sweep_cmd(
         dir.path(),
-        &["run", "s.toml", "--jobs", "1", "--max-attempts", "2"],
-    );
+        &["run", "s.toml", "--jobs", "2", "--max-attempts", "2"],
+    )
+    .env("SWEEP_FAULT_PANIC_SEED", "2")
+    .output()
+    .unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(1), "{out}");
     let db = db_of(dir.path());
     let t = trials(&db);
+    let states: Vec<(&str, i64)> = t.iter().map(|t| (t.1.as_str(), t.2)).collect();
+    // seeds alternate: trials 2 and 4 have seed 2
     assert_eq!(
-        t.iter().map(|t| (t.1.as_str(), t.2)).collect::<Vec<_>>(),
-        vec![("complete", 1), ("failed", 2)]
+        states,
+        vec![
+            ("complete", 1),
+            ("failed", 2),
+            ("complete", 1),
+            ("failed", 2)
+        ]
     );
     let err: (String,) = rt().block_on(async {
         let s = Store::open_read_only(&db).await.unwrap();
-        let r = sqlx::query_as("SELECT error FROM trials WHERE state = 'failed'")
+        let r = sqlx::query_as("SELECT error FROM trials WHERE state = 'failed' LIMIT 1")
             .fetch_one(s.pool())
             .await
             .unwrap();
@@ -432,9 +429,15 @@ train.class_weights = ["none", [1.0, 2.0]]
         r
     });
     assert!(
-        err.0.contains("class_weights") && err.0.contains("2 weights given for 3 classes"),
+        err.0.contains("exit code 101") && err.0.contains("injected fault"),
         "{}",
         err.0
+    );
+    assert!(
+        dir.path()
+            .join("results/failing/trials/0002/worker.log")
+            .is_file(),
+        "the worker's stderr is kept"
     );
     // the next run retries nothing more: the limit is reached
     let again = run(
@@ -443,6 +446,40 @@ train.class_weights = ["none", [1.0, 2.0]]
     );
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stdout).contains("0 failed ones retried"));
+}
+
+/// Settings that only the data can check (class weights per class, classes too
+/// small to split) are errors before any trial runs, naming the spec line.
+#[test]
+fn data_dependent_settings_are_checked_before_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("images");
+    for (c, v, n) in [("a", 40u8, 6u8), ("b", 120, 6), ("c", 220, 1)] {
+        std::fs::create_dir_all(data.join(c)).unwrap();
+        for i in 0..n {
+            image::RgbImage::from_pixel(8, 8, image::Rgb([v, v.wrapping_add(i * 9), 255 - v]))
+                .save(data.join(c).join(format!("{i}.png")))
+                .unwrap();
+        }
+    }
+    let spec = "name = \"checked\"\n[data]\nroot = \"images\"\nimage_size = 8\n[grid]\ntrain.class_weights = [\"none\", [1.0, 2.0]]\n";
+    std::fs::write(dir.path().join("s.toml"), spec).unwrap();
+    let o = run(dir.path(), &["run", "s.toml"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("s.toml:6: `grid.train.class_weights` has 2 weights, but the data has 3 classes (a, b, c)"), "{err}");
+    assert!(!dir.path().join("results/sweep.db").exists() || trials(&db_of(dir.path())).is_empty());
+    std::fs::write(
+        dir.path().join("s.toml"),
+        spec.replace("[1.0, 2.0]", "[1.0, 2.0, 3.0]"),
+    )
+    .unwrap();
+    let o = run(dir.path(), &["run", "s.toml"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("s.toml:3: `data.root` class `c` has 1 image(s)"),
+        "{err}"
+    );
 }
 
 /// Every trial writes a TensorBoard log (read back through the CRC-checking

@@ -76,12 +76,34 @@ pub fn read(path: &Path) -> Result<Dataset> {
     }
     let mut len = [0u8; 8];
     f.read_exact(&mut len).map_err(io(path))?;
-    let mut h = vec![0u8; u64::from_le_bytes(len) as usize];
+    let file_len = std::fs::metadata(path).map_err(io(path))?.len();
+    let header_len = u64::from_le_bytes(len);
+    if header_len > file_len {
+        return Err(Error::Other(format!(
+            "{}: cache is corrupt (header longer than the file)",
+            path.display()
+        )));
+    }
+    let mut h = vec![0u8; header_len as usize];
     f.read_exact(&mut h).map_err(io(path))?;
     let header: Header = serde_json::from_slice(&h)
         .map_err(|e| Error::Other(format!("{}: bad cache header: {e}", path.display())))?;
-    let mut pixels =
-        vec![0u8; header.labels.len() * header.image_size * header.image_size * header.channels];
+    let n = header
+        .labels
+        .len()
+        .checked_mul(header.image_size)
+        .and_then(|v| v.checked_mul(header.image_size))
+        .and_then(|v| v.checked_mul(header.channels));
+    let n = match n {
+        Some(n) if n as u64 <= file_len => n,
+        _ => {
+            return Err(Error::Other(format!(
+                "{}: cache is corrupt (sizes do not match the file)",
+                path.display()
+            )))
+        }
+    };
+    let mut pixels = vec![0u8; n];
     f.read_exact(&mut pixels).map_err(io(path))?;
     let ds = Dataset::from_parts(
         header.classes,

@@ -206,7 +206,8 @@ pub fn prepare(spec: &SweepSpec, results: &Path) -> Result<Prepared> {
     let plans = spec.expand()?;
     let mut caches = HashMap::new();
     let mut classes = Vec::new();
-    let mut fps = Vec::new();
+    let mut base_fp = None;
+    let base_key = decode_key(&spec.base);
     for p in &plans {
         let k = decode_key(&p.config);
         if caches.contains_key(&k) {
@@ -216,6 +217,7 @@ pub fn prepare(spec: &SweepSpec, results: &Path) -> Result<Prepared> {
         if classes.is_empty() {
             classes = ds.classes.iter().cloned().zip(ds.class_counts()).collect();
         }
+        check_against_data(spec, &plans, &ds)?;
         let fp = format!("{:016x}", ds.fingerprint());
         let path = results
             .join(&spec.name)
@@ -224,7 +226,9 @@ pub fn prepare(spec: &SweepSpec, results: &Path) -> Result<Prepared> {
         if cache::read(&path).is_err() {
             cache::write(&ds, &path)?;
         }
-        fps.push(fp.clone());
+        if k == base_key || base_fp.is_none() {
+            base_fp = Some(fp.clone());
+        }
         caches.insert(k, (path, fp));
     }
     let d = &spec.base.data;
@@ -236,14 +240,59 @@ pub fn prepare(spec: &SweepSpec, results: &Path) -> Result<Prepared> {
         ),
         _ => String::new(),
     };
-    fps.sort();
+    // The sweep is bound to its base data set; grid candidates such as another
+    // image size decode the same source differently and do not change it.
     Ok(Prepared {
         plans,
         caches,
         classes,
         dataset,
-        fingerprint: fps.join(","),
+        fingerprint: base_fp.unwrap_or_default(),
     })
+}
+
+/// Settings that can only be checked against the data (class counts) are checked
+/// once, before any trial runs, and reported against the spec's line.
+fn check_against_data(spec: &SweepSpec, plans: &[TrialPlan], ds: &Dataset) -> Result<()> {
+    let origin = spec.path.display().to_string();
+    let at = |key: &str, msg: String| {
+        let k = if spec.grid.iter().any(|(p, _)| p == key) {
+            format!("grid.{key}")
+        } else {
+            key.to_string()
+        };
+        let location = match sweep_train::config::find_key_line(&spec.text, &k) {
+            Some(l) => format!("{origin}:{l}"),
+            None => origin.clone(),
+        };
+        Error::Spec {
+            location,
+            message: format!("`{k}` {msg}"),
+        }
+    };
+    for p in plans {
+        if let sweep_train::config::ClassWeights::List(w) = &p.config.train.class_weights {
+            if w.len() != ds.num_classes() {
+                return Err(at(
+                    "train.class_weights",
+                    format!(
+                        "has {} weights, but the data has {} classes ({})",
+                        w.len(),
+                        ds.num_classes(),
+                        ds.classes.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    for p in plans {
+        let counts = ds.class_counts();
+        let keep = |n: usize| p.config.data.max_per_class.map_or(n, |m| n.min(m));
+        if let Some((i, n)) = counts.iter().enumerate().find(|(_, n)| keep(**n) < 2) {
+            return Err(at("data.root", format!("class `{}` has {} image(s); a train/validation split needs at least 2 per class", ds.classes[i], n)));
+        }
+    }
+    Ok(())
 }
 
 enum WorkerMsg {
@@ -809,8 +858,11 @@ async fn finish_trial(
     };
     let mut artifacts = Vec::new();
     if let Some(c) = &o.checkpoint {
-        artifacts.push(("checkpoint".to_string(), rel(c)));
+        artifacts.push(("best_checkpoint".to_string(), rel(c)));
         artifacts.push(("config".to_string(), rel(&dir.join("config.json"))));
+    }
+    if let Some(c) = &o.report_checkpoint {
+        artifacts.push(("checkpoint".to_string(), rel(c)));
     }
     let mut extra = Vec::new();
     if let Some(e) = o

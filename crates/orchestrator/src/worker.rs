@@ -123,6 +123,17 @@ pub fn run_job(job: &Job, out: &mut dyn Write, stop: &StopFlag) -> Result<()> {
     let result = (|| -> Result<Box<sweep_train::TrialOutcome>> {
         let ds = cache::read(&job.cache)?;
         let dev = device(&job.device)?;
+        // Fault injection for the fault tests: a real panic in a real worker process.
+        if std::env::var("SWEEP_FAULT_PANIC_SEED")
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            == Some(job.config.train.seed)
+        {
+            panic!(
+                "injected fault (SWEEP_FAULT_PANIC_SEED={})",
+                job.config.train.seed
+            );
+        }
         if let Some(dir) = &job.tensorboard_dir {
             let hp: Vec<(String, sweep_tensorboard::HValue)> = job
                 .hparams

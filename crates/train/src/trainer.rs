@@ -210,8 +210,10 @@ pub struct TrialOutcome {
     pub num_parameters: usize,
     pub train_size: usize,
     pub val_size: usize,
-    /// Files written to the checkpoint folder.
+    /// The best epoch's weights (`best.safetensors`).
     pub checkpoint: Option<PathBuf>,
+    /// The weights that gave `report` (the best checkpoint, or `last.safetensors`).
+    pub report_checkpoint: Option<PathBuf>,
     pub seconds: f64,
 }
 
@@ -319,6 +321,7 @@ fn histograms(
 /// Writes `best.safetensors` (every tensor of `state`) and `config.json`.
 pub fn write_checkpoint(
     dir: &Path,
+    file: &str,
     names: &[String],
     snapshot: &[Vec<f32>],
     shapes: &[Vec<usize>],
@@ -332,8 +335,8 @@ pub fn write_checkpoint(
             Tensor::from_slice(v, sh.as_slice(), &Device::Cpu)?,
         );
     }
-    let path = dir.join("best.safetensors");
-    let tmp = dir.join("best.safetensors.tmp");
+    let path = dir.join(file);
+    let tmp = dir.join(format!("{file}.tmp"));
     candle_core::safetensors::save(&map, &tmp)?;
     std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
     let cfg_path = dir.join("config.json");
@@ -545,8 +548,28 @@ pub fn run_trial(
         _ => (last_report, epochs.last().map(|e| e.epoch)),
     };
     let checkpoint = match (&opts.checkpoint_dir, &best_snapshot) {
-        (Some(dir), Some(snap)) => Some(write_checkpoint(dir, &names, snap, &shapes, cfg)?),
+        (Some(dir), Some(snap)) => Some(write_checkpoint(
+            dir,
+            "best.safetensors",
+            &names,
+            snap,
+            &shapes,
+            cfg,
+        )?),
         _ => None,
+    };
+    // When the report comes from other weights than the best epoch's (no restore),
+    // keep those too, so the stored metrics can be reproduced from a file.
+    let report_checkpoint = match (&opts.checkpoint_dir, report_epoch) {
+        (Some(dir), Some(e)) if Some(e) != best_epoch => Some(write_checkpoint(
+            dir,
+            "last.safetensors",
+            &names,
+            &model.snapshot()?,
+            &shapes,
+            cfg,
+        )?),
+        _ => checkpoint.clone(),
     };
     Ok(TrialOutcome {
         stop: stop_reason,
@@ -558,6 +581,7 @@ pub fn run_trial(
         val_size: split.val.len(),
         epochs,
         checkpoint,
+        report_checkpoint,
         seconds: t_start.elapsed().as_secs_f64(),
     })
 }
