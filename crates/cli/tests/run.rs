@@ -581,3 +581,38 @@ fn a_sweep_writes_tensorboard_logs_and_a_report() {
         .unwrap()
         .contains("Leaderboard"));
 }
+
+/// A second Ctrl-C quits at once: nothing is corrupted, and the next run reclaims
+/// what was running and completes.
+#[test]
+fn a_second_ctrl_c_quits_at_once_without_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("s.toml"), spec("twice", 200, "")).unwrap();
+    let db = db_of(dir.path());
+    let mut child = spawn(dir.path(), &["run", "s.toml", "--jobs", "2"]);
+    wait_for(
+        "running trials with epochs",
+        Duration::from_secs(120),
+        || try_query_i64(&db, "SELECT COUNT(*) FROM epoch_metrics").unwrap_or(0) > 0,
+    );
+    // SAFETY: two SIGINTs to the orchestrator.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    std::thread::sleep(Duration::from_millis(5));
+    // SAFETY: as above.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(objectives_ok(&db));
+    let o = run(dir.path(), &["run", "s.toml", "--jobs", "2"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    assert!(trials(&db).iter().all(|t| t.1 == "complete"));
+}
+
+fn objectives_ok(db: &Path) -> bool {
+    rt().block_on(async {
+        let s = Store::open_read_only(db).await.unwrap();
+        let ok = s.integrity_check().await.unwrap() == "ok";
+        s.close().await;
+        ok
+    })
+}
