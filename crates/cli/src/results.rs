@@ -271,9 +271,13 @@ pub fn compare(a: CompareArgs, out: &Output) -> Result<()> {
     runtime()?.block_on(async {
         let s = open(out).await?;
         let info = query::sweep(&s, &a.sweep).await?;
-        let trials = query::trials(&s, info.id).await?;
-        s.close().await;
         let metric = a.metric.clone().unwrap_or(info.objective.clone());
+        let mut trials = query::trials_with(&s, info.id, Some(&metric)).await?;
+        if !trials.iter().any(|t| t.metrics.contains_key(&metric)) {
+            // unknown metric: load them all, to list the valid names
+            trials = query::trials(&s, info.id).await?;
+        }
+        s.close().await;
         if !trials.iter().any(|t| t.metrics.contains_key(&metric))
             && trials.iter().any(|t| !t.metrics.is_empty())
         {

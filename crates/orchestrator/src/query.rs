@@ -146,17 +146,42 @@ pub async fn sweep(store: &Store, name: &str) -> Result<SweepInfo> {
 }
 
 pub async fn trials(store: &Store, sweep_id: i64) -> Result<Vec<TrialRow>> {
+    trials_with(store, sweep_id, None).await
+}
+
+/// As [`trials`], with only the named final metrics (plus the trial fields):
+/// what `compare` and the report need, at a fraction of the rows.
+pub async fn trials_with(
+    store: &Store,
+    sweep_id: i64,
+    only: Option<&str>,
+) -> Result<Vec<TrialRow>> {
+    // One row per trial: parameters, final metrics and artifacts are folded in by
+    // SQLite (group_concat over their primary-key indexes), so a sweep of 100,000
+    // trials is 100,000 rows through the driver, not millions.
     let rows = sqlx::query(
-        "SELECT id, number, key, seed, state, stop_reason, stop_epoch, best_epoch, attempts, device, started_at, finished_at, duration_seconds, error, config_json \
-         FROM trials WHERE sweep_id = ? ORDER BY number",
+        "SELECT id, number, key, seed, state, stop_reason, stop_epoch, best_epoch, attempts, device, started_at, finished_at, duration_seconds, error, config_json, \
+           (SELECT group_concat(name || char(30) || value_text, char(31)) FROM trial_params p WHERE p.trial_id = t.id AND p.swept = 1) AS params, \
+           (SELECT group_concat(name || char(30) || value_kind || char(30) || COALESCE(printf('%!.17g', value), ''), char(31)) FROM final_metrics f WHERE f.trial_id = t.id AND (?1 IS NULL OR f.name = ?1)) AS metrics, \
+           (SELECT group_concat(kind || char(30) || path, char(31)) FROM artifacts a WHERE a.trial_id = t.id) AS artifacts \
+         FROM trials t WHERE sweep_id = ?2 ORDER BY number",
     )
+    .bind(only)
     .bind(sweep_id)
     .fetch_all(store.pool())
     .await
     .map_err(err("reading trials"))?;
-    let mut out: Vec<TrialRow> = rows
-        .into_iter()
-        .map(|r| TrialRow {
+    let split = |s: Option<String>| -> Vec<Vec<String>> {
+        s.map(|s| {
+            s.split('\u{1f}')
+                .map(|part| part.split('\u{1e}').map(str::to_string).collect())
+                .collect()
+        })
+        .unwrap_or_default()
+    };
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let mut t = TrialRow {
             id: r.get("id"),
             number: r.get("number"),
             key: r.get("key"),
@@ -175,27 +200,24 @@ pub async fn trials(store: &Store, sweep_id: i64) -> Result<Vec<TrialRow>> {
             params: BTreeMap::new(),
             metrics: BTreeMap::new(),
             artifacts: BTreeMap::new(),
-        })
-        .collect();
-    let index: BTreeMap<i64, usize> = out.iter().enumerate().map(|(i, t)| (t.id, i)).collect();
-    let params: Vec<(i64, String, String)> = sqlx::query_as("SELECT p.trial_id, p.name, p.value_text FROM trial_params p JOIN trials t ON t.id = p.trial_id WHERE t.sweep_id = ? AND p.swept = 1")
-        .bind(sweep_id)
-        .fetch_all(store.pool())
-        .await
-        .map_err(err("reading parameters"))?;
-    for (t, n, v) in params {
-        out[index[&t]].params.insert(n, v);
-    }
-    let metrics: Vec<(i64, String, Option<f64>, String)> = sqlx::query_as("SELECT f.trial_id, f.name, f.value, f.value_kind FROM final_metrics f JOIN trials t ON t.id = f.trial_id WHERE t.sweep_id = ?")
-        .bind(sweep_id)
-        .fetch_all(store.pool())
-        .await
-        .map_err(err("reading final metrics"))?;
-    for (t, n, v, k) in metrics {
-        out[index[&t]].metrics.insert(n, from_value_kind(v, &k));
-    }
-    // Trial fields that compare and sort like metrics.
-    for t in &mut out {
+        };
+        for kv in split(r.get("params")) {
+            if let [k, v] = kv.as_slice() {
+                t.params.insert(k.clone(), v.clone());
+            }
+        }
+        for kv in split(r.get("metrics")) {
+            if let [k, kind, v] = kv.as_slice() {
+                t.metrics
+                    .insert(k.clone(), from_value_kind(v.parse().ok(), kind));
+            }
+        }
+        for kv in split(r.get("artifacts")) {
+            if let [k, v] = kv.as_slice() {
+                t.artifacts.insert(k.clone(), v.clone());
+            }
+        }
+        // Trial fields that compare and sort like metrics.
         if let Some(e) = t.best_epoch {
             t.metrics.insert("best_epoch".into(), e as f64);
         }
@@ -205,14 +227,7 @@ pub async fn trials(store: &Store, sweep_id: i64) -> Result<Vec<TrialRow>> {
         if let Some(d) = t.duration_seconds {
             t.metrics.insert("train_seconds".into(), d);
         }
-    }
-    let arts: Vec<(i64, String, String)> = sqlx::query_as("SELECT a.trial_id, a.kind, a.path FROM artifacts a JOIN trials t ON t.id = a.trial_id WHERE t.sweep_id = ?")
-        .bind(sweep_id)
-        .fetch_all(store.pool())
-        .await
-        .map_err(err("reading artifacts"))?;
-    for (t, k, p) in arts {
-        out[index[&t]].artifacts.insert(k, p);
+        out.push(t);
     }
     Ok(out)
 }

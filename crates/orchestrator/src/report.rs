@@ -285,7 +285,7 @@ fn config_key(t: &TrialRow) -> String {
 /// Builds the report of sweep `name` from the (read-only) store.
 pub async fn html(store: &Store, name: &str) -> Result<String> {
     let info = query::sweep(store, name).await?;
-    let trials = query::trials(store, info.id).await?;
+    let trials = query::trials_with(store, info.id, Some(&info.objective)).await?;
     let classes = query::class_names(store, info.id).await?;
     let (spec_text, tool, fp, commit, host, dataset): (String, String, String, Option<String>, String, String) =
         sqlx::query_as("SELECT spec_text, tool_version, dataset_fingerprint, git_commit, host, dataset FROM sweeps WHERE id = ?")

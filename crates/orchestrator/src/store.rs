@@ -237,6 +237,11 @@ impl Store {
         let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
             .map_err(|e| Error::Store(format!("{}: {e}", path.display())))?
             .read_only(true)
+            // Queries over large sweeps: map the file instead of a read call per
+            // page, and hand rows over in big batches instead of one wake-up each.
+            .pragma("mmap_size", "4294967296")
+            .pragma("cache_size", "-131072")
+            .row_buffer_size(4096)
             .busy_timeout(std::time::Duration::from_secs(30));
         let pool = SqlitePoolOptions::new()
             .max_connections(2)
