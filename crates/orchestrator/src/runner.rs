@@ -174,6 +174,23 @@ pub fn hostname() -> String {
 }
 
 pub fn pid_alive(pid: i64) -> bool {
+    // A zombie (killed, not yet reaped) is dead; so is a reused pid that is no
+    // longer a `run` of this tool.
+    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        let state = stat
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().next());
+        if state == Some("Z") || state == Some("X") {
+            return false;
+        }
+        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+            if !args.iter().any(|a| *a == b"run") {
+                return false;
+            }
+        }
+    }
     // SAFETY: signal 0 only checks for existence and permission.
     let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
     r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)

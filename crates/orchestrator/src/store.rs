@@ -459,7 +459,8 @@ impl Store {
     }
 
     /// Trials left `running` by a session that is gone go back to `waiting`, their
-    /// partial rows removed and the attempt recorded as orphaned. Returns how many.
+    /// partial rows removed and the attempt recorded as orphaned (not counted
+    /// against the retry limit: the trial did not fail). Returns how many.
     pub async fn reclaim_orphans(&self, sweep_id: i64, current_session: i64) -> Result<u64> {
         let mut tx = self.pool.begin().await.map_err(sql_err("begin"))?;
         let ids: Vec<(i64,)> = sqlx::query_as("SELECT id FROM trials WHERE sweep_id = ? AND state = 'running' AND (session_id IS NULL OR session_id <> ?)")
@@ -476,7 +477,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await
                 .map_err(sql_err("recording the orphaned attempt"))?;
-            let r = sqlx::query("UPDATE trials SET state = 'waiting', session_id = NULL, worker_pid = NULL, device = NULL, started_at = NULL WHERE id = ? AND state = 'running'")
+            let r = sqlx::query("UPDATE trials SET state = 'waiting', attempts = attempts - 1, session_id = NULL, worker_pid = NULL, device = NULL, started_at = NULL WHERE id = ? AND state = 'running'")
                 .bind(id)
                 .execute(&mut *tx)
                 .await
