@@ -218,6 +218,18 @@ pub struct Prepared {
     pub fingerprint: String,
 }
 
+impl Prepared {
+    /// A trial's content address: its canonical config (seed included) and the
+    /// fingerprint of the data set it decodes.
+    pub fn key_of(&self, p: &TrialPlan) -> String {
+        let json = serde_json::to_value(&p.config)
+            .expect("config serializes")
+            .to_string();
+        let fp = &self.caches[&decode_key(&p.config)].1;
+        content_hash(format!("{json}\n{fp}").as_bytes())
+    }
+}
+
 /// Expands the spec and decodes each distinct data set once.
 pub fn prepare(spec: &SweepSpec, results: &Path) -> Result<Prepared> {
     let plans = spec.expand()?;
@@ -404,11 +416,10 @@ async fn record(
         .map(|p| {
             let json = serde_json::to_value(&p.config).expect("config serializes");
             let text = json.to_string();
-            let fp = &prep.caches[&decode_key(&p.config)].1;
             let mut flat = Vec::new();
             flatten_params("", &json, &mut flat);
             NewTrial {
-                key: content_hash(format!("{text}\n{fp}").as_bytes()),
+                key: prep.key_of(p),
                 config_json: text,
                 seed: p.seed,
                 params: flat
@@ -465,38 +476,21 @@ pub async fn run(
         counts: store.counts(sweep_id).await?,
     });
 
-    let cache_by_key: HashMap<String, PathBuf> = prep
-        .plans
-        .iter()
-        .map(|p| {
-            let json = serde_json::to_value(&p.config)
-                .expect("config serializes")
-                .to_string();
-            let (path, fp) = &prep.caches[&decode_key(&p.config)];
-            (
-                content_hash(format!("{json}\n{fp}").as_bytes()),
-                path.clone(),
-            )
-        })
-        .collect();
-    let params_by_key: HashMap<String, String> = prep
-        .plans
-        .iter()
-        .map(|p| {
-            let json = serde_json::to_value(&p.config)
-                .expect("config serializes")
-                .to_string();
-            let fp = &prep.caches[&decode_key(&p.config)].1;
-            let text = p
-                .swept
-                .iter()
-                .map(|(k, v)| format!("{k}={}", param_text(v)))
-                .chain(std::iter::once(format!("seed={}", p.seed)))
-                .collect::<Vec<_>>()
-                .join(" ");
-            (content_hash(format!("{json}\n{fp}").as_bytes()), text)
-        })
-        .collect();
+    // Per trial key: its decoded data set and its parameters as text.
+    let mut cache_by_key: HashMap<String, PathBuf> = HashMap::new();
+    let mut params_by_key: HashMap<String, String> = HashMap::new();
+    for p in &prep.plans {
+        let key = prep.key_of(p);
+        cache_by_key.insert(key.clone(), prep.caches[&decode_key(&p.config)].0.clone());
+        let text = p
+            .swept
+            .iter()
+            .map(|(k, v)| format!("{k}={}", param_text(v)))
+            .chain(std::iter::once(format!("seed={}", p.seed)))
+            .collect::<Vec<_>>()
+            .join(" ");
+        params_by_key.insert(key, text);
+    }
 
     let slots = device_slots(&settings.devices, settings.per_device, settings.jobs);
     let mut free: Vec<String> = slots;

@@ -344,6 +344,25 @@ pub fn write_checkpoint(
     Ok(path)
 }
 
+/// A model for `cfg` and `ds`'s image shape and classes, with a checkpoint's weights.
+pub fn model_from_checkpoint(
+    cfg: &TrialConfig,
+    checkpoint: &Path,
+    ds: &Dataset,
+    device: &Device,
+) -> Result<Model> {
+    let mut model = Model::new(
+        &cfg.model,
+        ds.channels,
+        ds.image_size,
+        ds.num_classes(),
+        cfg.train.seed,
+        device,
+    )?;
+    load_checkpoint(&mut model, checkpoint)?;
+    Ok(model)
+}
+
 /// Loads a checkpoint written by [`write_checkpoint`] into a freshly built model.
 pub fn load_checkpoint(model: &mut Model, path: &Path) -> Result<()> {
     let tensors = candle_core::safetensors::load(path, &Device::Cpu)?;
@@ -605,15 +624,7 @@ pub fn evaluate_checkpoint(
             if extra.is_empty() { "none".to_string() } else { extra.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ") },
         )));
     }
-    let mut model = Model::new(
-        &cfg.model,
-        ds.channels,
-        ds.image_size,
-        ds.num_classes(),
-        cfg.train.seed,
-        device,
-    )?;
-    load_checkpoint(&mut model, checkpoint)?;
+    let mut model = model_from_checkpoint(cfg, checkpoint, ds, device)?;
     let counts = counts_of(ds, &(0..ds.len()).collect::<Vec<_>>());
     let ce = CrossEntropy::new(class_weights(cfg, &counts)?, cfg.train.label_smoothing);
     let mut batcher = Batcher::new(&cfg.data);
@@ -638,15 +649,7 @@ pub fn predict_checkpoint(
     idx: &[usize],
     device: &Device,
 ) -> Result<Vec<u32>> {
-    let mut model = Model::new(
-        &cfg.model,
-        ds.channels,
-        ds.image_size,
-        ds.num_classes(),
-        cfg.train.seed,
-        device,
-    )?;
-    load_checkpoint(&mut model, checkpoint)?;
+    let mut model = model_from_checkpoint(cfg, checkpoint, ds, device)?;
     let mut batcher = Batcher::new(&cfg.data);
     let (mut buf, mut labels) = (Vec::new(), Vec::new());
     let mut out = Vec::with_capacity(idx.len());
