@@ -66,7 +66,7 @@ CREATE TABLE trials (
     UNIQUE (sweep_id, key),
     UNIQUE (sweep_id, number)
 );
-CREATE INDEX trials_by_state ON trials (sweep_id, state);
+CREATE INDEX trials_by_state ON trials (sweep_id, state, number);
 
 -- Every attempt at a trial, including interrupted and failed ones.
 CREATE TABLE trial_attempts (

@@ -520,15 +520,27 @@ impl Store {
         allowed: impl Fn(i64, &str) -> bool,
     ) -> Result<Option<Claimed>> {
         let mut tx = self.pool.begin().await.map_err(sql_err("begin"))?;
-        let candidates: Vec<(i64, i64, String, String, i64)> =
-            sqlx::query_as("SELECT id, number, key, config_json, attempts FROM trials WHERE sweep_id = ? AND state = 'waiting' ORDER BY number")
-                .bind(sweep_id)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(sql_err("claiming"))?;
-        let row = candidates
-            .into_iter()
-            .find(|(id, _, key, _, _)| allowed(*id, key));
+        // Waiting trials in pages, lowest number first: a claim reads a few rows, not
+        // every waiting trial of a large sweep.
+        let mut row = None;
+        let mut after = i64::MIN;
+        while row.is_none() {
+            let page: Vec<(i64, i64, String, String, i64)> = sqlx::query_as(
+                "SELECT id, number, key, config_json, attempts FROM trials WHERE sweep_id = ? AND state = 'waiting' AND number > ? ORDER BY number LIMIT 32",
+            )
+            .bind(sweep_id)
+            .bind(after)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(sql_err("claiming"))?;
+            let Some(last) = page.last().map(|r| r.1) else {
+                break;
+            };
+            after = last;
+            row = page
+                .into_iter()
+                .find(|(id, _, key, _, _)| allowed(*id, key));
+        }
         let Some((id, number, key, config_json, attempts)) = row else {
             return Ok(None);
         };
