@@ -616,3 +616,27 @@ fn objectives_ok(db: &Path) -> bool {
         ok
     })
 }
+
+/// A second `sweep run` of a sweep that is running is refused and changes nothing.
+#[test]
+fn a_second_run_of_a_running_sweep_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("s.toml"), spec("busy", 200, "")).unwrap();
+    let db = db_of(dir.path());
+    let mut first = spawn(dir.path(), &["run", "s.toml", "--jobs", "1"]);
+    wait_for("a running trial", Duration::from_secs(120), || {
+        try_trials(&db)
+            .unwrap_or_default()
+            .iter()
+            .any(|t| t.1 == "running")
+    });
+    let second = run(dir.path(), &["run", "s.toml", "--jobs", "1"]);
+    assert_eq!(second.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("is already being run by process"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert!(first.wait().unwrap().success());
+    assert!(trials(&db).iter().all(|t| t.1 == "complete" && t.2 == 1));
+}

@@ -432,16 +432,17 @@ async fn record(
             }
         })
         .collect();
-    // Refuse before inserting anything when another run of this sweep is alive.
-    if let Some((pid, h)) = store.live_session(sweep_id, &hostname(), pid_alive).await? {
-        return Err(Error::Other(format!(
-            "sweep `{}` is already being run by process {pid} on {h}; wait for it or stop it first",
-            spec.name
-        )));
-    }
-    let session = store
-        .start_session(sweep_id, std::process::id() as i64, &hostname())
-        .await?;
+    // Refuse before inserting anything when another run of this sweep is alive;
+    // the check and the registration are one locked transaction.
+    let session = match store
+        .begin_session(sweep_id, std::process::id() as i64, &hostname(), pid_alive)
+        .await?
+    {
+        Ok(id) => id,
+        Err((pid, h)) => {
+            return Err(Error::Other(format!("sweep `{}` is already being run by process {pid} on {h}; wait for it or stop it first", spec.name)));
+        }
+    };
     let added = store.add_trials(sweep_id, &trials).await?;
     Ok((store, sweep_id, added, session))
 }

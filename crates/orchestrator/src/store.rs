@@ -333,32 +333,52 @@ impl Store {
         tx.commit().await.map_err(sql_err("commit"))
     }
 
-    /// A `sweep run` of this sweep that is still alive on this host, if any: (pid, host).
-    pub async fn live_session(
+    /// Checks for a live run of this sweep and registers this one, in one
+    /// `BEGIN IMMEDIATE` transaction, so that two runs started at the same instant
+    /// cannot both pass: `Err((pid, host))` names the run that holds the sweep.
+    pub async fn begin_session(
         &self,
         sweep_id: i64,
+        pid: i64,
         host: &str,
         is_alive: impl Fn(i64) -> bool,
-    ) -> Result<Option<(i64, String)>> {
+    ) -> Result<std::result::Result<i64, (i64, String)>> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(sql_err("locking the sweep"))?;
         let rows: Vec<(i64, i64, String)> = sqlx::query_as(
             "SELECT id, pid, host FROM sessions WHERE sweep_id = ? AND ended_at IS NULL",
         )
         .bind(sweep_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await
         .map_err(sql_err("reading sessions"))?;
-        for (id, pid, h) in rows {
-            if h == host && is_alive(pid) {
-                return Ok(Some((pid, h)));
+        for (id, other, h) in rows {
+            if h == host && is_alive(other) {
+                return Ok(Err((other, h)));
             }
             sqlx::query("UPDATE sessions SET ended_at = ?, end_reason = 'vanished' WHERE id = ? AND ended_at IS NULL")
                 .bind(now())
                 .bind(id)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(sql_err("closing a dead session"))?;
         }
-        Ok(None)
+        let t = now();
+        let r = sqlx::query("INSERT INTO sessions (sweep_id, pid, host, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?)")
+            .bind(sweep_id)
+            .bind(pid)
+            .bind(host)
+            .bind(&t)
+            .bind(&t)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql_err("starting a session"))?;
+        let id = r.last_insert_rowid();
+        tx.commit().await.map_err(sql_err("commit"))?;
+        Ok(Ok(id))
     }
 
     pub async fn start_session(&self, sweep_id: i64, pid: i64, host: &str) -> Result<i64> {
