@@ -115,7 +115,15 @@ pub fn render(t: &Table, f: Format) -> String {
             serde_json::to_string_pretty(&rows).expect("rows serialize") + "\n"
         }
         Format::Markdown => {
-            let mut s = format!("| {} |\n", t.headers.join(" | "));
+            let md = |x: &str| x.replace('|', "\\|").replace(['\n', '\r'], " ");
+            let mut s = format!(
+                "| {} |\n",
+                t.headers
+                    .iter()
+                    .map(|h| md(h))
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            );
             s += &format!(
                 "|{}\n",
                 t.headers.iter().map(|_| "---|").collect::<String>()
@@ -124,7 +132,7 @@ pub fn render(t: &Table, f: Format) -> String {
                 s += &format!(
                     "| {} |\n",
                     r.iter()
-                        .map(|c| c.text().replace('|', "\\|"))
+                        .map(|c| md(&c.text()))
                         .collect::<Vec<_>>()
                         .join(" | ")
                 );
@@ -325,19 +333,30 @@ pub fn compare(a: CompareArgs, out: &Output) -> Result<()> {
             };
             return emit(out, &render(&t, out.format));
         }
+        let cols = split(&a.cols);
         let rows = match split(&a.rows) {
+            // default: every swept parameter that is not a column
             r if r.is_empty() => trials
                 .first()
-                .map(|t| t.params.keys().cloned().collect())
+                .map(|t| {
+                    t.params
+                        .keys()
+                        .filter(|k| !cols.contains(k))
+                        .cloned()
+                        .collect()
+                })
                 .unwrap_or_default(),
             r => r,
         };
-        let cols = split(&a.cols);
         let baseline = parse_pairs(a.baseline.as_deref().unwrap_or(""), "--baseline")?;
         let mut cells = query::compare(&trials, &rows, &cols, &metric, &baseline)?;
         let note = query::excluded(&trials, &metric);
-        let maximize =
-            info.direction != "minimize" || a.metric.is_some() && !metric.ends_with("loss");
+        // the sweep's direction for its objective; other metrics: losses and times down, the rest up
+        let maximize = if metric == info.objective {
+            info.direction != "minimize"
+        } else {
+            !(metric.ends_with("loss") || metric == "train_seconds")
+        };
         let t = if cols.is_empty() {
             // a ranked list
             cells.sort_by(|x, y| {
@@ -417,8 +436,11 @@ pub fn compare(a: CompareArgs, out: &Output) -> Result<()> {
                                     format_num(c.summary.std),
                                     c.summary.n
                                 );
-                                if let (Some(d), Some(p)) = (c.delta, c.p_value) {
-                                    s += &format!(" Δ{d:+.4} p={p:.3}");
+                                if let Some(d) = c.delta {
+                                    s += &format!(" Δ{d:+.4}");
+                                }
+                                if let Some(p) = c.p_value {
+                                    s += &format!(" p={p:.3}");
                                 }
                                 Cell::Text(s)
                             }
@@ -484,6 +506,11 @@ pub fn trials(a: TrialsArgs, out: &Output) -> Result<()> {
         let info = query::sweep(&s, &a.sweep).await?;
         let mut rows = query::trials(&s, info.id).await?;
         s.close().await;
+        // the swept parameters of the sweep (the sweep's parameters are the same in every trial)
+        let swept_all: Vec<String> = rows
+            .first()
+            .map(|t| t.params.keys().cloned().collect())
+            .unwrap_or_default();
         if let Some(st) = &a.state {
             anyhow::ensure!(
                 ["waiting", "running", "complete", "pruned", "failed"].contains(&st.as_str()),
@@ -491,10 +518,7 @@ pub fn trials(a: TrialsArgs, out: &Output) -> Result<()> {
             );
             rows.retain(|t| &t.state == st);
         }
-        let swept: Vec<String> = rows
-            .first()
-            .map(|t| t.params.keys().cloned().collect())
-            .unwrap_or_default();
+        let swept = swept_all;
         for f in &a.filters {
             for (p, v) in parse_pairs(f, "--where")? {
                 if p == "seed" {
@@ -510,7 +534,11 @@ pub fn trials(a: TrialsArgs, out: &Output) -> Result<()> {
             }
         }
         let sort = a.sort.clone().unwrap_or(info.objective.clone());
-        let desc = !sort.ends_with("loss");
+        let desc = if sort == info.objective {
+            info.direction != "minimize"
+        } else {
+            !(sort.ends_with("loss") || sort == "train_seconds")
+        };
         rows.sort_by(|x, y| {
             let (a, b) = (
                 x.metrics.get(&sort).copied().unwrap_or(f64::NAN),
@@ -535,7 +563,7 @@ pub fn trials(a: TrialsArgs, out: &Output) -> Result<()> {
                 .iter()
                 .enumerate()
                 .filter(|(_, h)| {
-                    !["key", "checkpoint", "error", "duration_seconds"].contains(&h.as_str())
+                    !["key", "checkpoint", "error", "train_seconds"].contains(&h.as_str())
                 })
                 .map(|(i, _)| i)
                 .collect();

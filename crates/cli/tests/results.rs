@@ -144,6 +144,35 @@ fn query_commands_answer_from_the_database() {
     let p = other["p_value"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&p));
 
+    // another metric than the objective ranks by its own direction: losses ascending
+    let by_loss = csv(&stdout(&sweep(
+        dir.path(),
+        &["compare", "q", "--metric", "val.loss", "--format", "csv"],
+    )));
+    assert!(
+        by_loss[1][2].parse::<f64>().unwrap() <= by_loss[2][2].parse::<f64>().unwrap(),
+        "{by_loss:?}"
+    );
+    // filters on an empty selection give an empty table, not an error
+    let none = stdout(&sweep(
+        dir.path(),
+        &[
+            "trials",
+            "q",
+            "--state",
+            "failed",
+            "--where",
+            "model.dropout=0.5",
+            "--format",
+            "csv",
+        ],
+    ));
+    assert_eq!(none.lines().count(), 1, "{none}");
+    // no duplicate columns in the export
+    let mut hs = trials[0].clone();
+    hs.sort();
+    hs.dedup();
+    assert_eq!(hs.len(), trials[0].len(), "{:?}", trials[0]);
     let eff = stdout(&sweep(
         dir.path(),
         &["compare", "q", "--effects", "--format", "markdown"],

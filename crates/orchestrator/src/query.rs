@@ -294,9 +294,16 @@ pub fn trials_table(trials: &[TrialRow]) -> Table {
         .collect();
     params.sort();
     params.dedup();
+    // best_epoch, epochs_run and train_seconds are columns of their own already
+    let fields = ["best_epoch", "epochs_run", "train_seconds"];
     let mut metrics: Vec<String> = trials
         .iter()
-        .flat_map(|t| t.metrics.keys().cloned())
+        .flat_map(|t| {
+            t.metrics
+                .keys()
+                .filter(|k| !fields.contains(&k.as_str()))
+                .cloned()
+        })
         .collect();
     metrics.sort();
     metrics.dedup();
@@ -306,10 +313,10 @@ pub fn trials_table(trials: &[TrialRow]) -> Table {
         "seed",
         "state",
         "stop_reason",
-        "stop_epoch",
+        "epochs_run",
         "best_epoch",
         "attempts",
-        "duration_seconds",
+        "train_seconds",
     ]
     .iter()
     .map(|s| s.to_string())

@@ -386,7 +386,13 @@ pre{{background:#f7f7f7;padding:.8rem;overflow:auto;font-size:.8rem}}
         } else {
             format!("#{}: {cfg}", i + 1)
         };
-        let mean = |v: &Vec<f64>| v.iter().sum::<f64>() / v.len().max(1) as f64;
+        let mean = |v: &Vec<f64>| {
+            if v.is_empty() {
+                f64::NAN
+            } else {
+                v.iter().sum::<f64>() / v.len() as f64
+            }
+        };
         series.push((
             format!("{label} (val)"),
             ep.iter().map(|(e, (_, v))| (*e as f64, mean(v))).collect(),

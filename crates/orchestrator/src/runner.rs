@@ -463,6 +463,7 @@ pub async fn run(
             &spec.name,
             spec.description.as_deref().unwrap_or(""),
             &spec.grid,
+            &spec.seeds,
         )?;
     }
     let reclaimed = store.reclaim_orphans(sweep_id, session).await?;

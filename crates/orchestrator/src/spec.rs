@@ -21,10 +21,7 @@ pub const OBJECTIVE_METRICS: &[&str] = &[
     "val.accuracy",
     "val.balanced_accuracy",
     "val.loss",
-    "val.macro_auc",
-    "val.weighted_f1",
     "train.loss",
-    "train.accuracy",
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -162,7 +162,10 @@ pub fn welch(a: &[f64], b: &[f64]) -> Option<(f64, f64, f64)> {
     }
     let (va, vb) = (sa.std.powi(2) / sa.n as f64, sb.std.powi(2) / sb.n as f64);
     if va + vb == 0.0 {
-        return None;
+        // scipy: identical constant samples give NaN; different constants are
+        // infinitely far apart (t = ±inf, p = 0)
+        let d = sa.mean - sb.mean;
+        return (d != 0.0).then(|| (d.signum() * f64::INFINITY, 1.0, 0.0));
     }
     let t = (sa.mean - sb.mean) / (va + vb).sqrt();
     let df = (va + vb).powi(2) / (va * va / (sa.n - 1) as f64 + vb * vb / (sb.n - 1) as f64);
@@ -202,6 +205,12 @@ mod tests {
             assert!((t_quantile(0.975, df) - want).abs() < 1e-7, "df {df}");
         }
         assert!(welch(&[1.0], &[1.0, 2.0]).is_none());
+        // scipy: constant samples with different means → t = inf, p = 0; equal → NaN
+        assert_eq!(
+            welch(&[0.9, 0.9], &[0.8, 0.8]),
+            Some((f64::INFINITY, 1.0, 0.0))
+        );
+        assert!(welch(&[0.9, 0.9], &[0.9, 0.9]).is_none());
         let s = summarize(&[1.0, 2.0, 3.0, 4.0]).unwrap();
         assert_eq!((s.mean, s.n, s.min, s.max), (2.5, 4, 1.0, 4.0));
         assert!((s.std - 1.290_994_448_735_805_6).abs() < 1e-12);

@@ -40,6 +40,7 @@ pub fn write_experiment(
     name: &str,
     description: &str,
     grid: &[(String, Vec<serde_json::Value>)],
+    seeds: &[u64],
 ) -> Result<()> {
     let exp_dir = dir.join("_experiment");
     let _ = std::fs::remove_dir_all(&exp_dir);
@@ -48,7 +49,10 @@ pub fn write_experiment(
         .iter()
         .map(|(p, vals)| (p.clone(), vals.iter().map(hvalue).collect()))
         .collect();
-    hp.push(("seed".into(), vec![]));
+    hp.push((
+        "seed".into(),
+        seeds.iter().map(|s| HValue::Number(*s as f64)).collect(),
+    ));
     let metrics: Vec<(String, String)> = METRIC_TAGS
         .iter()
         .map(|(t, d)| (t.to_string(), d.to_string()))
