@@ -47,34 +47,7 @@ enum Command {
     },
     /// Run (or resume) a sweep: every combination of the spec's [grid] times its seeds,
     /// in parallel worker processes, every metric stored in SQLite.
-    Run {
-        /// The sweep spec (TOML; see docs/sweep-spec.md).
-        spec: PathBuf,
-        /// Trials at once (default: the number of CPU cores).
-        #[arg(long)]
-        jobs: Option<usize>,
-        /// Devices, comma-separated: cpu (default), or cuda:0,cuda:1,...
-        #[arg(long, default_value = "cpu")]
-        devices: String,
-        /// Trials per device at once.
-        #[arg(long, default_value_t = 1)]
-        per_device: usize,
-        /// Results database (default results/sweep.db, or SWEEP_DB).
-        #[arg(long)]
-        db: Option<PathBuf>,
-        /// Results folder (default results/).
-        #[arg(long, default_value = "results")]
-        results: PathBuf,
-        /// Print the number of trials and the first few configurations; run nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Stop starting trials after the first failure.
-        #[arg(long)]
-        fail_fast: bool,
-        /// Attempts per trial before a failure is final.
-        #[arg(long, default_value_t = 3)]
-        max_attempts: i64,
-    },
+    Run(sweep::RunArgs),
     /// List the sweeps in the database: trials by state and the best objective so far.
     Ls {
         #[command(flatten)]
@@ -323,30 +296,7 @@ fn train(
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run {
-            spec,
-            jobs,
-            devices,
-            per_device,
-            db,
-            results,
-            dry_run,
-            fail_fast,
-            max_attempts,
-        } => {
-            let settings = sweep::RunArgs {
-                spec,
-                jobs,
-                devices,
-                per_device,
-                db,
-                results,
-                dry_run,
-                fail_fast,
-                max_attempts,
-            };
-            return sweep::run(settings);
-        }
+        Command::Run(args) => return sweep::run(args),
         Command::Worker => return sweep::worker(),
         Command::Ls { out } => results::ls(&out),
         Command::Status { sweep, out } => results::status(&sweep, &out),

@@ -11,15 +11,34 @@ use sweep_orchestrator::spec::SweepSpec;
 use sweep_orchestrator::store::TrialState;
 use sweep_train::StopFlag;
 
+/// `sweep run`'s arguments.
+#[derive(clap::Args, Debug)]
 pub struct RunArgs {
+    /// The sweep spec (TOML; see docs/sweep-spec.md).
     pub spec: PathBuf,
+    /// Trials at once (default: the number of CPU cores).
+    #[arg(long)]
     pub jobs: Option<usize>,
+    /// Devices, comma-separated: cpu (default), or cuda:0,cuda:1,...
+    #[arg(long, default_value = "cpu")]
     pub devices: String,
+    /// Trials per device at once.
+    #[arg(long, default_value_t = 1)]
     pub per_device: usize,
+    /// Results database (default results/sweep.db, or SWEEP_DB).
+    #[arg(long)]
     pub db: Option<PathBuf>,
+    /// Results folder (default results/).
+    #[arg(long, default_value = "results")]
     pub results: PathBuf,
+    /// Print the number of trials and the first few configurations; run nothing.
+    #[arg(long)]
     pub dry_run: bool,
+    /// Stop starting trials after the first failure.
+    #[arg(long)]
     pub fail_fast: bool,
+    /// Attempts per trial before a failure is final.
+    #[arg(long, default_value_t = 3)]
     pub max_attempts: i64,
 }
 
