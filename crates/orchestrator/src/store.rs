@@ -366,33 +366,19 @@ impl Store {
                 .await
                 .map_err(sql_err("closing a dead session"))?;
         }
-        let t = now();
-        let r = sqlx::query("INSERT INTO sessions (sweep_id, pid, host, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?)")
-            .bind(sweep_id)
-            .bind(pid)
-            .bind(host)
-            .bind(&t)
-            .bind(&t)
-            .execute(&mut *tx)
-            .await
-            .map_err(sql_err("starting a session"))?;
-        let id = r.last_insert_rowid();
+        let id = insert_session(&mut tx, sweep_id, pid, host).await?;
         tx.commit().await.map_err(sql_err("commit"))?;
         Ok(Ok(id))
     }
 
+    /// Registers a session without checking for a live run (benchmarks and tests).
     pub async fn start_session(&self, sweep_id: i64, pid: i64, host: &str) -> Result<i64> {
-        let t = now();
-        let r = sqlx::query("INSERT INTO sessions (sweep_id, pid, host, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?)")
-            .bind(sweep_id)
-            .bind(pid)
-            .bind(host)
-            .bind(&t)
-            .bind(&t)
-            .execute(&self.pool)
+        let mut conn = self
+            .pool
+            .acquire()
             .await
             .map_err(sql_err("starting a session"))?;
-        Ok(r.last_insert_rowid())
+        insert_session(&mut conn, sweep_id, pid, host).await
     }
 
     pub async fn heartbeat(&self, session_id: i64) -> Result<()> {
@@ -823,6 +809,25 @@ impl Store {
             .map_err(sql_err("integrity check"))?;
         Ok(s)
     }
+}
+
+async fn insert_session(
+    conn: &mut sqlx::SqliteConnection,
+    sweep_id: i64,
+    pid: i64,
+    host: &str,
+) -> Result<i64> {
+    let t = now();
+    let r = sqlx::query("INSERT INTO sessions (sweep_id, pid, host, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?)")
+        .bind(sweep_id)
+        .bind(pid)
+        .bind(host)
+        .bind(&t)
+        .bind(&t)
+        .execute(conn)
+        .await
+        .map_err(sql_err("starting a session"))?;
+    Ok(r.last_insert_rowid())
 }
 
 async fn end_attempt(
