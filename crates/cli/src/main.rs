@@ -180,13 +180,19 @@ fn bench_step(specs: Vec<String>, steps: usize) -> Result<()> {
     for spec in specs {
         let parts: Vec<&str> = spec.split(':').collect();
         anyhow::ensure!(
-            parts.len() == 3,
-            "bench spec `{spec}` is not MODEL:BATCH:OPTIMIZER"
+            parts.len() == 3 || (parts.len() == 4 && parts[3] == "autograd"),
+            "bench spec `{spec}` is not MODEL:BATCH:OPTIMIZER[:autograd]"
         );
         let batch: usize = parts[1]
             .parse()
             .with_context(|| format!("batch size in `{spec}`"))?;
-        let r = sweep_train::bench::step_throughput(parts[0], batch, parts[2], steps)?;
+        let r = sweep_train::bench::step_throughput(
+            parts[0],
+            batch,
+            parts[2],
+            steps,
+            parts.len() == 4,
+        )?;
         println!("RESULT {}", serde_json::to_string(&r)?);
     }
     Ok(())

@@ -155,6 +155,7 @@ pub fn run_job(job: &Job, out: &mut dyn Write, stop: &StopFlag) -> Result<()> {
             histogram_every: (job.tensorboard_dir.is_some() && job.logging.histogram_every > 0)
                 .then_some(job.logging.histogram_every),
             gradient_histograms: job.logging.gradient_histograms,
+            ..TrialOptions::default()
         };
         let outcome = run_trial(&job.config, &ds, &dev, &opts, &mut lines, stop)?;
         if lines.tb.is_some()

@@ -51,6 +51,8 @@ pub fn reference_model(name: &str) -> Result<ModelConfig> {
 #[derive(Clone, Debug, Serialize)]
 pub struct StepResult {
     pub model: String,
+    /// `engine` (the CPU engine) or `autograd` (candle's generic backward).
+    pub path: String,
     pub batch: usize,
     pub optimizer: String,
     pub threads: usize,
@@ -66,12 +68,14 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-/// Median times of `steps` training steps (after 5 warm-up steps) of a reference model.
+/// Median times of `steps` training steps (after 5 warm-up steps) of a reference
+/// model, through the CPU engine or (`autograd`) candle's generic backward.
 pub fn step_throughput(
     model: &str,
     batch: usize,
     optimizer: &str,
     steps: usize,
+    autograd: bool,
 ) -> Result<StepResult> {
     let cfg = reference_model(model)?;
     let kind = match optimizer {
@@ -99,29 +103,39 @@ pub fn step_throughput(
     let x: Vec<f32> = (0..batch * 3 * 64 * 64)
         .map(|_| rng.normal() as f32)
         .collect();
-    let x = Tensor::from_vec(x, (batch, 3, 64, 64), &dev)?;
+    let xs = Tensor::from_slice(&x, (batch, 3, 64, 64), &dev)?;
     let y: Vec<u32> = (0..batch).map(|_| rng.below(7) as u32).collect();
+    let mut engine = crate::engine::Engine::new(&m, 3, 64)?;
     let (mut f, mut b, mut s, mut t) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..steps + 5 {
         let t0 = Instant::now();
-        let logits = m.forward_t(&x, true, &mut rng)?;
-        let loss = ce.loss(&logits, &y)?;
-        let _ = loss.to_scalar::<f32>()?;
-        let t1 = Instant::now();
-        let g = loss.backward()?;
-        let t2 = Instant::now();
-        opt.step(&params, &g, 1e-3)?;
-        let t3 = Instant::now();
+        let (fwd, bwd);
+        if autograd {
+            let logits = m.forward_t(&xs, true, &mut rng)?;
+            let loss = ce.loss(&logits, &y)?;
+            let _ = loss.to_scalar::<f32>()?;
+            let t1 = Instant::now();
+            let g = loss.backward()?;
+            fwd = (t1 - t0).as_secs_f64();
+            bwd = t1.elapsed().as_secs_f64();
+            opt.step(&params, &g, 1e-3)?;
+        } else {
+            engine.train_step(&mut m, &x, &y, &ce, &mut rng)?;
+            (fwd, bwd) = engine.last_timing();
+            opt.step_slices(&params, engine.grads(), 1e-3)?;
+        }
+        let total = t0.elapsed().as_secs_f64();
         if i >= 5 {
-            f.push((t1 - t0).as_secs_f64() * 1e3);
-            b.push((t2 - t1).as_secs_f64() * 1e3);
-            s.push((t3 - t2).as_secs_f64() * 1e3);
-            t.push((t3 - t0).as_secs_f64() * 1e3);
+            f.push(fwd * 1e3);
+            b.push(bwd * 1e3);
+            s.push((total - fwd - bwd) * 1e3);
+            t.push(total * 1e3);
         }
     }
     let total = median(&mut t);
     Ok(StepResult {
         model: model.into(),
+        path: if autograd { "autograd" } else { "engine" }.into(),
         batch,
         optimizer: optimizer.into(),
         threads: candle_core::utils::get_num_threads(),

@@ -59,6 +59,31 @@ impl CrossEntropy {
     }
 }
 
+impl CrossEntropy {
+    /// [`CrossEntropy::sum_and_norm`] on host logits (`n × K`, row-major), in f64.
+    pub fn sum_and_norm_host(&self, logits: &[f32], labels: &[u32]) -> (f64, f32) {
+        let (t, norm) = self.targets(labels);
+        let k = self.weights.len();
+        let mut sum = 0f64;
+        for (z, ti) in logits.chunks_exact(k).zip(t.chunks_exact(k)) {
+            let max = z.iter().fold(f32::NEG_INFINITY, |a, b| a.max(*b)) as f64;
+            let lse = max + z.iter().map(|v| (*v as f64 - max).exp()).sum::<f64>().ln();
+            for (zi, tv) in z.iter().zip(ti) {
+                sum -= *tv as f64 * (*zi as f64 - lse);
+            }
+        }
+        (sum, norm)
+    }
+}
+
+/// Softmax probabilities of one row of logits.
+pub fn softmax_row(z: &[f32]) -> Vec<f32> {
+    let max = z.iter().fold(f32::NEG_INFINITY, |a, b| a.max(*b));
+    let e: Vec<f32> = z.iter().map(|v| (v - max).exp()).collect();
+    let s: f32 = e.iter().sum();
+    e.iter().map(|v| v / s).collect()
+}
+
 /// scikit-learn's `compute_class_weight("balanced")`: n / (K · count_c).
 pub fn balanced_weights(counts: &[usize]) -> Vec<f32> {
     let n: usize = counts.iter().sum();

@@ -41,54 +41,112 @@ pub struct ParamState {
     pub v: Vec<f32>,
 }
 
+/// Values per task when an update is split over threads (large weight matrices).
+const CHUNK: usize = 1 << 15;
+
 /// The fused update of one parameter, step `t` (1-based), weight decay `wd`.
+/// Large parameters are split into chunks updated on the rayon pool; the
+/// result does not depend on the split (every element is independent).
 pub fn update(h: &Hyper, t: u64, wd: f32, p: &mut [f32], g: &[f32], s: &mut ParamState) {
+    use rayon::prelude::*;
     let n = p.len();
-    match h.kind {
-        OptimizerKind::Sgd => {
-            if h.momentum == 0.0 {
-                for i in 0..n {
-                    let gi = g[i] + wd * p[i];
-                    p[i] -= h.lr * gi;
-                }
-                return;
-            }
-            let first = s.m.is_empty();
-            if first {
-                s.m.resize(n, 0.0);
-            }
-            let mu = h.momentum;
-            for i in 0..n {
-                let gi = g[i] + wd * p[i];
-                let b = if first { gi } else { mu * s.m[i] + gi };
-                s.m[i] = b;
-                let d = if h.nesterov { gi + mu * b } else { b };
-                p[i] -= h.lr * d;
-            }
+    let first = s.m.is_empty();
+    let uses_m = h.kind != OptimizerKind::Sgd || h.momentum != 0.0;
+    if first && uses_m {
+        s.m.resize(n, 0.0);
+    }
+    if h.kind != OptimizerKind::Sgd && s.v.is_empty() {
+        s.v.resize(n, 0.0);
+    }
+    let k = Coeffs::new(h, t, wd, first);
+    let (m, v) = (&mut s.m, &mut s.v);
+    if n < 2 * CHUNK || rayon::current_num_threads() < 2 {
+        k.apply(p, g, m, v);
+        return;
+    }
+    let mc: Vec<&mut [f32]> = if m.is_empty() {
+        (0..n.div_ceil(CHUNK)).map(|_| &mut [][..]).collect()
+    } else {
+        m.chunks_mut(CHUNK).collect()
+    };
+    let vc: Vec<&mut [f32]> = if v.is_empty() {
+        (0..n.div_ceil(CHUNK)).map(|_| &mut [][..]).collect()
+    } else {
+        v.chunks_mut(CHUNK).collect()
+    };
+    p.par_chunks_mut(CHUNK)
+        .zip(g.par_chunks(CHUNK))
+        .zip(mc.into_par_iter())
+        .zip(vc.into_par_iter())
+        .for_each(|(((p, g), m), v)| k.apply(p, g, m, v));
+}
+
+/// The per-step constants of an update.
+struct Coeffs {
+    h: Hyper,
+    wd: f32,
+    first: bool,
+    step: f32,
+    bc2_sqrt: f32,
+    l2: f32,
+    decay: f32,
+}
+
+impl Coeffs {
+    fn new(h: &Hyper, t: u64, wd: f32, first: bool) -> Self {
+        let (b1, b2) = (h.beta1 as f64, h.beta2 as f64);
+        let bc1 = 1.0 - b1.powi(t as i32);
+        let (l2, decay) = if h.kind == OptimizerKind::Adamw {
+            (0.0, 1.0 - h.lr * wd)
+        } else {
+            (wd, 1.0)
+        };
+        Coeffs {
+            h: *h,
+            wd,
+            first,
+            step: (h.lr as f64 / bc1) as f32,
+            bc2_sqrt: (1.0 - b2.powi(t as i32)).sqrt() as f32,
+            l2,
+            decay,
         }
-        OptimizerKind::Adam | OptimizerKind::Adamw => {
-            if s.m.is_empty() {
-                s.m.resize(n, 0.0);
-                s.v.resize(n, 0.0);
+    }
+
+    fn apply(&self, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+        let h = &self.h;
+        let wd = self.wd;
+        match h.kind {
+            OptimizerKind::Sgd => {
+                if h.momentum == 0.0 {
+                    for (pi, gi) in p.iter_mut().zip(g) {
+                        let gi = gi + wd * *pi;
+                        *pi -= h.lr * gi;
+                    }
+                    return;
+                }
+                let mu = h.momentum;
+                for ((pi, gi), mi) in p.iter_mut().zip(g).zip(m.iter_mut()) {
+                    let gi = gi + wd * *pi;
+                    let b = if self.first { gi } else { mu * *mi + gi };
+                    *mi = b;
+                    let d = if h.nesterov { gi + mu * b } else { b };
+                    *pi -= h.lr * d;
+                }
             }
-            let (b1, b2) = (h.beta1, h.beta2);
-            let bc1 = 1.0 - (b1 as f64).powi(t as i32);
-            let bc2_sqrt = (1.0 - (b2 as f64).powi(t as i32)).sqrt() as f32;
-            let step = (h.lr as f64 / bc1) as f32;
-            let (l2, decay) = if h.kind == OptimizerKind::Adam {
-                (wd, 1.0)
-            } else {
-                (0.0, 1.0 - h.lr * wd)
-            };
-            let (m, v) = (&mut s.m, &mut s.v);
-            for i in 0..n {
-                let pi = p[i] * decay;
-                let gi = g[i] + l2 * pi;
-                let mi = b1 * m[i] + (1.0 - b1) * gi;
-                let vi = b2 * v[i] + (1.0 - b2) * gi * gi;
-                m[i] = mi;
-                v[i] = vi;
-                p[i] = pi - step * mi / (vi.sqrt() / bc2_sqrt + h.eps);
+            OptimizerKind::Adam | OptimizerKind::Adamw => {
+                let (b1, b2) = (h.beta1, h.beta2);
+                let (step, bc2_sqrt, l2, decay, eps) =
+                    (self.step, self.bc2_sqrt, self.l2, self.decay, h.eps);
+                for (((pi, gi), mi), vi) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut())
+                {
+                    let pd = *pi * decay;
+                    let gi = gi + l2 * pd;
+                    let mn = b1 * *mi + (1.0 - b1) * gi;
+                    let vn = b2 * *vi + (1.0 - b2) * gi * gi;
+                    *mi = mn;
+                    *vi = vn;
+                    *pi = pd - step * mn / (vn.sqrt() / bc2_sqrt + eps);
+                }
             }
         }
     }
@@ -99,6 +157,40 @@ struct InPlace<'a> {
     t: u64,
     wd: f32,
     state: RefCell<&'a mut ParamState>,
+}
+
+/// The same update with the gradient given as a host slice (the CPU engine's).
+struct InPlaceSlice<'a> {
+    h: Hyper,
+    t: u64,
+    wd: f32,
+    g: &'a [f32],
+    state: RefCell<&'a mut ParamState>,
+}
+
+impl candle_core::InplaceOp1 for InPlaceSlice<'_> {
+    fn name(&self) -> &'static str {
+        "sweep-optimizer-step"
+    }
+
+    fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> candle_core::Result<()> {
+        let CpuStorage::F32(p) = s else {
+            candle_core::bail!("optimizer: parameters must be f32");
+        };
+        let Some((p0, p1)) = l.contiguous_offsets() else {
+            candle_core::bail!("optimizer: parameter is not contiguous");
+        };
+        if p1 - p0 != self.g.len() {
+            candle_core::bail!(
+                "optimizer: gradient has {} values for a parameter of {}",
+                self.g.len(),
+                p1 - p0
+            );
+        }
+        let mut st = self.state.borrow_mut();
+        update(&self.h, self.t, self.wd, &mut p[p0..p1], self.g, &mut st);
+        Ok(())
+    }
 }
 
 impl candle_core::InplaceOp2 for InPlace<'_> {
@@ -194,6 +286,40 @@ impl Optimizer {
                 let mut host = p.var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
                 let gh = g.flatten_all()?.to_vec1::<f32>()?;
                 update(&h, self.t, wd, &mut host, &gh, &mut self.states[i]);
+                p.var
+                    .set(&Tensor::from_vec(host, p.var.shape(), p.var.device())?)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One step with gradients given as host slices, one per parameter in the
+    /// order of `params` (the CPU engine's gradients).
+    pub fn step_slices(&mut self, params: &[Param], grads: &[Vec<f32>], lr: f64) -> Result<()> {
+        if grads.len() != params.len() {
+            return Err(crate::error::Error::Invalid(format!(
+                "optimizer: {} gradients for {} parameters",
+                grads.len(),
+                params.len()
+            )));
+        }
+        self.t += 1;
+        let mut h = self.hyper;
+        h.lr = lr as f32;
+        for (i, (p, g)) in params.iter().zip(grads).enumerate() {
+            let wd = self.weight_decay[i];
+            if p.var.device().is_cpu() {
+                let op = InPlaceSlice {
+                    h,
+                    t: self.t,
+                    wd,
+                    g,
+                    state: RefCell::new(&mut self.states[i]),
+                };
+                p.var.as_tensor().inplace_op1(&op)?;
+            } else {
+                let mut host = p.var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+                update(&h, self.t, wd, &mut host, g, &mut self.states[i]);
                 p.var
                     .set(&Tensor::from_vec(host, p.var.shape(), p.var.device())?)?;
             }

@@ -12,10 +12,11 @@ use serde::{Deserialize, Serialize};
 use crate::config::{ClassWeights, ClassWeightsName, Monitor, TrialConfig};
 use crate::data::{stratified_split, Batcher, Dataset, Split};
 use crate::early_stop;
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::loss::{balanced_weights, CrossEntropy};
 use crate::metrics::{Confusion, Report};
-use crate::model::{softmax, Model};
+use crate::model::Model;
 use crate::optim::{learning_rate_at, Optimizer};
 use crate::rng::Rng;
 
@@ -46,6 +47,9 @@ pub struct TrialOptions {
     pub checkpoint_dir: Option<PathBuf>,
     /// The metric that picks the best epoch when early stopping is off.
     pub best_metric: Monitor,
+    /// Train through candle's generic autograd even on the CPU (the CPU engine
+    /// is used otherwise); for comparisons and benchmarks.
+    pub autograd: bool,
 }
 
 impl Default for TrialOptions {
@@ -55,6 +59,7 @@ impl Default for TrialOptions {
             gradient_histograms: false,
             checkpoint_dir: None,
             best_metric: Monitor::ValLoss,
+            autograd: false,
         }
     }
 }
@@ -255,33 +260,30 @@ struct Eval {
 
 fn evaluate(
     model: &mut Model,
+    logits: &mut Logits<'_>,
     ds: &Dataset,
     idx: &[usize],
     batcher: &mut Batcher,
     ce: &CrossEntropy,
     bs: usize,
-    dev: &Device,
 ) -> Result<Eval> {
     let k = ds.num_classes();
-    let (c, s) = (ds.channels, ds.image_size);
     let mut buf = Vec::new();
     let mut labels = Vec::new();
     let mut cm = Confusion::new(k);
     let mut probs = Vec::with_capacity(idx.len() * k);
     let mut truth = Vec::with_capacity(idx.len());
     let (mut num, mut den) = (0f64, 0f64);
-    let mut unused = Rng::new(0);
-    for chunk in idx.chunks(bs) {
+    for chunk in idx.chunks(bs.max(1)) {
         batcher.fill(ds, chunk, None, &mut buf, &mut labels);
-        let x = Tensor::from_slice(&buf, (chunk.len(), c, s, s), dev)?;
-        let logits = model.forward_t(&x, false, &mut unused)?;
-        let (sum, norm) = ce.sum_and_norm(&logits, &labels)?;
-        num += sum.to_scalar::<f32>()? as f64;
+        let z = logits.eval(model, &buf, chunk.len())?;
+        let (sum, norm) = ce.sum_and_norm_host(&z, &labels);
+        num += sum;
         den += norm as f64;
-        let p = softmax(&logits)?.to_vec2::<f32>()?;
-        for (row, y) in p.iter().zip(&labels) {
-            cm.add(*y, argmax(row));
-            probs.extend_from_slice(row);
+        for (row, y) in z.chunks_exact(k).zip(&labels) {
+            let p = crate::loss::softmax_row(row);
+            cm.add(*y, argmax(&p));
+            probs.extend_from_slice(&p);
             truth.push(*y);
         }
     }
@@ -290,6 +292,38 @@ fn evaluate(
         loss: if den > 0.0 { num / den } else { f64::NAN },
         report,
     })
+}
+
+/// Evaluation-mode logits through the CPU engine when there is one, else
+/// through the model's generic forward pass.
+struct Logits<'a> {
+    engine: Option<&'a mut Engine>,
+    channels: usize,
+    size: usize,
+    device: Device,
+}
+
+impl<'a> Logits<'a> {
+    fn new(engine: Option<&'a mut Engine>, ds: &Dataset, device: &Device) -> Self {
+        Logits {
+            engine,
+            channels: ds.channels,
+            size: ds.image_size,
+            device: device.clone(),
+        }
+    }
+
+    fn eval(&mut self, model: &mut Model, x: &[f32], n: usize) -> Result<Vec<f32>> {
+        match self.engine.as_deref_mut() {
+            Some(e) => Ok(e.forward_eval(model, x, n)?.to_vec()),
+            None => {
+                let xs =
+                    Tensor::from_slice(x, (n, self.channels, self.size, self.size), &self.device)?;
+                let z = model.forward_t(&xs, false, &mut Rng::new(0))?;
+                Ok(z.flatten_all()?.to_vec1::<f32>()?)
+            }
+        }
+    }
 }
 
 fn argmax(row: &[f32]) -> u32 {
@@ -302,16 +336,26 @@ fn argmax(row: &[f32]) -> u32 {
     best as u32
 }
 
-fn histograms(
-    model: &Model,
-    grads: Option<&candle_core::backprop::GradStore>,
-) -> Result<Vec<Histogram>> {
+/// The last batch's gradients, from whichever path computed them.
+enum LastGrads<'a> {
+    Engine(&'a [Vec<f32>]),
+    Autograd(&'a candle_core::backprop::GradStore),
+}
+
+fn histograms(model: &Model, grads: Option<LastGrads<'_>>) -> Result<Vec<Histogram>> {
     let mut out = Vec::new();
-    for p in model.params() {
+    for (i, p) in model.params().iter().enumerate() {
         let v = p.var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
         out.push(Histogram::from_values(p.name.clone(), &v, 30));
-        if let Some(g) = grads.and_then(|g| g.get(p.var.as_tensor())) {
-            let v = g.flatten_all()?.to_vec1::<f32>()?;
+        let g = match &grads {
+            Some(LastGrads::Engine(g)) => g.get(i).cloned(),
+            Some(LastGrads::Autograd(store)) => match store.get(p.var.as_tensor()) {
+                Some(g) => Some(g.flatten_all()?.to_vec1::<f32>()?),
+                None => None,
+            },
+            None => None,
+        };
+        if let Some(v) = g {
             out.push(Histogram::from_values(format!("{}.grad", p.name), &v, 30));
         }
     }
@@ -426,6 +470,11 @@ pub fn run_trial(
     )?;
     let params = model.params();
     let mut opt = Optimizer::new(&cfg.train, &params);
+    let mut engine = if device.is_cpu() && !opts.autograd {
+        Some(Engine::new(&model, ds.channels, ds.image_size)?)
+    } else {
+        None
+    };
     let mut shuffle_rng = Rng::stream(seed, "shuffle");
     let mut augment_rng = Rng::stream(seed, "augment");
     let mut dropout_rng = Rng::stream(seed, "dropout");
@@ -483,11 +532,20 @@ pub fn run_trial(
             }
             let t0 = Instant::now();
             batcher.fill(ds, chunk, Some(&mut augment_rng), &mut buf, &mut labels);
-            let x = Tensor::from_slice(&buf, (chunk.len(), c, s, s), device)?;
             let t1 = Instant::now();
-            let logits = model.forward_t(&x, true, &mut dropout_rng)?;
-            let loss = ce.loss(&logits, &labels)?;
-            let lv = loss.to_scalar::<f32>()? as f64;
+            let n = chunk.len();
+            let (lv, z) = match engine.as_mut() {
+                Some(e) => {
+                    let lv = e.train_step(&mut model, &buf, &labels, &ce, &mut dropout_rng)?;
+                    (lv as f64, None)
+                }
+                None => {
+                    let x = Tensor::from_slice(&buf, (n, c, s, s), device)?;
+                    let logits = model.forward_t(&x, true, &mut dropout_rng)?;
+                    let loss = ce.loss(&logits, &labels)?;
+                    (loss.to_scalar::<f32>()? as f64, Some((logits, loss)))
+                }
+            };
             if !lv.is_finite() {
                 stop_reason = StopReason::Diverged {
                     epoch,
@@ -496,29 +554,39 @@ pub fn run_trial(
                 };
                 break 'epochs;
             }
-            let grads = loss.backward()?;
-            opt.step(&params, &grads, lr)?;
+            let rows = match (z, engine.as_ref()) {
+                (Some((logits, loss)), _) => {
+                    let grads = loss.backward()?;
+                    opt.step(&params, &grads, lr)?;
+                    if opts.gradient_histograms {
+                        last_grads = Some(grads);
+                    }
+                    logits.flatten_all()?.to_vec1::<f32>()?
+                }
+                (None, Some(e)) => {
+                    opt.step_slices(&params, e.grads(), lr)?;
+                    e.logits(n).to_vec()
+                }
+                (None, None) => unreachable!("a step without logits has an engine"),
+            };
             let t2 = Instant::now();
             data_s += (t1 - t0).as_secs_f64();
             step_s += (t2 - t1).as_secs_f64();
-            loss_sum += lv * chunk.len() as f64;
-            seen += chunk.len();
-            for (row, y) in logits.to_vec2::<f32>()?.iter().zip(&labels) {
+            loss_sum += lv * n as f64;
+            seen += n;
+            for (row, y) in rows.chunks_exact(ds.num_classes()).zip(&labels) {
                 correct += u64::from(argmax(row) == *y);
             }
             obs.on_batch(epoch, b + 1, batches);
-            if opts.gradient_histograms {
-                last_grads = Some(grads);
-            }
         }
         let ev = evaluate(
             &mut model,
+            &mut Logits::new(engine.as_mut(), ds, device),
             ds,
             &split.val,
             &mut batcher,
             &ce,
             cfg.train.eval_batch_size,
-            device,
         )?;
         let m = EpochMetrics {
             epoch,
@@ -536,7 +604,14 @@ pub fn run_trial(
         obs.on_epoch(&m);
         if let Some(every) = opts.histogram_every {
             if epoch % every.max(1) == 0 || epoch == cfg.train.epochs {
-                obs.on_histograms(epoch, &histograms(&model, last_grads.as_ref())?);
+                let grads = match (&engine, &last_grads) {
+                    (Some(e), _) if opts.gradient_histograms && seen > 0 => {
+                        Some(LastGrads::Engine(e.grads()))
+                    }
+                    (None, Some(g)) => Some(LastGrads::Autograd(g)),
+                    _ => None,
+                };
+                obs.on_histograms(epoch, &histograms(&model, grads)?);
             }
         }
         history.push(m.get(monitor));
@@ -629,14 +704,15 @@ pub fn evaluate_checkpoint(
     let ce = CrossEntropy::new(class_weights(cfg, &counts)?, cfg.train.label_smoothing);
     let mut batcher = Batcher::new(&cfg.data);
     let all: Vec<usize> = (0..ds.len()).collect();
+    let mut engine = cpu_engine(&model, ds)?;
     Ok(evaluate(
         &mut model,
+        &mut Logits::new(engine.as_mut(), ds, device),
         ds,
         &all,
         &mut batcher,
         &ce,
         cfg.train.eval_batch_size,
-        device,
     )?
     .report)
 }
@@ -653,17 +729,23 @@ pub fn predict_checkpoint(
     let mut batcher = Batcher::new(&cfg.data);
     let (mut buf, mut labels) = (Vec::new(), Vec::new());
     let mut out = Vec::with_capacity(idx.len());
-    let mut unused = Rng::new(0);
+    let mut engine = cpu_engine(&model, ds)?;
+    let mut logits = Logits::new(engine.as_mut(), ds, device);
     for chunk in idx.chunks(cfg.train.eval_batch_size.max(1)) {
         batcher.fill(ds, chunk, None, &mut buf, &mut labels);
-        let x = Tensor::from_slice(
-            &buf,
-            (chunk.len(), ds.channels, ds.image_size, ds.image_size),
-            device,
-        )?;
-        for row in model.forward_t(&x, false, &mut unused)?.to_vec2::<f32>()? {
-            out.push(argmax(&row));
+        let z = logits.eval(&mut model, &buf, chunk.len())?;
+        for row in z.chunks_exact(ds.num_classes()) {
+            out.push(argmax(row));
         }
     }
     Ok(out)
+}
+
+/// The CPU engine for a model on the CPU; `None` on other devices.
+fn cpu_engine(model: &Model, ds: &Dataset) -> Result<Option<Engine>> {
+    Ok(if model.device().is_cpu() {
+        Some(Engine::new(model, ds.channels, ds.image_size)?)
+    } else {
+        None
+    })
 }

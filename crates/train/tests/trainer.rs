@@ -259,3 +259,51 @@ fn cnn_with_batch_norm_trains_and_evaluates() {
         8 * 27 + 8 + 16 + 16 * 72 + 16 + 32 + 32 * 256 + 32 + 64 + 4 * 32 + 4
     );
 }
+
+/// The CPU engine (the default on the CPU) and candle's generic autograd train the
+/// same trial to the same metrics: same initialization, batches, augmentation and
+/// dropout masks; only floating-point rounding differs.
+#[test]
+fn the_cpu_engine_and_candle_autograd_train_the_same_trial() {
+    for (model, train) in [
+        (
+            "batch_norm = true\ndropout = 0.3",
+            "optimizer = \"sgd\"\nmomentum = 0.9\nlearning_rate = 0.05",
+        ),
+        (
+            "arch = \"cnn\"\nconv_channels = [4, 8]\nhidden = [16]",
+            "optimizer = \"sgd\"\nlearning_rate = 0.05\nweight_decay = 1e-3",
+        ),
+        ("activation = \"tanh\"", "optimizer = \"adamw\""),
+    ] {
+        let c = cfg(model, &format!("{train}\nepochs = 3"));
+        let fast = run(&c, &TrialOptions::default(), &mut NoObserver);
+        let slow = run(
+            &c,
+            &TrialOptions {
+                autograd: true,
+                ..TrialOptions::default()
+            },
+            &mut NoObserver,
+        );
+        for (a, b) in fast.epochs.iter().zip(&slow.epochs) {
+            for (what, x, y) in [
+                ("train loss", a.train_loss, b.train_loss),
+                ("val loss", a.val_loss, b.val_loss),
+            ] {
+                assert!(
+                    (x - y).abs() < 1e-3 * y.abs().max(1.0),
+                    "{model} / {train}: epoch {} {what}: engine {x} vs autograd {y}",
+                    a.epoch
+                );
+            }
+            assert!(
+                (a.val_accuracy - b.val_accuracy).abs() <= 1.0 / 32.0,
+                "{model}: epoch {} accuracy {} vs {}",
+                a.epoch,
+                a.val_accuracy,
+                b.val_accuracy
+            );
+        }
+    }
+}

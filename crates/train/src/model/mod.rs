@@ -28,13 +28,13 @@ pub struct Param {
     pub var: Var,
 }
 
-struct BatchNorm {
-    gamma: Var,
-    beta: Var,
-    running_mean: Tensor,
-    running_var: Tensor,
-    momentum: f64,
-    eps: f64,
+pub(crate) struct BatchNorm {
+    pub(crate) gamma: Var,
+    pub(crate) beta: Var,
+    pub(crate) running_mean: Tensor,
+    pub(crate) running_var: Tensor,
+    pub(crate) momentum: f64,
+    pub(crate) eps: f64,
     /// 2 for `[N, C]`, 4 for `[N, C, H, W]`.
     rank: usize,
 }
@@ -99,21 +99,21 @@ impl BatchNorm {
     }
 }
 
-struct Layer {
+pub(crate) struct Layer {
     name: String,
-    weight: Var,
-    bias: Var,
-    bn: Option<BatchNorm>,
+    pub(crate) weight: Var,
+    pub(crate) bias: Var,
+    pub(crate) bn: Option<BatchNorm>,
 }
 
 /// The MLP or CNN of a trial.
 pub struct Model {
-    arch: Arch,
-    activation: Activation,
-    dropout: f64,
-    convs: Vec<Layer>,
-    hidden: Vec<Layer>,
-    output: Layer,
+    pub(crate) arch: Arch,
+    pub(crate) activation: Activation,
+    pub(crate) dropout: f64,
+    pub(crate) convs: Vec<Layer>,
+    pub(crate) hidden: Vec<Layer>,
+    pub(crate) output: Layer,
     device: Device,
 }
 
@@ -206,7 +206,7 @@ impl Model {
         })
     }
 
-    fn layers(&self) -> impl Iterator<Item = &Layer> {
+    pub(crate) fn layers(&self) -> impl Iterator<Item = &Layer> {
         self.convs
             .iter()
             .chain(&self.hidden)
@@ -306,7 +306,7 @@ impl Model {
                 if let Some(bn) = &mut l.bn {
                     x = bn.forward_t(&x, train)?;
                 }
-                x = activate(&x, act)?.max_pool2d(2)?;
+                x = max_pool2(&activate(&x, act)?)?;
             }
         }
         x = x.flatten_from(1)?;
@@ -330,6 +330,21 @@ impl Model {
     pub fn device(&self) -> &Device {
         &self.device
     }
+}
+
+/// 2×2 max-pooling, stride 2, odd rows and columns dropped (floor), written as a
+/// reshape and two max-reductions. Candle 0.11.1's own `max_pool2d` backward
+/// multiplies the gradient by the window's share of maxima (¼ for a unique
+/// maximum) where PyTorch passes it whole; the reductions' backward passes it whole.
+pub fn max_pool2(x: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let (h2, w2) = (h / 2, w / 2);
+    let x = if h % 2 == 1 || w % 2 == 1 {
+        x.narrow(2, 0, 2 * h2)?.narrow(3, 0, 2 * w2)?.contiguous()?
+    } else {
+        x.contiguous()?
+    };
+    Ok(x.reshape((n, c, h2, 2, w2, 2))?.max(5)?.max(3)?)
 }
 
 /// Inverted dropout: zero with probability `p`, scale survivors by `1/(1−p)`, as
@@ -494,6 +509,36 @@ mod tests {
             &[&[1.1285089, 1.3138541]],
             1e-5,
         );
+    }
+
+    /// `F.max_pool2d(x, 2)` on a 1×1×3×5 input keeps the 2×2 windows of the first
+    /// two rows and four columns; `y.sum().backward()` puts a gradient of exactly 1
+    /// on each window's maximum (candle's own max_pool2d backward gives ¼).
+    #[test]
+    fn max_pool_passes_the_whole_gradient_to_the_maximum() {
+        let x = Var::new(
+            &[[[
+                [1f32, 5., 2., 2., 9.],
+                [6., 0., 3., 1., 9.],
+                [7., 7., 7., 7., 7.],
+            ]]],
+            &Device::Cpu,
+        )
+        .unwrap();
+        let y = max_pool2(x.as_tensor()).unwrap();
+        assert_eq!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), [6., 3.]);
+        let g = y.sum_all().unwrap().backward().unwrap();
+        let gx = g
+            .get(x.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let mut want = [0f32; 15];
+        want[5] = 1.0;
+        want[7] = 1.0;
+        assert_eq!(gx, want);
     }
 
     /// `torch.nn.Dropout(p)` in training: zeros with probability p, survivors × 1/(1−p),
