@@ -39,9 +39,7 @@ struct ConvBufs {
     xhat: Vec<f32>,
     /// Batch-norm output (the activation's input when `bn`).
     v: Vec<f32>,
-    /// Activation output.
-    r: Vec<f32>,
-    /// Pooled output `[n, cout, h/2, w/2]`.
+    /// Activated and pooled output `[n, cout, h/2, w/2]`.
     pooled: Vec<f32>,
     arg: Vec<u32>,
     inv_std: Vec<f32>,
@@ -67,6 +65,8 @@ struct DenseBufs {
 #[derive(Default)]
 struct Scratch {
     cols: Vec<f32>,
+    /// One image's gradient wrt the convolution output (no batch-norm).
+    du: Vec<f32>,
     dcols: Vec<f32>,
     dw: Vec<f32>,
     db: Vec<f32>,
@@ -230,13 +230,13 @@ impl Engine {
                 grow(&mut l.v, e);
                 grow(&mut l.inv_std, l.cout);
             }
-            grow(&mut l.r, e);
             grow(&mut l.pooled, p);
             grow(&mut l.arg, p);
             widest = widest.max(n * l.cin * l.h * l.w).max(p);
             conv_widest = conv_widest.max(e);
             for sc in &mut self.scratch {
                 grow(&mut sc.cols, l.cin * 9 * l.h * l.w);
+                grow(&mut sc.du, l.cout * l.h * l.w);
                 grow(&mut sc.dcols, l.cin * 9 * l.h * l.w);
                 grow(&mut sc.dw, l.cout * l.cin * 9);
                 grow(&mut sc.db, l.cout);
@@ -377,14 +377,23 @@ impl Engine {
             let (cin, cout, h, wd) = (l.cin, l.cout, l.h, l.w);
             let hw = h * wd;
             let per = n.div_ceil(groups).max(1);
+            let (h2, w2) = (h / 2, wd / 2);
+            let bn = l.bn;
+            // Without batch-norm each image is convolved, activated and pooled while
+            // its feature maps are still in cache; with it, pooling waits for the
+            // batch statistics.
             l.u[..n * cout * hw]
                 .par_chunks_mut(per * cout * hw)
                 .zip(input.par_chunks(per * cin * hw))
+                .zip(l.pooled[..n * cout * h2 * w2].par_chunks_mut(per * cout * h2 * w2))
+                .zip(l.arg[..n * cout * h2 * w2].par_chunks_mut(per * cout * h2 * w2))
                 .zip(self.scratch.par_iter_mut())
-                .for_each(|((u, xin), sc)| {
-                    for (un, xn) in u
+                .for_each(|((((u, xin), p), a), sc)| {
+                    for (((un, xn), pn), an) in u
                         .chunks_exact_mut(cout * hw)
                         .zip(xin.chunks_exact(cin * hw))
+                        .zip(p.chunks_exact_mut(cout * h2 * w2))
+                        .zip(a.chunks_exact_mut(cout * h2 * w2))
                     {
                         k::im2col3(xn, cin, h, wd, &mut sc.cols);
                         k::matmul(
@@ -401,6 +410,9 @@ impl Engine {
                             for v in &mut un[c * hw..(c + 1) * hw] {
                                 *v += bc;
                             }
+                        }
+                        if !bn {
+                            k::act_max_pool2(act, un, cout, h, wd, pn, an);
                         }
                     }
                 });
@@ -443,22 +455,20 @@ impl Engine {
             } else {
                 &l.u[..n * cout * hw]
             };
-            let (h2, w2) = (h / 2, wd / 2);
-            l.r[..n * cout * hw]
-                .par_chunks_mut(per * cout * hw)
-                .zip(pre.par_chunks(per * cout * hw))
-                .zip(l.pooled[..n * cout * h2 * w2].par_chunks_mut(per * cout * h2 * w2))
-                .zip(l.arg[..n * cout * h2 * w2].par_chunks_mut(per * cout * h2 * w2))
-                .for_each(|(((r, v), p), a)| {
-                    k::activate(act, v, r);
-                    for ((rn, pn), an) in r
-                        .chunks_exact(cout * hw)
-                        .zip(p.chunks_exact_mut(cout * h2 * w2))
-                        .zip(a.chunks_exact_mut(cout * h2 * w2))
-                    {
-                        k::max_pool2(rn, cout, h, wd, pn, an);
-                    }
-                });
+            if bn {
+                pre.par_chunks(per * cout * hw)
+                    .zip(l.pooled[..n * cout * h2 * w2].par_chunks_mut(per * cout * h2 * w2))
+                    .zip(l.arg[..n * cout * h2 * w2].par_chunks_mut(per * cout * h2 * w2))
+                    .for_each(|((v, p), a)| {
+                        for ((vn, pn), an) in v
+                            .chunks_exact(cout * hw)
+                            .zip(p.chunks_exact_mut(cout * h2 * w2))
+                            .zip(a.chunks_exact_mut(cout * h2 * w2))
+                        {
+                            k::act_max_pool2(act, vn, cout, h, wd, pn, an);
+                        }
+                    });
+            }
             li += 1;
         }
 
@@ -723,23 +733,29 @@ impl Engine {
             } else {
                 &l.u[..n * cout * hw]
             };
-            // Through the pool and the activation.
-            self.gconv[..n * cout * hw]
-                .par_chunks_mut(per * cout * hw)
-                .zip(self.ga[..n * cout * hw2].par_chunks(per * cout * hw2))
-                .zip(l.arg[..n * cout * hw2].par_chunks(per * cout * hw2))
-                .zip(pre.par_chunks(per * cout * hw))
-                .zip(l.r[..n * cout * hw].par_chunks(per * cout * hw))
-                .for_each(|((((dr, gp), arg), v), r)| {
-                    for ((drn, gpn), an) in dr
-                        .chunks_exact_mut(cout * hw)
-                        .zip(gp.chunks_exact(cout * hw2))
-                        .zip(arg.chunks_exact(cout * hw2))
-                    {
-                        k::max_pool2_backward(gpn, an, drn);
-                    }
-                    k::activate_backward(act, v, r, dr);
-                });
+            // Through the pool and the activation: with batch-norm for the whole
+            // batch first (its backward needs batch sums); without, image by image
+            // below, while the image's gradient is in cache.
+            let bn = l.bn;
+            if bn {
+                self.gconv[..n * cout * hw]
+                    .par_chunks_mut(per * cout * hw)
+                    .zip(self.ga[..n * cout * hw2].par_chunks(per * cout * hw2))
+                    .zip(l.arg[..n * cout * hw2].par_chunks(per * cout * hw2))
+                    .zip(l.pooled[..n * cout * hw2].par_chunks(per * cout * hw2))
+                    .zip(pre.par_chunks(per * cout * hw))
+                    .for_each(|((((dr, gp), arg), pooled), v)| {
+                        for ((((drn, gpn), an), pn), vn) in dr
+                            .chunks_exact_mut(cout * hw)
+                            .zip(gp.chunks_exact(cout * hw2))
+                            .zip(arg.chunks_exact(cout * hw2))
+                            .zip(pooled.chunks_exact(cout * hw2))
+                            .zip(v.chunks_exact(cout * hw))
+                        {
+                            k::act_max_pool2_backward(act, vn, pn, an, gpn, drn);
+                        }
+                    });
+            }
             if let Some(bi) = sl.bn {
                 let (a, b) = self.grads.split_at_mut(bi + 1);
                 k::bn_backward(
@@ -762,6 +778,8 @@ impl Engine {
             };
             let w = ps.get(sl.w);
             let need_dx = ci > 0;
+            // Without batch-norm `gconv` is not filled (each image's gradient is
+            // formed in scratch); it still gives the loop its per-group chunks.
             let du = &self.gconv[..n * cout * hw];
             // Input gradient of this block = gradient wrt the previous block's pooled output.
             let dx: &mut [f32] = if need_dx {
@@ -775,18 +793,34 @@ impl Engine {
             } else {
                 (0..n.div_ceil(per)).map(|_| &mut [][..]).collect()
             };
+            let gp = &self.ga[..n * cout * hw2];
+            let arg = &l.arg[..n * cout * hw2];
+            let pooled = &l.pooled[..n * cout * hw2];
             du.par_chunks(per * cout * hw)
                 .zip(input.par_chunks(per * cin * hw))
                 .zip(dx_chunks.into_par_iter())
                 .zip(self.scratch.par_iter_mut())
-                .for_each(|(((dun, xn), dxn), sc)| {
+                .enumerate()
+                .for_each(|(g, (((dun, xn), dxn), sc))| {
                     sc.dw[..cout * kdim].fill(0.0);
                     sc.db[..cout].fill(0.0);
-                    for (i, (dui, xi)) in dun
-                        .chunks_exact(cout * hw)
-                        .zip(xn.chunks_exact(cin * hw))
-                        .enumerate()
-                    {
+                    let first = g * per;
+                    for (i, xi) in xn.chunks_exact(cin * hw).enumerate() {
+                        let img = first + i;
+                        let dui: &[f32] = if bn {
+                            &dun[i * cout * hw..(i + 1) * cout * hw]
+                        } else {
+                            let (o, o2) = (img * cout * hw, img * cout * hw2);
+                            k::act_max_pool2_backward(
+                                act,
+                                &pre[o..o + cout * hw],
+                                &pooled[o2..o2 + cout * hw2],
+                                &arg[o2..o2 + cout * hw2],
+                                &gp[o2..o2 + cout * hw2],
+                                &mut sc.du[..cout * hw],
+                            );
+                            &sc.du[..cout * hw]
+                        };
                         k::im2col3(xi, cin, h, wd, &mut sc.cols);
                         k::matmul(
                             &mut sc.dw,

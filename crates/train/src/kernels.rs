@@ -196,35 +196,138 @@ pub fn col2im3(cols: &[f32], c: usize, h: usize, w: usize, img: &mut [f32]) {
     }
 }
 
-/// 2×2 max-pooling with stride 2 (floor) of `[c, h, w]` into `[c, h/2, w/2]`,
-/// recording the index (within the input) of each window's first maximum.
-pub fn max_pool2(x: &[f32], c: usize, h: usize, w: usize, out: &mut [f32], arg: &mut [u32]) {
+/// The activation's derivative at input `x` with output `y`.
+#[inline(always)]
+fn derivative(act: Activation, x: f32, y: f32) -> f32 {
+    match act {
+        Activation::Relu => {
+            if x > 0.0 {
+                1.0
+            } else {
+                0.0
+            }
+        }
+        Activation::Tanh => 1.0 - y * y,
+        Activation::Sigmoid => y * (1.0 - y),
+        Activation::Gelu => {
+            const INV_SQRT_2PI: f32 = 0.398_942_3;
+            let cdf =
+                0.5 * (1.0 + candle_core::cpu::erf::erf_f32(x * std::f32::consts::FRAC_1_SQRT_2));
+            cdf + x * INV_SQRT_2PI * (-0.5 * x * x).exp()
+        }
+    }
+}
+
+#[inline(always)]
+fn act1(act: Activation, v: f32) -> f32 {
+    match act {
+        // NaN propagates (as in PyTorch), which `f32::max` would not do.
+        Activation::Relu => {
+            if v <= 0.0 {
+                0.0
+            } else {
+                v
+            }
+        }
+        Activation::Tanh => v.tanh(),
+        Activation::Sigmoid => 1.0 / (1.0 + (-v).exp()),
+        Activation::Gelu => {
+            0.5 * v * (1.0 + candle_core::cpu::erf::erf_f32(v * std::f32::consts::FRAC_1_SQRT_2))
+        }
+    }
+}
+
+/// Activation followed by 2×2 max-pooling (stride 2, floor) of `[c, h, w]` into
+/// `[c, h/2, w/2]`, recording each window's argmax. For the monotonic activations
+/// (relu, tanh, sigmoid) the window's maximum is taken before activating, so only
+/// a quarter of the values are activated; GELU is not monotonic and is applied
+/// to all four first. Ties go to the first maximum; a NaN wins its window.
+pub fn act_max_pool2(
+    act: Activation,
+    v: &[f32],
+    c: usize,
+    h: usize,
+    w: usize,
+    out: &mut [f32],
+    arg: &mut [u32],
+) {
+    let id = |x: f32| x;
+    match act {
+        Activation::Relu => pool_planes(v, c, h, w, out, arg, id, |x| act1(Activation::Relu, x)),
+        Activation::Tanh => pool_planes(v, c, h, w, out, arg, id, f32::tanh),
+        Activation::Sigmoid => {
+            pool_planes(v, c, h, w, out, arg, id, |x| act1(Activation::Sigmoid, x))
+        }
+        Activation::Gelu => pool_planes(v, c, h, w, out, arg, |x| act1(Activation::Gelu, x), id),
+    }
+}
+
+/// `a` or, where `take`, `b`, without a branch (the winner of a pooling window
+/// is data-dependent and would mispredict half the time).
+#[inline(always)]
+fn select(take: bool, a: u32, b: u32) -> u32 {
+    let m = (take as u32).wrapping_neg();
+    (a & !m) | (b & m)
+}
+
+/// Max-pooling of `pre(v)` over 2×2 windows, then `post` of the maximum.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn pool_planes(
+    v: &[f32],
+    c: usize,
+    h: usize,
+    w: usize,
+    out: &mut [f32],
+    arg: &mut [u32],
+    pre: impl Fn(f32) -> f32,
+    post: impl Fn(f32) -> f32,
+) {
     let (h2, w2) = (h / 2, w / 2);
     for ci in 0..c {
-        let base = ci * h * w;
         for y in 0..h2 {
+            let row = ci * h * w + 2 * y * w;
+            let (r0, r1) = (&v[row..row + w], &v[row + w..row + 2 * w]);
+            let o = ci * h2 * w2 + y * w2;
+            let (out, arg) = (&mut out[o..o + w2], &mut arg[o..o + w2]);
+            let w32 = w as u32;
             for xo in 0..w2 {
-                let i0 = base + 2 * y * w + 2 * xo;
-                let mut best = i0;
-                for &i in &[i0 + 1, i0 + w, i0 + w + 1] {
-                    // NaN propagates as in PyTorch: a NaN wins the window.
-                    if x[i] > x[best] || x[i].is_nan() && !x[best].is_nan() {
-                        best = i;
-                    }
+                let vals = [
+                    pre(r0[2 * xo]),
+                    pre(r0[2 * xo + 1]),
+                    pre(r1[2 * xo]),
+                    pre(r1[2 * xo + 1]),
+                ];
+                let offs = [0, 1, w32, w32 + 1];
+                // PyTorch's rule: a later value wins if greater, or if it is NaN.
+                let (mut bi, mut bv) = (0u32, vals[0].to_bits());
+                for j in 1..4 {
+                    let x = vals[j];
+                    let take = x > f32::from_bits(bv) || x.is_nan();
+                    bi = select(take, bi, offs[j]);
+                    bv = select(take, bv, x.to_bits());
                 }
-                let o = ci * h2 * w2 + y * w2 + xo;
-                out[o] = x[best];
-                arg[o] = best as u32;
+                out[xo] = post(f32::from_bits(bv));
+                arg[xo] = (row + 2 * xo) as u32 + bi;
             }
         }
     }
 }
 
-/// Backward of [`max_pool2`]: `dx` (overwritten) gets each output gradient at its argmax.
-pub fn max_pool2_backward(g: &[f32], arg: &[u32], dx: &mut [f32]) {
+/// Backward of [`act_max_pool2`]: `dx` (overwritten, `[c, h, w]`) gets each
+/// pooled gradient at its argmax, times the activation's derivative there.
+pub fn act_max_pool2_backward(
+    act: Activation,
+    v: &[f32],
+    pooled: &[f32],
+    arg: &[u32],
+    g: &[f32],
+    dx: &mut [f32],
+) {
     dx.fill(0.0);
-    for (v, &i) in g.iter().zip(arg) {
-        dx[i as usize] += v;
+    for ((gv, &i), y) in g.iter().zip(arg).zip(pooled) {
+        let i = i as usize;
+        dx[i] += gv * derivative(act, v[i], *y);
     }
 }
 
@@ -233,7 +336,7 @@ pub fn activate(act: Activation, x: &[f32], out: &mut [f32]) {
     match act {
         Activation::Relu => {
             for (o, v) in out.iter_mut().zip(x) {
-                *o = v.max(0.0);
+                *o = if *v <= 0.0 { 0.0 } else { *v };
             }
         }
         Activation::Tanh => {
@@ -508,20 +611,38 @@ mod tests {
     }
 
     #[test]
-    fn max_pool_takes_the_first_maximum_and_floors_odd_sizes() {
+    fn pooling_takes_the_first_maximum_and_floors_odd_sizes() {
         // One 3×5 plane: windows (0,0) and (0,1); the last row and column are dropped.
-        let x = [1f32, 5., 2., 2., 9., 5., 0., 3., 1., 9., 7., 7., 7., 7., 7.];
+        let x = [
+            1f32, 5., 2., -2., 9., 5., 0., 3., 1., 9., 7., 7., 7., 7., 7.,
+        ];
         let mut out = [0f32; 2];
         let mut arg = [0u32; 2];
-        max_pool2(&x, 1, 3, 5, &mut out, &mut arg);
+        act_max_pool2(Activation::Relu, &x, 1, 3, 5, &mut out, &mut arg);
         assert_eq!(out, [5., 3.]);
         assert_eq!(arg, [1, 7]); // the 5 at index 1 wins the tie with index 5
         let mut dx = [1f32; 15];
-        max_pool2_backward(&[2., 3.], &arg, &mut dx);
+        act_max_pool2_backward(Activation::Relu, &x, &out, &arg, &[2., 3.], &mut dx);
         let mut want = [0f32; 15];
         want[1] = 2.;
         want[7] = 3.;
         assert_eq!(dx, want);
+        // Tanh is monotonic: pooled = tanh(max), gradient × (1 − tanh²) at the max.
+        act_max_pool2(Activation::Tanh, &x, 1, 3, 5, &mut out, &mut arg);
+        assert_eq!(out, [5f32.tanh(), 3f32.tanh()]);
+        act_max_pool2_backward(Activation::Tanh, &x, &out, &arg, &[1., 1.], &mut dx);
+        assert!((dx[7] - (1.0 - 3f32.tanh().powi(2))).abs() < 1e-7);
+        // GELU is not monotonic: gelu(−3) ≈ −0.004 beats gelu(−0.5) ≈ −0.154.
+        let y = [-0.5f32, -3.0, -0.6, -0.7];
+        act_max_pool2(Activation::Gelu, &y, 1, 2, 2, &mut out[..1], &mut arg[..1]);
+        assert_eq!(
+            arg[0], 1,
+            "the window's largest GELU output, not its largest input"
+        );
+        // A NaN wins its window, as in PyTorch.
+        let z = [1f32, f32::NAN, 3.0, 2.0];
+        act_max_pool2(Activation::Relu, &z, 1, 2, 2, &mut out[..1], &mut arg[..1]);
+        assert!(out[0].is_nan() && arg[0] == 1);
     }
 
     /// Weighted, label-smoothed cross-entropy and its logit gradient equal the
