@@ -63,8 +63,41 @@ pub fn write(ds: &Dataset, path: &Path) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(io(path))
 }
 
-/// Reads a data set written by [`write`].
-pub fn read(path: &Path) -> Result<Dataset> {
+/// A read-only, shared memory map of a whole file: the page cache holds the
+/// pixels once, however many worker processes map them.
+struct Mapped {
+    ptr: *mut libc::c_void,
+    len: usize,
+    /// The pixel bytes within the mapping.
+    start: usize,
+    end: usize,
+}
+
+// SAFETY: the mapping is read-only (PROT_READ) and never changed while mapped;
+// the cache file is replaced only by rename, which leaves mapped pages intact.
+unsafe impl Send for Mapped {}
+unsafe impl Sync for Mapped {}
+
+impl AsRef<[u8]> for Mapped {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: `ptr` maps `len` readable bytes until `drop`; start..end lies inside.
+        unsafe {
+            &std::slice::from_raw_parts(self.ptr as *const u8, self.len)[self.start..self.end]
+        }
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` come from a successful mmap and are unmapped once.
+        unsafe {
+            libc::munmap(self.ptr, self.len);
+        }
+    }
+}
+
+/// Reads the header of a cache file; returns it with the pixel byte range.
+fn read_header(path: &Path) -> Result<(Header, usize, usize, u64)> {
     let mut f = std::io::BufReader::new(std::fs::File::open(path).map_err(io(path))?);
     let mut magic = [0u8; 8];
     f.read_exact(&mut magic).map_err(io(path))?;
@@ -94,15 +127,68 @@ pub fn read(path: &Path) -> Result<Dataset> {
         .checked_mul(header.image_size)
         .and_then(|v| v.checked_mul(header.image_size))
         .and_then(|v| v.checked_mul(header.channels));
-    let n = match n {
-        Some(n) if n as u64 <= file_len => n,
-        _ => {
-            return Err(Error::Other(format!(
-                "{}: cache is corrupt (sizes do not match the file)",
-                path.display()
-            )))
+    let start = 16 + header_len as usize;
+    match n {
+        Some(n) if (start + n) as u64 == file_len => Ok((header, start, start + n, file_len)),
+        _ => Err(Error::Other(format!(
+            "{}: cache is corrupt (sizes do not match the file)",
+            path.display()
+        ))),
+    }
+}
+
+/// Maps a data set written by [`write`] into memory, shared with every other
+/// process mapping it (the workers of a sweep), without copying the pixels.
+/// The fingerprint is not recomputed (that reads every byte): the orchestrator
+/// checks it with [`read`] once per run before any worker starts.
+pub fn map(path: &Path) -> Result<Dataset> {
+    let (header, start, end, file_len) = read_header(path)?;
+    let f = std::fs::File::open(path).map_err(io(path))?;
+    let len = file_len as usize;
+    let pixels: sweep_train::data::SharedBytes = if start == end {
+        std::sync::Arc::new(Vec::new())
+    } else {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a fresh read-only shared mapping of an open file of `len` bytes.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(Error::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::last_os_error(),
+            });
         }
+        std::sync::Arc::new(Mapped {
+            ptr,
+            len,
+            start,
+            end,
+        })
     };
+    Ok(Dataset::from_shared_parts(
+        header.classes,
+        header.image_size,
+        header.channels,
+        pixels,
+        header.labels,
+        header.sources,
+    )?)
+}
+
+/// Reads a data set written by [`write`] and checks its fingerprint.
+pub fn read(path: &Path) -> Result<Dataset> {
+    let (header, start, end, _) = read_header(path)?;
+    let mut f = std::io::BufReader::new(std::fs::File::open(path).map_err(io(path))?);
+    std::io::copy(&mut (&mut f).take(start as u64), &mut std::io::sink()).map_err(io(path))?;
+    let n = end - start;
     let mut pixels = vec![0u8; n];
     f.read_exact(&mut pixels).map_err(io(path))?;
     let ds = Dataset::from_parts(
@@ -120,4 +206,58 @@ pub fn read(path: &Path) -> Result<Dataset> {
         )));
     }
     Ok(ds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Dataset {
+        let n = 5;
+        Dataset::from_parts(
+            vec!["a".into(), "b".into()],
+            3,
+            2,
+            (0..n * 3 * 3 * 2).map(|i| (i * 7 % 251) as u8).collect(),
+            vec![0, 1, 1, 0, 1],
+            (0..n).map(|i| format!("img{i}.png")).collect(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn read_and_map_give_back_what_was_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache").join("x.dataset");
+        let ds = sample();
+        write(&ds, &path).unwrap();
+        for back in [read(&path).unwrap(), map(&path).unwrap()] {
+            assert_eq!(back.classes, ds.classes);
+            assert_eq!(back.labels(), ds.labels());
+            assert_eq!(back.sources, ds.sources);
+            assert_eq!(back.fingerprint(), ds.fingerprint());
+            for i in 0..ds.len() {
+                assert_eq!(back.image(i), ds.image(i));
+            }
+        }
+        // The mapping stays valid after the file is replaced (rename) or removed.
+        let mapped = map(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(mapped.image(4), ds.image(4));
+    }
+
+    #[test]
+    fn a_truncated_or_foreign_file_is_refused_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.dataset");
+        write(&sample(), &path).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
+        let err = map(&path).unwrap_err().to_string();
+        assert!(err.contains("x.dataset") && err.contains("corrupt"), "{err}");
+        assert!(read(&path).is_err());
+        std::fs::write(&path, b"not a cache at all, just text").unwrap();
+        let err = map(&path).unwrap_err().to_string();
+        assert!(err.contains("not a Sweep data-set cache"), "{err}");
+    }
 }

@@ -121,7 +121,7 @@ pub fn run_job(job: &Job, out: &mut dyn Write, stop: &StopFlag) -> Result<()> {
         tb_error: None,
     };
     let result = (|| -> Result<Box<sweep_train::TrialOutcome>> {
-        let ds = cache::read(&job.cache)?;
+        let ds = cache::map(&job.cache)?;
         let dev = device(&job.device)?;
         // Fault injection for the fault tests: a real panic in a real worker process.
         if std::env::var("SWEEP_FAULT_PANIC_SEED")

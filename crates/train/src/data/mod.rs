@@ -20,6 +20,37 @@ type Scan = (Vec<String>, Vec<(PathBuf, u32)>);
 
 pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp"];
 
+/// Pixel bytes shared with other holders, such as a read-only memory map of a
+/// decoded data-set file that every worker process of a sweep maps at once.
+pub type SharedBytes = std::sync::Arc<dyn AsRef<[u8]> + Send + Sync>;
+
+/// The pixels of a data set: owned, or shared (one copy in memory however many
+/// workers read it).
+#[derive(Clone)]
+enum Pixels {
+    Owned(Vec<u8>),
+    Shared(SharedBytes),
+}
+
+impl Pixels {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Pixels::Owned(v) => v,
+            Pixels::Shared(s) => (**s).as_ref(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Pixels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self {
+            Pixels::Owned(_) => "owned",
+            Pixels::Shared(_) => "shared",
+        };
+        write!(f, "Pixels({} bytes, {kind})", self.bytes().len())
+    }
+}
+
 /// Every image of a data set, decoded and resized once: `len × size × size × channels`
 /// bytes in HWC order, and a class index per image.
 #[derive(Clone, Debug)]
@@ -27,7 +58,7 @@ pub struct Dataset {
     pub classes: Vec<String>,
     pub image_size: usize,
     pub channels: usize,
-    pixels: Vec<u8>,
+    pixels: Pixels,
     labels: Vec<u32>,
     /// Where each image came from (a path relative to the root, or `synthetic/N`).
     pub sources: Vec<String>,
@@ -45,11 +76,49 @@ impl Dataset {
         labels: Vec<u32>,
         sources: Vec<String>,
     ) -> Result<Dataset> {
+        Self::build(
+            classes,
+            image_size,
+            channels,
+            Pixels::Owned(pixels),
+            labels,
+            sources,
+        )
+    }
+
+    /// Builds a data set over pixel bytes shared with others (a memory-mapped
+    /// cache file), without copying them.
+    pub fn from_shared_parts(
+        classes: Vec<String>,
+        image_size: usize,
+        channels: usize,
+        pixels: SharedBytes,
+        labels: Vec<u32>,
+        sources: Vec<String>,
+    ) -> Result<Dataset> {
+        Self::build(
+            classes,
+            image_size,
+            channels,
+            Pixels::Shared(pixels),
+            labels,
+            sources,
+        )
+    }
+
+    fn build(
+        classes: Vec<String>,
+        image_size: usize,
+        channels: usize,
+        pixels: Pixels,
+        labels: Vec<u32>,
+        sources: Vec<String>,
+    ) -> Result<Dataset> {
         let per = image_size * image_size * channels;
-        if pixels.len() != per * labels.len() || sources.len() != labels.len() {
+        if pixels.bytes().len() != per * labels.len() || sources.len() != labels.len() {
             return Err(Error::Invalid(format!(
                 "dataset parts disagree: {} bytes, {} labels, {} sources for {}×{}×{} images",
-                pixels.len(),
+                pixels.bytes().len(),
                 labels.len(),
                 sources.len(),
                 image_size,
@@ -119,7 +188,7 @@ impl Dataset {
     /// Pixels of image `i`, HWC.
     pub fn image(&self, i: usize) -> &[u8] {
         let n = self.image_len();
-        &self.pixels[i * n..(i + 1) * n]
+        &self.pixels.bytes()[i * n..(i + 1) * n]
     }
     /// Images per class.
     pub fn class_counts(&self) -> Vec<usize> {
@@ -172,7 +241,7 @@ impl Dataset {
         for l in &self.labels {
             feed(&l.to_le_bytes());
         }
-        feed(&self.pixels);
+        feed(self.pixels.bytes());
         h
     }
 }
@@ -523,7 +592,6 @@ pub struct Batcher {
     norm: Normalize,
     augment: Vec<Augmentation>,
     settings: AugmentationSettings,
-    scratch: AugmentScratch,
 }
 
 impl Batcher {
@@ -532,7 +600,6 @@ impl Batcher {
             norm: Normalize::new(cfg),
             augment: cfg.augment.clone(),
             settings: cfg.augmentation.clone(),
-            scratch: AugmentScratch::default(),
         }
     }
 
@@ -552,19 +619,29 @@ impl Batcher {
         let size = ds.image_size;
         match rng {
             Some(rng) if !self.augment.is_empty() => {
-                for (k, &i) in indices.iter().enumerate() {
-                    let img = apply_augmentations(
-                        ds.image(i),
-                        size,
-                        ds.channels,
-                        &self.augment,
-                        &self.settings,
-                        rng,
-                        &mut self.scratch,
-                    );
-                    self.norm.write_chw(img, size, &mut out[k * n..(k + 1) * n]);
-                    labels.push(ds.label(i));
-                }
+                // One random stream per image, seeded from `rng` in batch order, so
+                // images are augmented in parallel and the result does not depend
+                // on the number of threads.
+                use rayon::prelude::*;
+                let seeds: Vec<u64> = indices.iter().map(|_| rng.next_u64()).collect();
+                let (augs, settings, norm) = (&self.augment, &self.settings, &self.norm);
+                out.par_chunks_mut(n)
+                    .zip(indices.par_iter())
+                    .zip(seeds.par_iter())
+                    .for_each_init(AugmentScratch::default, |scratch, ((o, &i), &seed)| {
+                        let mut r = Rng::new(seed);
+                        let img = apply_augmentations(
+                            ds.image(i),
+                            size,
+                            ds.channels,
+                            augs,
+                            settings,
+                            &mut r,
+                            scratch,
+                        );
+                        norm.write_chw(img, size, o);
+                    });
+                labels.extend(indices.iter().map(|&i| ds.label(i)));
             }
             _ => {
                 for (k, &i) in indices.iter().enumerate() {
