@@ -105,6 +105,17 @@ pub fn brightness_contrast(img: &mut [u8], alpha: f64, beta: f64) {
 }
 
 /// Reflect-101 border (`dcb|abcd|cba`), OpenCV's `BORDER_REFLECT_101`.
+/// `v.floor() as i64` without a libm call (baseline x86-64 has no SSE4.1 `roundsd`).
+#[inline(always)]
+fn floor_i64(v: f64) -> i64 {
+    let t = v as i64;
+    if (t as f64) > v {
+        t - 1
+    } else {
+        t
+    }
+}
+
 fn reflect101(i: i64, n: i64) -> usize {
     if n == 1 {
         return 0;
@@ -149,17 +160,17 @@ pub fn shift_scale_rotate(
             let (px, py) = (x as f64 - tx, y as f64 - ty);
             let sx = ia * px - ib * py;
             let sy = ib * px + ia * py;
-            let (x0, y0) = (sx.floor(), sy.floor());
-            let (fx, fy) = (sx - x0, sy - y0);
-            let (x0, y0) = (x0 as i64, y0 as i64);
+            let (x0, y0) = (floor_i64(sx), floor_i64(sy));
+            let (fx, fy) = (sx - x0 as f64, sy - y0 as f64);
             let xs = [reflect101(x0, w as i64), reflect101(x0 + 1, w as i64)];
             let ys = [reflect101(y0, h as i64), reflect101(y0 + 1, h as i64)];
             for ch in 0..c {
                 let p = |xi: usize, yi: usize| src[(ys[yi] * w + xs[xi]) * c + ch] as f64;
                 let top = p(0, 0) * (1.0 - fx) + p(1, 0) * fx;
                 let bot = p(0, 1) * (1.0 - fx) + p(1, 1) * fx;
-                dst[(y * w + x) * c + ch] =
-                    (top * (1.0 - fy) + bot * fy).round().clamp(0.0, 255.0) as u8;
+                // A convex mix of bytes lies in [0, 255]: rounding half away from
+                // zero is +0.5 and truncation (no libm call on baseline x86-64).
+                dst[(y * w + x) * c + ch] = ((top * (1.0 - fy) + bot * fy) + 0.5) as u8;
             }
         }
     }
