@@ -19,6 +19,9 @@ pub struct RunArgs {
     /// Trials at once (default: the number of CPU cores).
     #[arg(long)]
     pub jobs: Option<usize>,
+    /// Compute threads per trial (default: the CPU cores divided by --jobs)
+    #[arg(long)]
+    pub threads: Option<usize>,
     /// Devices, comma-separated: cpu (default), or cuda:0,cuda:1,...
     #[arg(long, default_value = "cpu")]
     pub devices: String,
@@ -82,8 +85,8 @@ pub fn run(a: RunArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    if a.jobs == Some(0) || a.per_device == 0 || a.max_attempts < 1 {
-        eprintln!("error: --jobs, --per-device and --max-attempts must be at least 1");
+    if a.jobs == Some(0) || a.threads == Some(0) || a.per_device == 0 || a.max_attempts < 1 {
+        eprintln!("error: --jobs, --threads, --per-device and --max-attempts must be at least 1");
         return ExitCode::from(2);
     }
     if a.dry_run {
@@ -113,7 +116,7 @@ pub fn run(a: RunArgs) -> ExitCode {
         worker_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("sweep")),
         devices,
         per_device,
-        threads_per_worker: (cores() / jobs).max(1),
+        threads_per_worker: a.threads.unwrap_or(cores() / jobs).max(1),
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -254,7 +254,10 @@ mod tests {
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
         let err = map(&path).unwrap_err().to_string();
-        assert!(err.contains("x.dataset") && err.contains("corrupt"), "{err}");
+        assert!(
+            err.contains("x.dataset") && err.contains("corrupt"),
+            "{err}"
+        );
         assert!(read(&path).is_err());
         std::fs::write(&path, b"not a cache at all, just text").unwrap();
         let err = map(&path).unwrap_err().to_string();

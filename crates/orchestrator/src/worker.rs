@@ -121,7 +121,14 @@ pub fn run_job(job: &Job, out: &mut dyn Write, stop: &StopFlag) -> Result<()> {
         tb_error: None,
     };
     let result = (|| -> Result<Box<sweep_train::TrialOutcome>> {
-        let ds = cache::map(&job.cache)?;
+        // The decoded pixels are a read-only map shared by every worker;
+        // SWEEP_WORKER_DATA=copy reads a private copy instead (for
+        // scripts/bench-sweep, which measures the difference).
+        let ds = if std::env::var_os("SWEEP_WORKER_DATA").is_some_and(|v| v == "copy") {
+            cache::read(&job.cache)?
+        } else {
+            cache::map(&job.cache)?
+        };
         let dev = device(&job.device)?;
         // Fault injection for the fault tests: a real panic in a real worker process.
         if std::env::var("SWEEP_FAULT_PANIC_SEED")
