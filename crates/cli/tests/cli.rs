@@ -158,7 +158,13 @@ fn zero_jobs_or_threads_is_refused_before_any_work() {
         let o = sweep(&["run", spec, flag, "0"], dir.path());
         let (_, err) = text(&o);
         assert_eq!(o.status.code(), Some(2), "{flag}: {err}");
-        assert!(err.contains("--threads") && err.contains("at least 1"), "{err}");
-        assert!(!dir.path().join("results").exists(), "{flag} 0 created results");
+        assert!(
+            err.contains("--threads") && err.contains("at least 1"),
+            "{err}"
+        );
+        assert!(
+            !dir.path().join("results").exists(),
+            "{flag} 0 created results"
+        );
     }
 }
