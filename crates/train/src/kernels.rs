@@ -262,14 +262,6 @@ pub fn act_max_pool2(
     }
 }
 
-/// `a` or, where `take`, `b`, without a branch (the winner of a pooling window
-/// is data-dependent and would mispredict half the time).
-#[inline(always)]
-fn select(take: bool, a: u32, b: u32) -> u32 {
-    let m = (take as u32).wrapping_neg();
-    (a & !m) | (b & m)
-}
-
 /// Max-pooling of `pre(v)` over 2×2 windows, then `post` of the maximum.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
@@ -299,15 +291,24 @@ fn pool_planes(
                     pre(r1[2 * xo + 1]),
                 ];
                 let offs = [0, 1, w32, w32 + 1];
-                // PyTorch's rule: a later value wins if greater, or if it is NaN.
-                let (mut bi, mut bv) = (0u32, vals[0].to_bits());
-                for j in 1..4 {
-                    let x = vals[j];
-                    let take = x > f32::from_bits(bv) || x.is_nan();
-                    bi = select(take, bi, offs[j]);
-                    bv = select(take, bv, x.to_bits());
+                let m = vals[0].max(vals[1]).max(vals[2].max(vals[3]));
+                // The first window position holding the maximum, by arithmetic
+                // rather than branches (the winner is data-dependent and would
+                // mispredict half the time).
+                let ne = |j: usize| u32::from(vals[j] != m);
+                let mut bi = ne(0) * (1 + ne(1) * (1 + ne(2)));
+                let mut bv = m;
+                if vals[0].is_nan() | vals[1].is_nan() | vals[2].is_nan() | vals[3].is_nan() {
+                    // PyTorch's rule: a later value wins if greater, or if it is NaN.
+                    (bi, bv) = (0, vals[0]);
+                    for (j, &x) in vals.iter().enumerate().skip(1) {
+                        if x > bv || x.is_nan() {
+                            (bi, bv) = (j as u32, x);
+                        }
+                    }
                 }
-                out[xo] = post(f32::from_bits(bv));
+                let bi = offs[bi as usize];
+                out[xo] = post(bv);
                 arg[xo] = (row + 2 * xo) as u32 + bi;
             }
         }
