@@ -366,12 +366,7 @@ impl Engine {
         for ci in 0..self.convs.len() {
             let (prev, rest) = self.convs.split_at_mut(ci);
             let l = &mut rest[0];
-            let input: &[f32] = if ci == 0 {
-                x
-            } else {
-                let p = &prev[ci - 1];
-                &p.pooled[..n * p.cout * (p.h / 2) * (p.w / 2)]
-            };
+            let input = conv_input(prev, n, x);
             let sl = self.slots[li];
             let (w, b) = (ps.get(sl.w), ps.get(sl.b));
             let (cin, cout, h, wd) = (l.cin, l.cout, l.h, l.w);
@@ -476,27 +471,17 @@ impl Engine {
         for di in 0..self.dense.len() {
             let (prev, rest) = self.dense.split_at_mut(di);
             let l = &mut rest[0];
-            let input: &[f32] = if di > 0 {
-                dense_output(&prev[di - 1], n, train, self.dropout)
-            } else if let Some(c) = self.convs.last() {
-                &c.pooled[..n * c.cout * (c.h / 2) * (c.w / 2)]
-            } else {
-                x
-            };
+            let input = dense_input(prev, &self.convs, n, train, self.dropout, x);
             let sl = self.slots[li];
             let (fin, fout) = (l.fin, l.fout);
-            let u = &mut l.u[..n * fout];
-            k::matmul(
-                u,
-                n,
-                fout,
-                fin,
-                MatRef::rows(input, fin),
-                MatRef::transposed(ps.get(sl.w), fin),
-                false,
+            linear_forward(
+                &mut l.u[..n * fout],
+                input,
+                ps.get(sl.w),
+                ps.get(sl.b),
+                (n, fin, fout),
                 par,
             );
-            k::add_row_bias(u, ps.get(sl.b));
             if let Some(bi) = sl.bn {
                 let (mom, eps, rm, rv) = &bn_layers[li];
                 let (mean, inv) = batch_norm_stats(
@@ -555,27 +540,18 @@ impl Engine {
         }
 
         // Output layer.
-        let input: &[f32] = if let Some(l) = self.dense.last() {
-            dense_output(l, n, train, self.dropout)
-        } else if let Some(c) = self.convs.last() {
-            &c.pooled[..n * c.cout * (c.h / 2) * (c.w / 2)]
-        } else {
-            x
-        };
+        let input = dense_input(&self.dense, &self.convs, n, train, self.dropout, x);
         let sl = self.slots[li];
         let fin = model.output.weight.dims()[1];
         let kk = self.classes;
-        k::matmul(
+        linear_forward(
             &mut self.logits[..n * kk],
-            n,
-            kk,
-            fin,
-            MatRef::rows(input, fin),
-            MatRef::transposed(ps.get(sl.w), fin),
-            false,
+            input,
+            ps.get(sl.w),
+            ps.get(sl.b),
+            (n, fin, kk),
             par,
         );
-        k::add_row_bias(&mut self.logits[..n * kk], ps.get(sl.b));
         drop(ps);
         drop(tensors);
 
@@ -615,39 +591,19 @@ impl Engine {
         let fin = model.output.weight.dims()[1];
         let has_prev = nconv + ndense > 0;
         {
-            let input: &[f32] = if let Some(l) = self.dense.last() {
-                dense_output(l, n, true, self.dropout)
-            } else if let Some(c) = self.convs.last() {
-                &c.pooled[..n * c.cout * (c.h / 2) * (c.w / 2)]
-            } else {
-                x
-            };
+            let input = dense_input(&self.dense, &self.convs, n, true, self.dropout, x);
             let sl = self.slots[li];
-            let dz = &self.dlogits[..n * kk];
-            let (gw, rest) = self.grads.split_at_mut(sl.w + 1);
-            k::matmul(
-                &mut gw[sl.w],
-                kk,
-                fin,
-                n,
-                MatRef::transposed(dz, kk),
-                MatRef::rows(input, fin),
-                false,
+            let dx = has_prev.then(|| &mut self.ga[..n * fin]);
+            linear_backward(
+                &mut self.grads,
+                sl,
+                &self.dlogits[..n * kk],
+                input,
+                ps.get(sl.w),
+                (n, fin, kk),
+                dx,
                 par,
             );
-            k::column_sums(dz, kk, &mut rest[0]);
-            if has_prev {
-                k::matmul(
-                    &mut self.ga[..n * fin],
-                    n,
-                    fin,
-                    kk,
-                    MatRef::rows(dz, kk),
-                    MatRef::rows(ps.get(sl.w), fin),
-                    false,
-                    par,
-                );
-            }
         }
 
         // Hidden dense blocks, last to first; `ga` holds the gradient wrt the block's output.
@@ -683,37 +639,21 @@ impl Engine {
                     &mut b[0],
                 );
             }
-            let input: &[f32] = if di > 0 {
-                dense_output(&prev[di - 1], n, true, self.dropout)
-            } else if let Some(c) = self.convs.last() {
-                &c.pooled[..n * c.cout * (c.h / 2) * (c.w / 2)]
-            } else {
-                x
-            };
-            let (gw, rest) = self.grads.split_at_mut(sl.w + 1);
-            k::matmul(
-                &mut gw[sl.w],
-                fout,
-                fin,
-                n,
-                MatRef::transposed(g, fout),
-                MatRef::rows(input, fin),
-                false,
+            let input = dense_input(prev, &self.convs, n, true, self.dropout, x);
+            // The first layer's input gradient is nobody's: skip it.
+            let need_dx = di > 0 || nconv > 0;
+            let dx = need_dx.then(|| &mut self.gb[..n * fin]);
+            linear_backward(
+                &mut self.grads,
+                sl,
+                g,
+                input,
+                ps.get(sl.w),
+                (n, fin, fout),
+                dx,
                 par,
             );
-            k::column_sums(g, fout, &mut rest[0]);
-            // The first layer's input gradient is nobody's: skip it.
-            if di > 0 || nconv > 0 {
-                k::matmul(
-                    &mut self.gb[..n * fin],
-                    n,
-                    fin,
-                    fout,
-                    MatRef::rows(g, fout),
-                    MatRef::rows(ps.get(sl.w), fin),
-                    false,
-                    par,
-                );
+            if need_dx {
                 std::mem::swap(&mut self.ga, &mut self.gb);
             }
         }
@@ -770,12 +710,7 @@ impl Engine {
                     &mut b[0],
                 );
             }
-            let input: &[f32] = if ci == 0 {
-                x
-            } else {
-                let p = &prev[ci - 1];
-                &p.pooled[..n * p.cout * (p.h / 2) * (p.w / 2)]
-            };
+            let input = conv_input(prev, n, x);
             let w = ps.get(sl.w);
             let need_dx = ci > 0;
             // Without batch-norm `gconv` is not filled (each image's gradient is
@@ -874,6 +809,93 @@ impl Engine {
             }
         }
         Ok(())
+    }
+}
+
+/// A linear layer `y = x·Wᵀ + b` (`x`: `n × fin`, `W`: `fout × fin`).
+fn linear_forward(
+    y: &mut [f32],
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    (n, fin, fout): (usize, usize, usize),
+    par: Parallelism,
+) {
+    k::matmul(
+        y,
+        n,
+        fout,
+        fin,
+        MatRef::rows(x, fin),
+        MatRef::transposed(w, fin),
+        false,
+        par,
+    );
+    k::add_row_bias(y, b);
+}
+
+/// Backward of a linear layer `y = x·Wᵀ + b` (`x`: `n × fin`) from `dy`
+/// (`n × fout`): `dW = dyᵀ·x` and `db = Σ dy` into the gradient buffers of
+/// `sl`, and `dx = dy·W` into `dx` when someone needs it.
+#[allow(clippy::too_many_arguments)]
+fn linear_backward(
+    grads: &mut [Vec<f32>],
+    sl: Slots,
+    dy: &[f32],
+    x: &[f32],
+    w: &[f32],
+    (n, fin, fout): (usize, usize, usize),
+    dx: Option<&mut [f32]>,
+    par: Parallelism,
+) {
+    let (gw, rest) = grads.split_at_mut(sl.w + 1);
+    k::matmul(
+        &mut gw[sl.w],
+        fout,
+        fin,
+        n,
+        MatRef::transposed(dy, fout),
+        MatRef::rows(x, fin),
+        false,
+        par,
+    );
+    k::column_sums(dy, fout, &mut rest[0]);
+    if let Some(dx) = dx {
+        k::matmul(
+            dx,
+            n,
+            fin,
+            fout,
+            MatRef::rows(dy, fout),
+            MatRef::rows(w, fin),
+            false,
+            par,
+        );
+    }
+}
+
+/// The input of a convolution block: the previous block's pooled maps, else the images.
+fn conv_input<'a>(prev: &'a [ConvBufs], n: usize, x: &'a [f32]) -> &'a [f32] {
+    match prev.last() {
+        Some(p) => &p.pooled[..n * p.cout * (p.h / 2) * (p.w / 2)],
+        None => x,
+    }
+}
+
+/// The input of a dense block (or of the output layer) after the dense blocks
+/// `prev`: the last one's output, else the last convolution block's pooled maps
+/// (flattened), else the images.
+fn dense_input<'a>(
+    prev: &'a [DenseBufs],
+    convs: &'a [ConvBufs],
+    n: usize,
+    train: bool,
+    dropout: f32,
+    x: &'a [f32],
+) -> &'a [f32] {
+    match prev.last() {
+        Some(l) => dense_output(l, n, train, dropout),
+        None => conv_input(convs, n, x),
     }
 }
 
