@@ -32,13 +32,75 @@ pub struct Hyper {
     pub eps: f32,
 }
 
-/// Moment buffers of one parameter.
+/// Moment buffers of one parameter: host vectors on the CPU, device tensors
+/// elsewhere (where the update runs as candle ops, see [`update_tensors`]).
 #[derive(Clone, Debug, Default)]
 pub struct ParamState {
     /// SGD momentum buffer or Adam's first moment.
     pub m: Vec<f32>,
     /// Adam's second moment.
     pub v: Vec<f32>,
+    pub m_dev: Option<Tensor>,
+    pub v_dev: Option<Tensor>,
+}
+
+/// The same update as [`update`] written with candle tensor ops, for parameters
+/// on a device other than the CPU (CUDA): the moments stay on the device and
+/// nothing is copied to the host. Same formulas, same order of operations.
+pub fn update_tensors(
+    h: &Hyper,
+    t: u64,
+    wd: f32,
+    p: &candle_core::Var,
+    g: &Tensor,
+    s: &mut ParamState,
+) -> Result<()> {
+    let pt = p.as_tensor();
+    let k = Coeffs::new(h, t, wd, s.m_dev.is_none());
+    let (wd, lr) = (wd as f64, h.lr as f64);
+    match h.kind {
+        OptimizerKind::Sgd => {
+            let gi = (g + (pt * wd)?)?;
+            if h.momentum == 0.0 {
+                p.set(&(pt - (gi * lr)?)?)?;
+                return Ok(());
+            }
+            let mu = h.momentum as f64;
+            let b = match &s.m_dev {
+                None => gi.clone(),
+                Some(m) => ((m * mu)? + &gi)?,
+            };
+            let d = if h.nesterov {
+                (&gi + (&b * mu)?)?
+            } else {
+                b.clone()
+            };
+            s.m_dev = Some(b);
+            p.set(&(pt - (d * lr)?)?)?;
+        }
+        OptimizerKind::Adam | OptimizerKind::Adamw => {
+            let (b1, b2) = (h.beta1 as f64, h.beta2 as f64);
+            let pd = (pt * k.decay as f64)?;
+            let gi = (g + (&pd * k.l2 as f64)?)?;
+            let zeros = || Tensor::zeros_like(pt);
+            let m = match &s.m_dev {
+                Some(m) => m.clone(),
+                None => zeros()?,
+            };
+            let v = match &s.v_dev {
+                Some(v) => v.clone(),
+                None => zeros()?,
+            };
+            let mn = ((m * b1)? + (&gi * (1.0 - b1))?)?;
+            let vn = ((v * b2)? + (gi.sqr()? * (1.0 - b2))?)?;
+            let denom = ((vn.sqrt()? / k.bc2_sqrt as f64)? + h.eps as f64)?;
+            let newp = (pd - ((&mn * k.step as f64)? / denom)?)?;
+            s.m_dev = Some(mn);
+            s.v_dev = Some(vn);
+            p.set(&newp)?;
+        }
+    }
+    Ok(())
 }
 
 /// Values per task when an update is split over threads (large weight matrices).
@@ -305,11 +367,7 @@ impl Optimizer {
                 };
                 p.var.as_tensor().inplace_op2(&g, &op)?;
             } else {
-                let mut host = p.var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
-                let gh = g.flatten_all()?.to_vec1::<f32>()?;
-                update(&h, self.t, wd, &mut host, &gh, &mut self.states[i]);
-                p.var
-                    .set(&Tensor::from_vec(host, p.var.shape(), p.var.device())?)?;
+                update_tensors(&h, self.t, wd, &p.var, &g, &mut self.states[i])?;
             }
         }
         Ok(())
@@ -396,6 +454,48 @@ mod tests {
             out.push(var.as_tensor().to_vec1::<f32>().unwrap());
         }
         out
+    }
+
+    /// The device path (candle tensor ops, used on CUDA) computes the same
+    /// updates as the fused host kernel; run here on CPU tensors.
+    #[test]
+    fn tensor_op_update_matches_the_fused_kernel() {
+        let mut rng = crate::rng::Rng::new(4);
+        let n = 257;
+        for (kind, momentum, nesterov) in [
+            (OptimizerKind::Sgd, 0.0, false),
+            (OptimizerKind::Sgd, 0.9, false),
+            (OptimizerKind::Sgd, 0.9, true),
+            (OptimizerKind::Adam, 0.0, false),
+            (OptimizerKind::Adamw, 0.0, false),
+        ] {
+            let h = Hyper {
+                kind,
+                lr: 1e-2,
+                momentum,
+                nesterov,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+            };
+            let p0: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
+            let var = Var::from_slice(&p0, n, &Device::Cpu).unwrap();
+            let mut host = p0.clone();
+            let (mut sd, mut sh) = (ParamState::default(), ParamState::default());
+            for t in 1..=3 {
+                let g: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
+                let gt = Tensor::from_slice(&g, n, &Device::Cpu).unwrap();
+                update_tensors(&h, t, 1e-2, &var, &gt, &mut sd).unwrap();
+                update(&h, t, 1e-2, &mut host, &g, &mut sh);
+                let dev = var.as_tensor().to_vec1::<f32>().unwrap();
+                for (a, b) in dev.iter().zip(&host) {
+                    assert!(
+                        (a - b).abs() < 1e-6 * b.abs().max(1.0),
+                        "{kind:?} step {t}: {a} vs {b}"
+                    );
+                }
+            }
+        }
     }
 
     /// The AVX2 build of the update (chosen at run time) and the portable one
