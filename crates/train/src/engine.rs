@@ -100,8 +100,6 @@ pub struct Engine {
     gconv: Vec<f32>,
     scratch: Vec<Scratch>,
     grads: Vec<Vec<f32>>,
-    /// Batch size the buffers are sized for.
-    cap: usize,
     /// Seconds of the last training step's forward (with the loss) and backward pass.
     last_timing: (f64, f64),
 }
@@ -209,16 +207,14 @@ impl Engine {
             gconv: Vec::new(),
             scratch: (0..threads).map(|_| Scratch::default()).collect(),
             grads,
-            cap: 0,
             last_timing: (0.0, 0.0),
         })
     }
 
-    fn ensure(&mut self, n: usize) {
-        if n <= self.cap {
-            return;
-        }
-        self.cap = n;
+    /// Grows the buffers for a batch of `n` (they never shrink); the ones only
+    /// backward needs are grown only for training, so evaluation with a larger
+    /// batch does not allocate gradient space.
+    fn ensure(&mut self, n: usize, train: bool) {
         let mut widest = self.channels * self.size * self.size;
         let mut conv_widest = 0;
         for l in &mut self.convs {
@@ -226,9 +222,11 @@ impl Engine {
             let p = n * l.cout * (l.h / 2) * (l.w / 2);
             grow(&mut l.u, e);
             if l.bn {
-                grow(&mut l.xhat, e);
                 grow(&mut l.v, e);
                 grow(&mut l.inv_std, l.cout);
+                if train {
+                    grow(&mut l.xhat, e);
+                }
             }
             grow(&mut l.pooled, p);
             grow(&mut l.arg, p);
@@ -236,34 +234,38 @@ impl Engine {
             conv_widest = conv_widest.max(e);
             for sc in &mut self.scratch {
                 grow(&mut sc.cols, l.cin * 9 * l.h * l.w);
-                grow(&mut sc.du, l.cout * l.h * l.w);
-                grow(&mut sc.dcols, l.cin * 9 * l.h * l.w);
-                grow(&mut sc.dw, l.cout * l.cin * 9);
-                grow(&mut sc.db, l.cout);
+                if train {
+                    grow(&mut sc.du, l.cout * l.h * l.w);
+                    grow(&mut sc.dcols, l.cin * 9 * l.h * l.w);
+                    grow(&mut sc.dw, l.cout * l.cin * 9);
+                    grow(&mut sc.db, l.cout);
+                }
             }
         }
         for l in &mut self.dense {
             let e = n * l.fout;
             grow(&mut l.u, e);
             if l.bn {
-                grow(&mut l.xhat, e);
                 grow(&mut l.v, e);
                 grow(&mut l.inv_std, l.fout);
+                if train {
+                    grow(&mut l.xhat, e);
+                }
             }
             grow(&mut l.r, e);
-            if self.dropout > 0.0 {
+            if train && self.dropout > 0.0 {
                 grow(&mut l.mask, e);
                 grow(&mut l.d, e);
             }
             widest = widest.max(n * l.fin).max(e);
         }
-        if widest > 0 {
+        grow(&mut self.logits, n * self.classes);
+        if train {
             grow(&mut self.ga, widest);
             grow(&mut self.gb, widest);
+            grow(&mut self.gconv, conv_widest);
+            grow(&mut self.dlogits, n * self.classes);
         }
-        grow(&mut self.gconv, conv_widest);
-        grow(&mut self.logits, n * self.classes);
-        grow(&mut self.dlogits, n * self.classes);
     }
 
     /// Parameter gradients of the last training step, in `Model::params()` order.
@@ -337,7 +339,7 @@ impl Engine {
                 self.size
             )));
         }
-        self.ensure(n);
+        self.ensure(n, train);
         let tensors: Vec<Tensor> = model
             .params()
             .iter()
