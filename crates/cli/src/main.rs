@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use sweep_train::{
-    Dataset, Device, EpochMetrics, Observer, StopFlag, TrialConfig, TrialOptions, TrialStart,
+    Dataset, EpochMetrics, Observer, StopFlag, TrialConfig, TrialOptions, TrialStart,
 };
 
 #[derive(Parser)]
@@ -44,6 +44,9 @@ enum Command {
         /// Print the outcome as JSON instead of tables.
         #[arg(long)]
         json: bool,
+        /// cpu (default), or cuda:N in a build with the `cuda` feature.
+        #[arg(long, default_value = "cpu")]
+        device: String,
     },
     /// Run (or resume) a sweep: every combination of the spec's [grid] times its seeds,
     /// in parallel worker processes, every metric stored in SQLite.
@@ -157,6 +160,9 @@ enum Command {
         specs: Vec<String>,
         #[arg(long, default_value_t = 30)]
         steps: usize,
+        /// cpu (default), or cuda:N in a build with the `cuda` feature (autograd path).
+        #[arg(long, default_value = "cpu")]
+        device: String,
     },
     /// Measure the results store's write path (used by scripts/bench-sweep).
     #[command(hide = true)]
@@ -176,7 +182,8 @@ enum Command {
     },
 }
 
-fn bench_step(specs: Vec<String>, steps: usize) -> Result<()> {
+fn bench_step(specs: Vec<String>, steps: usize, device: &str) -> Result<()> {
+    let device = sweep_orchestrator::worker::device(device)?;
     for spec in specs {
         let parts: Vec<&str> = spec.split(':').collect();
         anyhow::ensure!(
@@ -192,6 +199,7 @@ fn bench_step(specs: Vec<String>, steps: usize) -> Result<()> {
             parts[2],
             steps,
             parts.len() == 4,
+            &device,
         )?;
         println!("RESULT {}", serde_json::to_string(&r)?);
     }
@@ -255,7 +263,9 @@ fn train(
     seed: Option<u64>,
     epochs: Option<usize>,
     json: bool,
+    device: &str,
 ) -> Result<()> {
+    let device = sweep_orchestrator::worker::device(device)?;
     let mut cfg = TrialConfig::from_file(&config)?;
     if let Some(s) = seed {
         cfg.train.seed = s;
@@ -281,7 +291,7 @@ fn train(
         ..TrialOptions::default()
     };
     let mut printer = TablePrinter { json };
-    let outcome = sweep_train::run_trial(&cfg, &ds, &Device::Cpu, &opts, &mut printer, &stop)?;
+    let outcome = sweep_train::run_trial(&cfg, &ds, &device, &opts, &mut printer, &stop)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&outcome)?);
         return Ok(());
@@ -365,8 +375,13 @@ fn main() -> ExitCode {
             seed,
             epochs,
             json,
-        } => train(config, out, seed, epochs, json),
-        Command::BenchStep { specs, steps } => bench_step(specs, steps),
+            device,
+        } => train(config, out, seed, epochs, json, &device),
+        Command::BenchStep {
+            specs,
+            steps,
+            device,
+        } => bench_step(specs, steps, &device),
         Command::BenchData { epochs } => bench_data(epochs),
         Command::BenchStore { db, trials, epochs } => bench_store(db, trials, epochs),
     };

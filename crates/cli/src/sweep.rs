@@ -78,9 +78,26 @@ pub fn run(a: RunArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    if let Some(bad) = devices
+        .iter()
+        .find(|d| d.starts_with("cuda:") && d[5..].parse::<usize>().is_err())
+    {
+        eprintln!("error: --devices {}: `{bad}` is not cuda:N", a.devices);
+        return ExitCode::from(2);
+    }
+    // Open each GPU once before any trial is claimed: a missing device is one
+    // clear error, not every trial failing its attempts.
+    #[cfg(feature = "cuda")]
+    for d in devices.iter().filter(|d| d.starts_with("cuda:")) {
+        if let Err(e) = sweep_orchestrator::worker::device(d) {
+            eprintln!("error: --devices {}: cannot open {d}: {e}", a.devices);
+            return ExitCode::from(2);
+        }
+    }
+    #[cfg(not(feature = "cuda"))]
     if devices.iter().any(|d| d.starts_with("cuda:")) {
         eprintln!(
-            "error: --devices {}: CUDA devices are not supported by this build yet (CPU only)",
+            "error: --devices {}: this build has no CUDA support (CPU only); build with `--features cuda` (scripts/build-cuda)",
             a.devices
         );
         return ExitCode::from(2);

@@ -168,3 +168,29 @@ fn zero_jobs_or_threads_is_refused_before_any_work() {
         );
     }
 }
+
+/// The default build is CPU only: asking for a GPU says how to get a CUDA build;
+/// a malformed device is named.
+#[test]
+fn cuda_devices_need_a_cuda_build_and_well_formed_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/../../sweeps/demo.toml");
+    let o = sweep(&["run", spec, "--devices", "cuda:zero"], dir.path());
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("`cuda:zero` is not cuda:N"), "{err}");
+    if !cfg!(feature = "cuda") {
+        let o = sweep(&["run", spec, "--devices", "cuda:0"], dir.path());
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains("--features cuda") && err.contains("scripts/build-cuda"),
+            "{err}"
+        );
+        let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/../../sweeps/demo-train.toml");
+        let o = sweep(&["train", cfg, "--device", "cuda:0"], dir.path());
+        let (_, err) = text(&o);
+        assert!(!o.status.success() && err.contains("cuda:0"), "{err}");
+    }
+    assert!(!dir.path().join("results").exists());
+}

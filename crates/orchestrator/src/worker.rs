@@ -108,6 +108,14 @@ pub fn monitor_for(objective: &str) -> Monitor {
 pub fn device(name: &str) -> Result<Device> {
     match name {
         "cpu" => Ok(Device::Cpu),
+        #[cfg(feature = "cuda")]
+        other if other.starts_with("cuda:") => {
+            let n: usize = other[5..]
+                .parse()
+                .map_err(|_| Error::Worker(format!("device `{other}` is not cuda:N")))?;
+            Device::new_cuda(n)
+                .map_err(|e| Error::Worker(format!("device `{other}`: {e}")))
+        }
         other => Err(Error::Worker(format!("device `{other}` is not available in this build (CPU only; the `cuda` feature adds cuda:N)"))),
     }
 }
