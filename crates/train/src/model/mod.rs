@@ -5,7 +5,7 @@
 
 pub mod init;
 
-use candle_core::{DType, Device, Tensor, Var, D};
+use candle_core::{DType, Device, Tensor, Var};
 
 use crate::config::{Activation, Arch, ModelConfig};
 use crate::error::Result;
@@ -356,11 +356,6 @@ pub fn dropout(x: &Tensor, p: f64, rng: &mut Rng) -> Result<Tensor> {
         .collect();
     let mask = Tensor::from_vec(mask, x.shape(), x.device())?;
     Ok(x.mul(&mask)?)
-}
-
-/// Softmax probabilities of logits, row by row.
-pub fn softmax(logits: &Tensor) -> Result<Tensor> {
-    Ok(candle_nn::ops::softmax(logits, D::Minus1)?)
 }
 
 #[cfg(test)]
