@@ -196,24 +196,26 @@ pub fn col2im3(cols: &[f32], c: usize, h: usize, w: usize, img: &mut [f32]) {
     }
 }
 
-/// The activation's derivative at input `x` with output `y`.
+/// The gradient `g` of an activation's output carried to its input `x`, given
+/// its output `y`: PyTorch's `threshold_backward` for relu (zero where x ≤ 0),
+/// `g · f'(x)` for the others.
 #[inline(always)]
-fn derivative(act: Activation, x: f32, y: f32) -> f32 {
+fn grad_through(act: Activation, g: f32, x: f32, y: f32) -> f32 {
     match act {
         Activation::Relu => {
-            if x > 0.0 {
-                1.0
-            } else {
+            if x <= 0.0 {
                 0.0
+            } else {
+                g
             }
         }
-        Activation::Tanh => 1.0 - y * y,
-        Activation::Sigmoid => y * (1.0 - y),
+        Activation::Tanh => g * (1.0 - y * y),
+        Activation::Sigmoid => g * (y * (1.0 - y)),
         Activation::Gelu => {
             const INV_SQRT_2PI: f32 = 0.398_942_3;
             let cdf =
                 0.5 * (1.0 + candle_core::cpu::erf::erf_f32(x * std::f32::consts::FRAC_1_SQRT_2));
-            cdf + x * INV_SQRT_2PI * (-0.5 * x * x).exp()
+            g * (cdf + x * INV_SQRT_2PI * (-0.5 * x * x).exp())
         }
     }
 }
@@ -328,67 +330,41 @@ pub fn act_max_pool2_backward(
     dx.fill(0.0);
     for ((gv, &i), y) in g.iter().zip(arg).zip(pooled) {
         let i = i as usize;
-        dx[i] += gv * derivative(act, v[i], *y);
+        dx[i] += grad_through(act, *gv, v[i], *y);
     }
 }
 
 /// Applies the activation elementwise.
 pub fn activate(act: Activation, x: &[f32], out: &mut [f32]) {
+    // One loop per activation, so the match is outside the loop.
+    fn each(x: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32) {
+        for (o, v) in out.iter_mut().zip(x) {
+            *o = f(*v);
+        }
+    }
     match act {
-        Activation::Relu => {
-            for (o, v) in out.iter_mut().zip(x) {
-                *o = if *v <= 0.0 { 0.0 } else { *v };
-            }
-        }
-        Activation::Tanh => {
-            for (o, v) in out.iter_mut().zip(x) {
-                *o = v.tanh();
-            }
-        }
-        Activation::Sigmoid => {
-            for (o, v) in out.iter_mut().zip(x) {
-                *o = 1.0 / (1.0 + (-v).exp());
-            }
-        }
-        Activation::Gelu => {
-            for (o, v) in out.iter_mut().zip(x) {
-                *o = 0.5
-                    * v
-                    * (1.0 + candle_core::cpu::erf::erf_f32(v * std::f32::consts::FRAC_1_SQRT_2));
-            }
-        }
+        Activation::Relu => each(x, out, |v| act1(Activation::Relu, v)),
+        Activation::Tanh => each(x, out, |v| act1(Activation::Tanh, v)),
+        Activation::Sigmoid => each(x, out, |v| act1(Activation::Sigmoid, v)),
+        Activation::Gelu => each(x, out, |v| act1(Activation::Gelu, v)),
     }
 }
 
-/// Multiplies the gradient `g` in place by the activation's derivative, given its
-/// input `x` and output `y`.
+/// Carries the gradient `g` in place through the activation, given its input
+/// `x` and output `y`.
 pub fn activate_backward(act: Activation, x: &[f32], y: &[f32], g: &mut [f32]) {
+    fn each(g: &mut [f32], x: &[f32], y: &[f32], f: impl Fn(f32, f32, f32) -> f32) {
+        for ((gi, xi), yi) in g.iter_mut().zip(x).zip(y) {
+            *gi = f(*gi, *xi, *yi);
+        }
+    }
     match act {
-        Activation::Relu => {
-            for (gi, v) in g.iter_mut().zip(x) {
-                if *v <= 0.0 {
-                    *gi = 0.0;
-                }
-            }
-        }
-        Activation::Tanh => {
-            for (gi, t) in g.iter_mut().zip(y) {
-                *gi *= 1.0 - t * t;
-            }
-        }
-        Activation::Sigmoid => {
-            for (gi, s) in g.iter_mut().zip(y) {
-                *gi *= s * (1.0 - s);
-            }
-        }
-        Activation::Gelu => {
-            const INV_SQRT_2PI: f32 = 0.398_942_3;
-            for (gi, v) in g.iter_mut().zip(x) {
-                let cdf = 0.5
-                    * (1.0 + candle_core::cpu::erf::erf_f32(v * std::f32::consts::FRAC_1_SQRT_2));
-                *gi *= cdf + v * INV_SQRT_2PI * (-0.5 * v * v).exp();
-            }
-        }
+        Activation::Relu => each(g, x, y, |g, x, y| grad_through(Activation::Relu, g, x, y)),
+        Activation::Tanh => each(g, x, y, |g, x, y| grad_through(Activation::Tanh, g, x, y)),
+        Activation::Sigmoid => each(g, x, y, |g, x, y| {
+            grad_through(Activation::Sigmoid, g, x, y)
+        }),
+        Activation::Gelu => each(g, x, y, |g, x, y| grad_through(Activation::Gelu, g, x, y)),
     }
 }
 
