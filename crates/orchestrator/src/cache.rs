@@ -96,8 +96,35 @@ impl Drop for Mapped {
     }
 }
 
-/// Reads the header of a cache file; returns it with the pixel byte range.
-fn read_header(path: &Path) -> Result<(Header, usize, usize, u64)> {
+/// An open cache file whose header has been read and checked against its size.
+struct Opened {
+    header: Header,
+    /// Positioned at the first pixel byte.
+    reader: std::io::BufReader<std::fs::File>,
+    /// The pixel bytes within the file.
+    start: usize,
+    end: usize,
+    file_len: usize,
+}
+
+impl Opened {
+    /// The data set over `pixels` (owned or shared), with the header's classes,
+    /// sizes, labels and sources.
+    fn dataset(self, pixels: impl Into<sweep_train::data::Pixels>) -> Result<Dataset> {
+        let h = self.header;
+        Ok(Dataset::from_parts(
+            h.classes,
+            h.image_size,
+            h.channels,
+            pixels,
+            h.labels,
+            h.sources,
+        )?)
+    }
+}
+
+/// Opens a cache file and reads its header.
+fn open(path: &Path) -> Result<Opened> {
     let mut f = std::io::BufReader::new(std::fs::File::open(path).map_err(io(path))?);
     let mut magic = [0u8; 8];
     f.read_exact(&mut magic).map_err(io(path))?;
@@ -109,7 +136,7 @@ fn read_header(path: &Path) -> Result<(Header, usize, usize, u64)> {
     }
     let mut len = [0u8; 8];
     f.read_exact(&mut len).map_err(io(path))?;
-    let file_len = std::fs::metadata(path).map_err(io(path))?.len();
+    let file_len = f.get_ref().metadata().map_err(io(path))?.len();
     let header_len = u64::from_le_bytes(len);
     if header_len > file_len {
         return Err(Error::Other(format!(
@@ -129,7 +156,13 @@ fn read_header(path: &Path) -> Result<(Header, usize, usize, u64)> {
         .and_then(|v| v.checked_mul(header.channels));
     let start = 16 + header_len as usize;
     match n {
-        Some(n) if (start + n) as u64 == file_len => Ok((header, start, start + n, file_len)),
+        Some(n) if (start + n) as u64 == file_len => Ok(Opened {
+            header,
+            reader: f,
+            start,
+            end: start + n,
+            file_len: file_len as usize,
+        }),
         _ => Err(Error::Other(format!(
             "{}: cache is corrupt (sizes do not match the file)",
             path.display()
@@ -142,9 +175,8 @@ fn read_header(path: &Path) -> Result<(Header, usize, usize, u64)> {
 /// The fingerprint is not recomputed (that reads every byte): the orchestrator
 /// checks it with [`read`] once per run before any worker starts.
 pub fn map(path: &Path) -> Result<Dataset> {
-    let (header, start, end, file_len) = read_header(path)?;
-    let f = std::fs::File::open(path).map_err(io(path))?;
-    let len = file_len as usize;
+    let opened = open(path)?;
+    let (start, end, len) = (opened.start, opened.end, opened.file_len);
     let pixels: sweep_train::data::SharedBytes = if start == end {
         std::sync::Arc::new(Vec::new())
     } else {
@@ -156,7 +188,7 @@ pub fn map(path: &Path) -> Result<Dataset> {
                 len,
                 libc::PROT_READ,
                 libc::MAP_SHARED,
-                f.as_raw_fd(),
+                opened.reader.get_ref().as_raw_fd(),
                 0,
             )
         };
@@ -173,33 +205,17 @@ pub fn map(path: &Path) -> Result<Dataset> {
             end,
         })
     };
-    Ok(Dataset::from_shared_parts(
-        header.classes,
-        header.image_size,
-        header.channels,
-        pixels,
-        header.labels,
-        header.sources,
-    )?)
+    opened.dataset(pixels)
 }
 
 /// Reads a data set written by [`write`] and checks its fingerprint.
 pub fn read(path: &Path) -> Result<Dataset> {
-    let (header, start, end, _) = read_header(path)?;
-    let mut f = std::io::BufReader::new(std::fs::File::open(path).map_err(io(path))?);
-    std::io::copy(&mut (&mut f).take(start as u64), &mut std::io::sink()).map_err(io(path))?;
-    let n = end - start;
-    let mut pixels = vec![0u8; n];
-    f.read_exact(&mut pixels).map_err(io(path))?;
-    let ds = Dataset::from_parts(
-        header.classes,
-        header.image_size,
-        header.channels,
-        pixels,
-        header.labels,
-        header.sources,
-    )?;
-    if format!("{:016x}", ds.fingerprint()) != header.fingerprint {
+    let mut opened = open(path)?;
+    let mut pixels = vec![0u8; opened.end - opened.start];
+    opened.reader.read_exact(&mut pixels).map_err(io(path))?;
+    let fingerprint = opened.header.fingerprint.clone();
+    let ds = opened.dataset(pixels)?;
+    if format!("{:016x}", ds.fingerprint()) != fingerprint {
         return Err(Error::Other(format!(
             "{}: cache is corrupt (fingerprint mismatch); delete it to rebuild",
             path.display()
@@ -218,7 +234,7 @@ mod tests {
             vec!["a".into(), "b".into()],
             3,
             2,
-            (0..n * 3 * 3 * 2).map(|i| (i * 7 % 251) as u8).collect(),
+            (0..n * 3 * 3 * 2).map(|i| (i * 7 % 251) as u8).collect::<Vec<u8>>(),
             vec![0, 1, 1, 0, 1],
             (0..n).map(|i| format!("img{i}.png")).collect(),
         )

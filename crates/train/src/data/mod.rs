@@ -25,11 +25,23 @@ pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp"];
 pub type SharedBytes = std::sync::Arc<dyn AsRef<[u8]> + Send + Sync>;
 
 /// The pixels of a data set: owned, or shared (one copy in memory however many
-/// workers read it).
+/// workers read it). Built from a `Vec<u8>` or a [`SharedBytes`].
 #[derive(Clone)]
-enum Pixels {
+pub enum Pixels {
     Owned(Vec<u8>),
     Shared(SharedBytes),
+}
+
+impl From<Vec<u8>> for Pixels {
+    fn from(v: Vec<u8>) -> Self {
+        Pixels::Owned(v)
+    }
+}
+
+impl From<SharedBytes> for Pixels {
+    fn from(s: SharedBytes) -> Self {
+        Pixels::Shared(s)
+    }
 }
 
 impl Pixels {
@@ -67,53 +79,17 @@ pub struct Dataset {
 }
 
 impl Dataset {
-    /// Builds a data set from raw parts (used by the synthetic generator and tests).
+    /// Builds a data set from raw parts: owned pixels (the synthetic generator,
+    /// tests) or bytes shared with others (a memory-mapped cache file, not copied).
     pub fn from_parts(
         classes: Vec<String>,
         image_size: usize,
         channels: usize,
-        pixels: Vec<u8>,
+        pixels: impl Into<Pixels>,
         labels: Vec<u32>,
         sources: Vec<String>,
     ) -> Result<Dataset> {
-        Self::build(
-            classes,
-            image_size,
-            channels,
-            Pixels::Owned(pixels),
-            labels,
-            sources,
-        )
-    }
-
-    /// Builds a data set over pixel bytes shared with others (a memory-mapped
-    /// cache file), without copying them.
-    pub fn from_shared_parts(
-        classes: Vec<String>,
-        image_size: usize,
-        channels: usize,
-        pixels: SharedBytes,
-        labels: Vec<u32>,
-        sources: Vec<String>,
-    ) -> Result<Dataset> {
-        Self::build(
-            classes,
-            image_size,
-            channels,
-            Pixels::Shared(pixels),
-            labels,
-            sources,
-        )
-    }
-
-    fn build(
-        classes: Vec<String>,
-        image_size: usize,
-        channels: usize,
-        pixels: Pixels,
-        labels: Vec<u32>,
-        sources: Vec<String>,
-    ) -> Result<Dataset> {
+        let pixels = pixels.into();
         let per = image_size * image_size * channels;
         if pixels.bytes().len() != per * labels.len() || sources.len() != labels.len() {
             return Err(Error::Invalid(format!(
@@ -668,7 +644,7 @@ mod tests {
             (0..counts.len()).map(|c| format!("c{c}")).collect(),
             2,
             1,
-            (0..n * 4).map(|i| i as u8).collect(),
+            (0..n * 4).map(|i| i as u8).collect::<Vec<u8>>(),
             labels,
             (0..n).map(|i| format!("s{i}")).collect(),
         )
