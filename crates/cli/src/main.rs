@@ -150,9 +150,10 @@ enum Command {
         #[command(flatten)]
         out: results::Output,
     },
-    /// Run one trial for a sweep (reads a job on stdin, writes JSON lines).
-    #[command(hide = true)]
-    Worker,
+    /// A worker for a sweep shared through a database: claims trials of a sweep
+    /// recorded by `sweep run --executor slurm|none` until none is left (start any
+    /// number, on any machine that sees the results folder).
+    Worker(sweep::WorkerArgs),
     /// Measure training steps of the reference models (used by scripts/bench-train).
     #[command(hide = true)]
     BenchStep {
@@ -313,7 +314,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => return sweep::run(args),
-        Command::Worker => return sweep::worker(),
+        Command::Worker(args) => return sweep::worker(args),
         Command::Ls { out } => results::ls(&out),
         Command::Status { sweep, out } => results::status(&sweep, &out),
         Command::Trials {

@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use sweep_orchestrator::query::{self, format_num, Cell, Table};
 use sweep_orchestrator::stats;
+use sweep_orchestrator::store::DbLocation;
 use sweep_orchestrator::store::Store;
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -21,9 +22,10 @@ pub enum Format {
 
 #[derive(Args, Debug, Clone)]
 pub struct Output {
-    /// Results database (default results/sweep.db, or SWEEP_DB).
+    /// Results database: a SQLite file (default results/sweep.db, or SWEEP_DB) or a
+    /// PostgreSQL URL (postgres://user@host:port/db).
     #[arg(long, global = true)]
-    pub db: Option<PathBuf>,
+    pub db: Option<String>,
     #[arg(long, value_enum, default_value = "table", global = true)]
     pub format: Format,
     /// Write to FILE instead of standard output.
@@ -32,11 +34,8 @@ pub struct Output {
 }
 
 impl Output {
-    fn db(&self) -> PathBuf {
-        self.db
-            .clone()
-            .or_else(|| std::env::var_os("SWEEP_DB").map(PathBuf::from))
-            .unwrap_or_else(|| PathBuf::from("results/sweep.db"))
+    fn db(&self) -> DbLocation {
+        crate::sweep::resolve_db(self.db.as_deref(), std::path::Path::new("results"))
     }
 }
 
@@ -759,7 +758,7 @@ pub fn show(sweep: &str, number: i64, out: &Output) -> Result<()> {
 }
 
 /// Writes the sweep's self-contained HTML report; returns its path.
-pub fn report(sweep: &str, db: &std::path::Path, path: &std::path::Path) -> Result<()> {
+pub fn report(sweep: &str, db: &DbLocation, path: &std::path::Path) -> Result<()> {
     let html = runtime()?.block_on(async {
         let s = Store::open_read_only(db).await?;
         let h = sweep_orchestrator::report::html(&s, sweep).await;

@@ -7,8 +7,9 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use sweep_orchestrator::runner::{self, Progress, RunSettings, RunSummary};
+use sweep_orchestrator::slurm::SlurmOptions;
 use sweep_orchestrator::spec::SweepSpec;
-use sweep_orchestrator::store::TrialState;
+use sweep_orchestrator::store::{DbLocation, TrialState};
 use sweep_train::StopFlag;
 
 /// `sweep run`'s arguments.
@@ -28,12 +29,29 @@ pub struct RunArgs {
     /// Trials per device at once.
     #[arg(long, default_value_t = 1)]
     pub per_device: usize,
-    /// Results database (default results/sweep.db, or SWEEP_DB).
+    /// Results database: a SQLite file (default results/sweep.db, or SWEEP_DB) or a
+    /// PostgreSQL URL (postgres://user@host:port/db).
     #[arg(long)]
-    pub db: Option<PathBuf>,
-    /// Results folder (default results/).
+    pub db: Option<String>,
+    /// Results folder (default results/). With --executor slurm it must be on a
+    /// file system every node shares.
     #[arg(long, default_value = "results")]
     pub results: PathBuf,
+    /// Where trials run: `local` (worker processes on this machine), `slurm` (a
+    /// Slurm job array of workers; needs a PostgreSQL --db), `none` (record the
+    /// sweep for `sweep worker --db URL --sweep NAME` started by hand).
+    #[arg(long, value_enum, default_value = "local")]
+    pub executor: Executor,
+    /// With --executor slurm: return once the job array is submitted (follow it
+    /// with `sweep status NAME --db URL`).
+    #[arg(long)]
+    pub detach: bool,
+    /// Seconds without a heartbeat after which a worker's running trials are
+    /// reclaimed by other workers (sessions beat every quarter of it).
+    #[arg(long, default_value_t = 60.0)]
+    pub lease_seconds: f64,
+    #[command(flatten)]
+    pub slurm: SlurmArgs,
     /// Print the number of trials and the first few configurations; run nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -43,6 +61,109 @@ pub struct RunArgs {
     /// Attempts per trial before a failure is final.
     #[arg(long, default_value_t = 3)]
     pub max_attempts: i64,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Executor {
+    Local,
+    Slurm,
+    None,
+}
+
+/// `--slurm-*`: override the spec's `[slurm]` table.
+#[derive(clap::Args, Debug, Default)]
+pub struct SlurmArgs {
+    /// Slurm partition for the workers.
+    #[arg(long)]
+    pub slurm_partition: Option<String>,
+    /// Workers (array tasks) running at once (default 4).
+    #[arg(long)]
+    pub slurm_array_parallelism: Option<usize>,
+    /// Array tasks in all (default: the parallelism, at most one per trial to run).
+    #[arg(long)]
+    pub slurm_array_size: Option<usize>,
+    /// Time limit per worker, e.g. 02:00:00.
+    #[arg(long)]
+    pub slurm_time: Option<String>,
+    /// Memory per worker, e.g. 4G.
+    #[arg(long)]
+    pub slurm_mem: Option<String>,
+    /// CPUs per worker (default 1); a CPU worker runs that many trials at once.
+    #[arg(long)]
+    pub slurm_cpus_per_task: Option<usize>,
+    /// GPUs per worker; its trials run on cuda:0..N-1 (needs a CUDA build).
+    #[arg(long)]
+    pub slurm_gpus_per_task: Option<usize>,
+}
+
+impl SlurmArgs {
+    fn options(&self) -> SlurmOptions {
+        SlurmOptions {
+            partition: self.slurm_partition.clone(),
+            array_parallelism: self.slurm_array_parallelism,
+            array_size: self.slurm_array_size,
+            time: self.slurm_time.clone(),
+            mem: self.slurm_mem.clone(),
+            cpus_per_task: self.slurm_cpus_per_task,
+            gpus_per_task: self.slurm_gpus_per_task,
+        }
+    }
+}
+
+/// `--db` (or SWEEP_DB, or RESULTS/sweep.db) as a location.
+pub fn resolve_db(db: Option<&str>, results: &std::path::Path) -> DbLocation {
+    match db
+        .map(str::to_string)
+        .or_else(|| std::env::var("SWEEP_DB").ok())
+    {
+        Some(d) => DbLocation::parse(&d),
+        None => DbLocation::Sqlite(results.join("sweep.db")),
+    }
+}
+
+/// `--devices` as a list; exit code 2 with a message when malformed.
+fn parse_devices(arg: &str) -> Result<Vec<String>, ExitCode> {
+    let devices: Vec<String> = arg
+        .split(',')
+        .map(|d| d.trim().to_string())
+        .filter(|d| !d.is_empty())
+        .collect();
+    if devices.is_empty()
+        || devices
+            .iter()
+            .any(|d| d != "cpu" && !d.starts_with("cuda:"))
+    {
+        eprintln!("error: --devices {arg:?}: expected cpu or cuda:0,cuda:1,...");
+        return Err(ExitCode::from(2));
+    }
+    if let Some(bad) = devices
+        .iter()
+        .find(|d| d.starts_with("cuda:") && d[5..].parse::<usize>().is_err())
+    {
+        eprintln!("error: --devices {arg}: `{bad}` is not cuda:N");
+        return Err(ExitCode::from(2));
+    }
+    Ok(devices)
+}
+
+/// Opens each GPU once before any trial is claimed: a missing device is one clear
+/// error, not every trial failing its attempts.
+fn preflight_devices(devices: &[String], arg: &str) -> Result<(), ExitCode> {
+    #[cfg(feature = "cuda")]
+    for d in devices.iter().filter(|d| d.starts_with("cuda:")) {
+        if let Err(e) = sweep_orchestrator::worker::device(d) {
+            eprintln!("error: --devices {arg}: cannot open {d}: {e}");
+            return Err(ExitCode::from(2));
+        }
+    }
+    #[cfg(not(feature = "cuda"))]
+    if devices.iter().any(|d| d.starts_with("cuda:")) {
+        eprintln!(
+            "error: --devices {arg}: this build has no CUDA support (CPU only); build with `--features cuda` (scripts/build-cuda)"
+        );
+        return Err(ExitCode::from(2));
+    }
+    Ok(())
 }
 
 fn cores() -> usize {
@@ -61,69 +182,86 @@ pub fn run(a: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let devices: Vec<String> = a
-        .devices
-        .split(',')
-        .map(|d| d.trim().to_string())
-        .filter(|d| !d.is_empty())
-        .collect();
-    if devices.is_empty()
-        || devices
-            .iter()
-            .any(|d| d != "cpu" && !d.starts_with("cuda:"))
+    let devices = match parse_devices(&a.devices) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    if a.jobs == Some(0)
+        || a.threads == Some(0)
+        || a.per_device == 0
+        || a.max_attempts < 1
+        || a.lease_seconds.is_nan()
+        || a.lease_seconds < 1.0
     {
-        eprintln!(
-            "error: --devices {:?}: expected cpu or cuda:0,cuda:1,...",
-            a.devices
-        );
-        return ExitCode::from(2);
-    }
-    if let Some(bad) = devices
-        .iter()
-        .find(|d| d.starts_with("cuda:") && d[5..].parse::<usize>().is_err())
-    {
-        eprintln!("error: --devices {}: `{bad}` is not cuda:N", a.devices);
-        return ExitCode::from(2);
-    }
-    // Open each GPU once before any trial is claimed: a missing device is one
-    // clear error, not every trial failing its attempts.
-    #[cfg(feature = "cuda")]
-    for d in devices.iter().filter(|d| d.starts_with("cuda:")) {
-        if let Err(e) = sweep_orchestrator::worker::device(d) {
-            eprintln!("error: --devices {}: cannot open {d}: {e}", a.devices);
-            return ExitCode::from(2);
-        }
-    }
-    #[cfg(not(feature = "cuda"))]
-    if devices.iter().any(|d| d.starts_with("cuda:")) {
-        eprintln!(
-            "error: --devices {}: this build has no CUDA support (CPU only); build with `--features cuda` (scripts/build-cuda)",
-            a.devices
-        );
-        return ExitCode::from(2);
-    }
-    if a.jobs == Some(0) || a.threads == Some(0) || a.per_device == 0 || a.max_attempts < 1 {
-        eprintln!("error: --jobs, --threads, --per-device and --max-attempts must be at least 1");
+        eprintln!("error: --jobs, --threads, --per-device, --max-attempts and --lease-seconds must be at least 1");
         return ExitCode::from(2);
     }
     if a.dry_run {
         return dry_run(&spec);
     }
-    let jobs = a.jobs.unwrap_or_else(|| {
-        if devices == ["cpu"] {
-            cores()
-        } else {
-            devices.len() * a.per_device
+    let db = resolve_db(a.db.as_deref(), &a.results);
+    let slurm = a.slurm.options().over(&spec.slurm);
+    let (devices, jobs, per_device, threads) = if a.executor == Executor::Slurm {
+        // Each array task is one worker: its trials at once follow from its CPUs
+        // (one trial per CPU, one thread each) or its GPUs.
+        if slurm.array_parallelism == Some(0)
+            || slurm.array_size == Some(0)
+            || slurm.cpus_per_task == Some(0)
+        {
+            eprintln!("error: --slurm-array-parallelism, --slurm-array-size and --slurm-cpus-per-task must be at least 1");
+            return ExitCode::from(2);
         }
-    });
-    let per_device = if devices == ["cpu"] {
-        jobs
+        let cpus = slurm.cpus_per_task.unwrap_or(1);
+        match slurm.gpus_per_task.unwrap_or(0) {
+            0 => {
+                let jobs = a.jobs.unwrap_or(cpus);
+                (
+                    "cpu".to_string(),
+                    jobs,
+                    jobs,
+                    a.threads.unwrap_or(cpus / jobs).max(1),
+                )
+            }
+            g => {
+                if !cfg!(feature = "cuda") {
+                    eprintln!("error: --slurm-gpus-per-task {g}: this build has no CUDA support (CPU only); build with `--features cuda` (scripts/build-cuda)");
+                    return ExitCode::from(2);
+                }
+                let jobs = a.jobs.unwrap_or(g * a.per_device);
+                let list: Vec<String> = (0..g).map(|i| format!("cuda:{i}")).collect();
+                (
+                    list.join(","),
+                    jobs,
+                    a.per_device,
+                    a.threads.unwrap_or(cpus / jobs).max(1),
+                )
+            }
+        }
     } else {
-        a.per_device
+        if a.executor == Executor::Local {
+            if let Err(code) = preflight_devices(&devices, &a.devices) {
+                return code;
+            }
+        }
+        let jobs = a.jobs.unwrap_or_else(|| {
+            if devices == ["cpu"] {
+                cores()
+            } else {
+                devices.len() * a.per_device
+            }
+        });
+        let per_device = if devices == ["cpu"] {
+            jobs
+        } else {
+            a.per_device
+        };
+        (
+            devices.join(","),
+            jobs,
+            per_device,
+            a.threads.unwrap_or(cores() / jobs).max(1),
+        )
     };
-    let db =
-        a.db.or_else(|| std::env::var_os("SWEEP_DB").map(PathBuf::from))
-            .unwrap_or_else(|| a.results.join("sweep.db"));
     let settings = RunSettings {
         jobs,
         db: db.clone(),
@@ -131,9 +269,10 @@ pub fn run(a: RunArgs) -> ExitCode {
         fail_fast: a.fail_fast,
         max_attempts: a.max_attempts,
         worker_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("sweep")),
-        devices,
+        devices: devices.split(',').map(str::to_string).collect(),
         per_device,
-        threads_per_worker: a.threads.unwrap_or(cores() / jobs).max(1),
+        threads_per_worker: threads,
+        lease_seconds: a.lease_seconds,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -147,10 +286,15 @@ pub fn run(a: RunArgs) -> ExitCode {
         }
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let executor = a.executor;
     let result = rt.block_on(async {
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\nstopping: running trials finish their current batch and will resume on the next run (Ctrl-C again to quit at once)");
+                if executor == Executor::Slurm {
+                    eprintln!("\nno longer following; the job array goes on (scancel it to stop it)");
+                } else {
+                    eprintln!("\nstopping: running trials finish their current batch and will resume on the next run (Ctrl-C again to quit at once)");
+                }
                 let _ = stop_tx.send(true);
                 if tokio::signal::ctrl_c().await.is_ok() {
                     eprintln!("quitting at once; running trials will be reclaimed on the next run");
@@ -158,12 +302,39 @@ pub fn run(a: RunArgs) -> ExitCode {
                 }
             }
         });
-        let mut r = Renderer::new(&spec);
-        runner::run(&spec, &settings, |p| r.show(p), stop_rx).await
+        let mut r = Renderer::new();
+        match a.executor {
+            Executor::Local => runner::run(&spec, &settings, |p| r.show(p), stop_rx).await,
+            Executor::Slurm => {
+                sweep_orchestrator::slurm::run(
+                    &spec,
+                    &settings,
+                    &slurm,
+                    a.detach,
+                    |p| r.show(p),
+                    stop_rx,
+                )
+                .await
+            }
+            Executor::None => {
+                sweep_orchestrator::slurm::record_only(&spec, &settings, |p| r.show(p)).await
+            }
+        }
     });
     match result {
         Ok(summary) => {
             print_summary(&summary, &db);
+            if summary.detached {
+                let follow = format!("sweep status {} --db {}", summary.sweep, db.display());
+                match (&summary.job, a.executor) {
+                    (Some(job), _) => println!("job array {job} goes on; follow it with `{follow}` (stop it with `scancel {job}`)"),
+                    (None, _) => println!("recorded; start workers with `sweep worker --db {} --sweep {} --results {}` and follow them with `{follow}`", db.display(), summary.sweep, a.results.display()),
+                }
+                return ExitCode::SUCCESS;
+            }
+            if summary.job.is_some() && summary.counts.waiting + summary.counts.running > 0 {
+                println!("the job array ended with {} trial(s) unfinished (time limit or cancellation?); run the same command again to resume", summary.counts.waiting + summary.counts.running);
+            }
             let report = a.results.join(&summary.sweep).join("report.html");
             match crate::results::report(&summary.sweep, &db, &report) {
                 Ok(()) => println!("report: {}", report.display()),
@@ -237,6 +408,8 @@ struct Renderer {
     running: std::collections::BTreeMap<i64, (String, usize, usize, f64, f64)>,
     /// Lines of the live block currently on screen.
     drawn: usize,
+    /// The "waiting for other workers" line was printed.
+    waiting_shown: bool,
 }
 
 fn short(s: &str, n: usize) -> String {
@@ -251,7 +424,7 @@ fn short(s: &str, n: usize) -> String {
 }
 
 impl Renderer {
-    fn new(_spec: &SweepSpec) -> Self {
+    fn new() -> Self {
         Renderer {
             start: std::time::Instant::now(),
             terminal: std::io::stdout().is_terminal(),
@@ -259,6 +432,7 @@ impl Renderer {
             finished_here: 0,
             running: Default::default(),
             drawn: 0,
+            waiting_shown: false,
         }
     }
 
@@ -405,6 +579,39 @@ impl Renderer {
                 }
                 self.counts = counts;
             }
+            Progress::Dropped { number, note } => {
+                self.running.remove(&number);
+                let _ = writeln!(out, "[{el:7.1}s] dropped trial {number:>4}: {note}");
+            }
+            Progress::WaitingForOthers { running_elsewhere } => {
+                if !self.waiting_shown {
+                    let _ = writeln!(
+                        out,
+                        "[{el:7.1}s] nothing left to claim; waiting for {running_elsewhere} trial(s) running in other workers (reclaimed here if their worker stops)"
+                    );
+                    self.waiting_shown = true;
+                }
+            }
+            Progress::Submitted { job, tasks, script } => {
+                let _ = writeln!(
+                    out,
+                    "submitted Slurm job array {job}: {tasks} worker task(s) running {}; logs beside it",
+                    script.display()
+                );
+            }
+            Progress::Counts { counts } => {
+                let _ = writeln!(
+                    out,
+                    "[{el:7.1}s] done {} · running {} · failed {} · pruned {} · waiting {} of {}",
+                    counts.complete,
+                    counts.running,
+                    counts.failed,
+                    counts.pruned,
+                    counts.waiting,
+                    counts.total()
+                );
+                self.counts = counts;
+            }
             Progress::Stopping => {
                 let _ = writeln!(out, "[{el:7.1}s] stopping: no new trials; running ones are interrupted and resume next time");
             }
@@ -416,7 +623,7 @@ impl Renderer {
     }
 }
 
-fn print_summary(s: &RunSummary, db: &std::path::Path) {
+fn print_summary(s: &RunSummary, db: &DbLocation) {
     let c = &s.counts;
     println!();
     println!(
@@ -463,12 +670,167 @@ extern "C" fn on_sigint(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
 }
 
-/// The worker process: a job on stdin, events on stdout. SIGINT stops the trial
-/// between batches (it then reports itself interrupted).
-pub fn worker() -> ExitCode {
-    // First thing: a Ctrl-C that reaches the process group now must interrupt, not kill.
+/// `sweep worker`'s arguments.
+#[derive(clap::Args, Debug)]
+pub struct WorkerArgs {
+    /// The shared results database to claim trials from (postgres://..., or a
+    /// SQLite file on this machine). Without it, the worker runs one job read
+    /// from standard input (what `sweep run` starts for each trial).
+    #[arg(long)]
+    pub db: Option<String>,
+    /// The sweep to work on (recorded by `sweep run --executor slurm|none`).
+    #[arg(long, requires = "db")]
+    pub sweep: Option<String>,
+    /// The results folder the sweep was recorded with (shared by every machine).
+    #[arg(long, default_value = "results")]
+    pub results: PathBuf,
+    /// Trials at once (default: the number of CPU cores).
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Compute threads per trial (default: the CPU cores divided by --jobs).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Devices, comma-separated: cpu (default), or cuda:0,cuda:1,...
+    #[arg(long, default_value = "cpu")]
+    pub devices: String,
+    /// Trials per device at once.
+    #[arg(long, default_value_t = 1)]
+    pub per_device: usize,
+    /// Seconds without a heartbeat after which a worker's trials are reclaimed.
+    #[arg(long, default_value_t = 60.0)]
+    pub lease_seconds: f64,
+    /// Attempts per trial before a failure is final.
+    #[arg(long, default_value_t = 3)]
+    pub max_attempts: i64,
+}
+
+/// `sweep worker`: with --db, a worker that claims trials of a shared sweep until
+/// none is left; without, one trial from a job on stdin.
+pub fn worker(a: WorkerArgs) -> ExitCode {
+    match a.db.clone() {
+        None => trial_worker(),
+        Some(db) => shared_worker(a, &db),
+    }
+}
+
+/// Exit codes: 0 done (nothing left anywhere), 1 some trial failed or an error,
+/// 2 usage, 130 stopped by a signal (SIGINT or SIGTERM: Slurm's cancel and
+/// preemption), its running trials interrupted and back to waiting.
+fn shared_worker(a: WorkerArgs, db: &str) -> ExitCode {
+    let Some(sweep) = a.sweep.clone() else {
+        eprintln!("error: --db needs --sweep NAME");
+        return ExitCode::from(2);
+    };
+    let devices = match parse_devices(&a.devices) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    if a.jobs == Some(0)
+        || a.threads == Some(0)
+        || a.per_device == 0
+        || a.max_attempts < 1
+        || a.lease_seconds.is_nan()
+        || a.lease_seconds < 1.0
+    {
+        eprintln!("error: --jobs, --threads, --per-device, --max-attempts and --lease-seconds must be at least 1");
+        return ExitCode::from(2);
+    }
+    if let Err(code) = preflight_devices(&devices, &a.devices) {
+        return code;
+    }
+    let jobs = a.jobs.unwrap_or_else(|| {
+        if devices == ["cpu"] {
+            cores()
+        } else {
+            devices.len() * a.per_device
+        }
+    });
+    let per_device = if devices == ["cpu"] {
+        jobs
+    } else {
+        a.per_device
+    };
+    let settings = RunSettings {
+        jobs,
+        db: DbLocation::parse(db),
+        results: a.results.clone(),
+        fail_fast: false,
+        max_attempts: a.max_attempts,
+        worker_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("sweep")),
+        devices,
+        per_device,
+        threads_per_worker: a.threads.unwrap_or(cores() / jobs).max(1),
+        lease_seconds: a.lease_seconds,
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let result = rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).ok();
+        let mut int = signal(SignalKind::interrupt()).ok();
+        tokio::spawn(async move {
+            let t = async {
+                match term.as_mut() {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let i = async {
+                match int.as_mut() {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! { _ = t => {}, _ = i => {} }
+            eprintln!("worker stopping: running trials are interrupted and go back to waiting");
+            let _ = stop_tx.send(true);
+        });
+        let mut r = Renderer::new();
+        r.terminal = false;
+        runner::work(&sweep, &settings, |p| r.show(p), stop_rx).await
+    });
+    match result {
+        Ok(w) => {
+            let c = &w.counts;
+            println!(
+                "worker done: sweep `{sweep}` has {} complete, {} pruned, {} failed, {} waiting, {} running",
+                c.complete, c.pruned, c.failed, c.waiting, c.running
+            );
+            if w.interrupted {
+                ExitCode::from(130)
+            } else if w.any_failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The trial process: a job on stdin, events on stdout. SIGINT or SIGTERM stops
+/// the trial between batches (it then reports itself interrupted).
+fn trial_worker() -> ExitCode {
+    // First thing: a Ctrl-C that reaches the process group now must interrupt, not
+    // kill; so must Slurm's SIGTERM (cancel, preemption, time limit).
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
+    unsafe {
+        libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_sigint as *const () as libc::sighandler_t);
+    }
     let mut input = String::new();
     if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut input) {
         eprintln!("error: reading the job: {e}");

@@ -57,7 +57,7 @@ pub async fn epoch_rows_per_second(path: &Path, trials: usize, epochs: usize) ->
                 data_seconds: 0.01,
                 step_seconds: 0.08,
             };
-            store.record_epoch(c.id, &m).await?;
+            store.record_epoch(c.id, session, &m).await?;
             rows += crate::store::epoch_rows(&m).len();
         }
     }

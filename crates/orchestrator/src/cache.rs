@@ -234,7 +234,9 @@ mod tests {
             vec!["a".into(), "b".into()],
             3,
             2,
-            (0..n * 3 * 3 * 2).map(|i| (i * 7 % 251) as u8).collect::<Vec<u8>>(),
+            (0..n * 3 * 3 * 2)
+                .map(|i| (i * 7 % 251) as u8)
+                .collect::<Vec<u8>>(),
             vec![0, 1, 1, 0, 1],
             (0..n).map(|i| format!("img{i}.png")).collect(),
         )

@@ -110,7 +110,7 @@ pub async fn sweeps(store: &Store) -> Result<Vec<SweepInfo>> {
             "MAX"
         };
         let (best,): (Option<f64>,) = sqlx::query_as(&format!(
-            "SELECT {agg}(f.value) FROM final_metrics f JOIN trials t ON t.id = f.trial_id WHERE t.sweep_id = ? AND t.state = 'complete' AND f.name = ? AND f.value_kind = 'finite'"
+            "SELECT {agg}(f.value) FROM final_metrics f JOIN trials t ON t.id = f.trial_id WHERE t.sweep_id = $1 AND t.state = 'complete' AND f.name = $2 AND f.value_kind = 'finite'"
         ))
         .bind(id)
         .bind(&objective)
@@ -157,20 +157,24 @@ pub async fn trials_with(
     only: Option<&str>,
 ) -> Result<Vec<TrialRow>> {
     // One row per trial: parameters, final metrics and artifacts are folded in by
-    // SQLite (group_concat over their primary-key indexes), so a sweep of 100,000
+    // the database (string_agg over their primary-key indexes), so a sweep of 100,000
     // trials is 100,000 rows through the driver, not millions.
-    let rows = sqlx::query(
+    let sql = format!(
         "SELECT id, number, key, seed, state, stop_reason, stop_epoch, best_epoch, attempts, device, started_at, finished_at, duration_seconds, error, config_json, \
-           (SELECT group_concat(name || char(30) || value_text, char(31)) FROM trial_params p WHERE p.trial_id = t.id AND p.swept = 1) AS params, \
-           (SELECT group_concat(name || char(30) || value_kind || char(30) || COALESCE(printf('%!.17g', value), ''), char(31)) FROM final_metrics f WHERE f.trial_id = t.id AND (?1 IS NULL OR f.name = ?1)) AS metrics, \
-           (SELECT group_concat(kind || char(30) || path, char(31)) FROM artifacts a WHERE a.trial_id = t.id) AS artifacts \
-         FROM trials t WHERE sweep_id = ?2 ORDER BY number",
-    )
-    .bind(only)
-    .bind(sweep_id)
-    .fetch_all(store.pool())
-    .await
-    .map_err(err("reading trials"))?;
+           (SELECT string_agg(name || $3 || value_text, $4) FROM trial_params p WHERE p.trial_id = t.id AND p.swept = 1) AS params, \
+           (SELECT string_agg(name || $3 || value_kind || $3 || COALESCE({}, ''), $4) FROM final_metrics f WHERE f.trial_id = t.id AND ($1 IS NULL OR f.name = $1)) AS metrics, \
+           (SELECT string_agg(kind || $3 || path, $4) FROM artifacts a WHERE a.trial_id = t.id) AS artifacts \
+         FROM trials t WHERE sweep_id = $2 ORDER BY number",
+        store.backend().float_text("value")
+    );
+    let rows = sqlx::query(&sql)
+        .bind(only)
+        .bind(sweep_id)
+        .bind("\u{1e}")
+        .bind("\u{1f}")
+        .fetch_all(store.pool())
+        .await
+        .map_err(err("reading trials"))?;
     let split = |s: Option<String>| -> Vec<Vec<String>> {
         s.map(|s| {
             s.split('\u{1f}')
@@ -236,7 +240,7 @@ pub async fn trials_with(
 pub async fn epochs(store: &Store, sweep_id: i64) -> Result<Table> {
     type EpochRow = (i64, i64, i64, String, String, Option<f64>, String);
     let rows: Vec<EpochRow> = sqlx::query_as(
-        "SELECT t.number, t.seed, e.epoch, e.split, e.name, e.value, e.value_kind FROM epoch_metrics e JOIN trials t ON t.id = e.trial_id WHERE t.sweep_id = ? ORDER BY t.number, e.epoch, e.split, e.name",
+        "SELECT t.number, t.seed, e.epoch, e.split, e.name, e.value, e.value_kind FROM epoch_metrics e JOIN trials t ON t.id = e.trial_id WHERE t.sweep_id = $1 ORDER BY t.number, e.epoch, e.split, e.name",
     )
     .bind(sweep_id)
     .fetch_all(store.pool())
@@ -268,7 +272,7 @@ pub async fn confusion(store: &Store, sweep_id: i64) -> Result<Table> {
         "SELECT t.number, ct.name, cp.name, c.count FROM confusion_cells c JOIN trials t ON t.id = c.trial_id \
          JOIN classes ct ON ct.sweep_id = t.sweep_id AND ct.class_index = c.true_index \
          JOIN classes cp ON cp.sweep_id = t.sweep_id AND cp.class_index = c.predicted_index \
-         WHERE t.sweep_id = ? ORDER BY t.number, c.true_index, c.predicted_index",
+         WHERE t.sweep_id = $1 ORDER BY t.number, c.true_index, c.predicted_index",
     )
     .bind(sweep_id)
     .fetch_all(store.pool())
@@ -513,7 +517,7 @@ pub async fn sql(store: &Store, query: &str) -> Result<Table> {
             let msg = e.to_string();
             if msg.contains("readonly") || msg.contains("read-only") {
                 Error::Other(format!(
-                    "`sweep sql` is read-only: SQLite refused the statement ({msg})"
+                    "`sweep sql` is read-only: the database refused the statement ({msg})"
                 ))
             } else {
                 Error::Other(format!("query failed: {msg}"))
@@ -532,10 +536,22 @@ pub async fn sql(store: &Store, query: &str) -> Result<Table> {
                 Cell::Null
             } else {
                 match raw.type_info().name() {
-                    "INTEGER" | "BOOLEAN" => {
-                        Cell::Int(r.try_get::<i64, _>(i).map_err(err("integer column"))?)
-                    }
-                    "REAL" => Cell::Num(r.try_get::<f64, _>(i).map_err(err("real column"))?),
+                    "BOOLEAN" => Cell::Int(i64::from(
+                        r.try_get::<bool, _>(i).map_err(err("boolean column"))?,
+                    )),
+                    "SMALLINT" => Cell::Int(
+                        r.try_get::<i16, _>(i)
+                            .map_err(err("integer column"))?
+                            .into(),
+                    ),
+                    "INTEGER" => Cell::Int(
+                        r.try_get::<i32, _>(i)
+                            .map_err(err("integer column"))?
+                            .into(),
+                    ),
+                    "BIGINT" => Cell::Int(r.try_get::<i64, _>(i).map_err(err("integer column"))?),
+                    "REAL" => Cell::Num(r.try_get::<f32, _>(i).map_err(err("real column"))?.into()),
+                    "DOUBLE" => Cell::Num(r.try_get::<f64, _>(i).map_err(err("real column"))?),
                     "BLOB" => Cell::Text(format!(
                         "<{} bytes>",
                         r.try_get::<Vec<u8>, _>(i).map(|b| b.len()).unwrap_or(0)
@@ -557,7 +573,7 @@ pub async fn class_metrics(
 ) -> Result<Vec<(String, f64, f64, f64, i64)>> {
     sqlx::query_as(
         "SELECT c.name, m.precision, m.recall, m.f1, m.support FROM class_metrics m JOIN trials t ON t.id = m.trial_id \
-         JOIN classes c ON c.sweep_id = t.sweep_id AND c.class_index = m.class_index WHERE m.trial_id = ? ORDER BY m.class_index",
+         JOIN classes c ON c.sweep_id = t.sweep_id AND c.class_index = m.class_index WHERE m.trial_id = $1 ORDER BY m.class_index",
     )
     .bind(trial_id)
     .fetch_all(store.pool())
@@ -568,7 +584,7 @@ pub async fn class_metrics(
 /// The class names of a sweep, by index.
 pub async fn class_names(store: &Store, sweep_id: i64) -> Result<Vec<String>> {
     let rows: Vec<(String,)> =
-        sqlx::query_as("SELECT name FROM classes WHERE sweep_id = ? ORDER BY class_index")
+        sqlx::query_as("SELECT name FROM classes WHERE sweep_id = $1 ORDER BY class_index")
             .bind(sweep_id)
             .fetch_all(store.pool())
             .await
@@ -579,7 +595,7 @@ pub async fn class_names(store: &Store, sweep_id: i64) -> Result<Vec<String>> {
 /// The confusion counts of one trial as a dense `k × k` matrix.
 pub async fn confusion_matrix(store: &Store, trial_id: i64, k: usize) -> Result<Vec<Vec<i64>>> {
     let cells: Vec<(i64, i64, i64)> = sqlx::query_as(
-        "SELECT true_index, predicted_index, count FROM confusion_cells WHERE trial_id = ?",
+        "SELECT true_index, predicted_index, count FROM confusion_cells WHERE trial_id = $1",
     )
     .bind(trial_id)
     .fetch_all(store.pool())
@@ -596,7 +612,7 @@ pub async fn confusion_matrix(store: &Store, trial_id: i64, k: usize) -> Result<
 
 /// The per-epoch curve of one trial: epoch → metric name → value.
 pub async fn curve(store: &Store, trial_id: i64) -> Result<BTreeMap<i64, BTreeMap<String, f64>>> {
-    let rows: Vec<(i64, String, String, Option<f64>, String)> = sqlx::query_as("SELECT epoch, split, name, value, value_kind FROM epoch_metrics WHERE trial_id = ? ORDER BY epoch")
+    let rows: Vec<(i64, String, String, Option<f64>, String)> = sqlx::query_as("SELECT epoch, split, name, value, value_kind FROM epoch_metrics WHERE trial_id = $1 ORDER BY epoch")
         .bind(trial_id)
         .fetch_all(store.pool())
         .await

@@ -288,7 +288,7 @@ pub async fn html(store: &Store, name: &str) -> Result<String> {
     let trials = query::trials_with(store, info.id, Some(&info.objective)).await?;
     let classes = query::class_names(store, info.id).await?;
     let (spec_text, tool, fp, commit, host, dataset): (String, String, String, Option<String>, String, String) =
-        sqlx::query_as("SELECT spec_text, tool_version, dataset_fingerprint, git_commit, host, dataset FROM sweeps WHERE id = ?")
+        sqlx::query_as("SELECT spec_text, tool_version, dataset_fingerprint, git_commit, host, dataset FROM sweeps WHERE id = $1")
             .bind(info.id)
             .fetch_one(store.pool())
             .await

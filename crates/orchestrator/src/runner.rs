@@ -1,6 +1,10 @@
 //! The scheduler: expands a spec, records it, decodes the data set once, and runs
-//! every unfinished trial in worker processes (the same binary, `sweep worker`),
-//! at most `jobs` at a time. This process is the only writer to the database.
+//! every unfinished trial in trial processes (the same binary, `sweep worker`
+//! with a job on stdin), at most `jobs` at a time. The same loop ([`execute`])
+//! serves `sweep run` and `sweep worker --db URL --sweep NAME`, a worker that
+//! shares a sweep with others through one database (see [`work`] and
+//! [`crate::slurm`]): trials are claimed atomically, every session beats a
+//! heartbeat, and trials of a session that stopped beating are reclaimed.
 //! Resume is the normal path: trials are content-addressed, finished ones are
 //! never re-run, orphaned ones are reclaimed.
 
@@ -18,14 +22,16 @@ use tokio::sync::{mpsc, watch};
 use crate::cache;
 use crate::error::{Error, Result};
 use crate::protocol::{Event, Job};
-use crate::spec::{SweepSpec, TrialPlan};
-use crate::store::{Claimed, Finish, NewSweep, NewTrial, StateCounts, Store, TrialState};
+use crate::spec::{Logging, SweepSpec, TrialPlan};
+use crate::store::{
+    seconds_ago, Claimed, DbLocation, Finish, NewSweep, NewTrial, StateCounts, Store, TrialState,
+};
 
 /// How a sweep is run (resolved by the CLI from arguments and environment).
 #[derive(Clone, Debug)]
 pub struct RunSettings {
     pub jobs: usize,
-    pub db: PathBuf,
+    pub db: DbLocation,
     pub results: PathBuf,
     pub fail_fast: bool,
     /// Attempts per trial before a failure is final.
@@ -37,6 +43,9 @@ pub struct RunSettings {
     pub per_device: usize,
     /// Compute threads per worker (`RAYON_NUM_THREADS`).
     pub threads_per_worker: usize,
+    /// Seconds without a heartbeat after which a session's running trials are
+    /// reclaimed by others; sessions beat every quarter of it.
+    pub lease_seconds: f64,
 }
 
 /// What the scheduler reports as it goes (the CLI renders it).
@@ -71,6 +80,26 @@ pub enum Progress {
         counts: StateCounts,
     },
     Stopping,
+    /// A result arrived for a trial that this session no longer holds (its
+    /// heartbeat lapsed and another worker reclaimed the trial): dropped.
+    Dropped {
+        number: i64,
+        note: String,
+    },
+    /// Waiting for trials that other workers are running (they may still lapse).
+    WaitingForOthers {
+        running_elsewhere: i64,
+    },
+    /// `--executor slurm`: the job array of workers was submitted.
+    Submitted {
+        job: String,
+        tasks: usize,
+        script: PathBuf,
+    },
+    /// `--executor slurm`: the counts changed (read from the database).
+    Counts {
+        counts: StateCounts,
+    },
 }
 
 /// One configuration's result over its seeds.
@@ -85,6 +114,11 @@ pub struct SummaryRow {
 #[derive(Clone, Debug)]
 pub struct RunSummary {
     pub sweep: String,
+    /// `--executor slurm`: the job array's id.
+    pub job: Option<String>,
+    /// The command returned before the sweep was done (`--detach`, or Ctrl-C while
+    /// following a job array that goes on).
+    pub detached: bool,
     /// Some trial failed during this run (even if it was retried, or --fail-fast stopped).
     pub failed_in_run: bool,
     pub counts: StateCounts,
@@ -175,7 +209,7 @@ pub fn hostname() -> String {
 
 pub fn pid_alive(pid: i64) -> bool {
     // A zombie (killed, not yet reaped) is dead; so is a reused pid that is no
-    // longer a `run` of this tool.
+    // longer a `run` or `worker` of this tool.
     if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         let state = stat
             .rsplit(')')
@@ -186,7 +220,7 @@ pub fn pid_alive(pid: i64) -> bool {
         }
         if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
             let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
-            if !args.iter().any(|a| *a == b"run") {
+            if !args.iter().any(|a| *a == b"run" || *a == b"worker") {
                 return false;
             }
         }
@@ -227,6 +261,119 @@ impl Prepared {
             .to_string();
         let fp = &self.caches[&decode_key(&p.config)].1;
         content_hash(format!("{json}\n{fp}").as_bytes())
+    }
+}
+
+/// What running the trials of a sweep needs beyond each trial's row, written to
+/// `results/<sweep>/manifest.json` by `sweep run` so that workers on other
+/// machines (`sweep worker --db URL --sweep NAME`) can run them without the spec
+/// file or decoding anything: the data-set caches by decode settings and the
+/// trials of the current spec.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Manifest {
+    pub sweep: String,
+    pub objective: String,
+    pub logging: Logging,
+    /// The swept parameters' dotted paths, in spec order.
+    pub grid: Vec<String>,
+    /// Decode settings (see `decode_key`) → data-set cache file, relative to the
+    /// sweep's folder.
+    pub caches: BTreeMap<String, String>,
+    /// Trial key → its swept parameters and seed as text, for every trial of the
+    /// current spec (others in the database, from an older spec, are left alone).
+    pub trials: BTreeMap<String, String>,
+}
+
+pub const MANIFEST: &str = "manifest.json";
+
+impl Manifest {
+    pub fn new(spec: &SweepSpec, prep: &Prepared, results: &Path) -> Manifest {
+        let sweep_dir = results.join(&spec.name);
+        let caches = prep
+            .caches
+            .iter()
+            .map(|(k, (path, _))| {
+                let rel = path.strip_prefix(&sweep_dir).unwrap_or(path);
+                (k.clone(), rel.display().to_string())
+            })
+            .collect();
+        let trials = prep
+            .plans
+            .iter()
+            .map(|p| {
+                let text = p
+                    .swept
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", param_text(v)))
+                    .chain(std::iter::once(format!("seed={}", p.seed)))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                (prep.key_of(p), text)
+            })
+            .collect();
+        Manifest {
+            sweep: spec.name.clone(),
+            objective: spec.objective.clone(),
+            logging: spec.logging.clone(),
+            grid: spec.grid.iter().map(|(p, _)| p.clone()).collect(),
+            caches,
+            trials,
+        }
+    }
+
+    /// Writes the manifest atomically (temporary file, then rename).
+    pub fn write(&self, results: &Path) -> Result<PathBuf> {
+        let dir = results.join(&self.sweep);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::Io {
+            path: dir.clone(),
+            source: e,
+        })?;
+        let path = dir.join(MANIFEST);
+        let tmp = dir.join(format!(".{MANIFEST}.{}", std::process::id()));
+        let text = serde_json::to_vec(self).expect("manifest serializes");
+        std::fs::write(&tmp, text)
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .map_err(|e| Error::Io {
+                path: path.clone(),
+                source: e,
+            })?;
+        Ok(path)
+    }
+
+    /// Reads the manifest a `sweep run` wrote; the error says which path this
+    /// host could not see (the results folder must be shared by every node).
+    pub fn read(results: &Path, sweep: &str) -> Result<Manifest> {
+        let dir = results.join(sweep);
+        let path = dir.join(MANIFEST);
+        let abs = std::path::absolute(&path).unwrap_or(path.clone());
+        let text = std::fs::read(&path).map_err(|e| {
+            Error::Other(format!(
+                "this worker (host {}) cannot read the sweep's folder: {}: {e}. The results folder (--results) must be on a file system shared by every machine that runs workers, at the same path, and `sweep run` must have recorded the sweep there first",
+                hostname(),
+                abs.display()
+            ))
+        })?;
+        let m: Manifest = serde_json::from_slice(&text)
+            .map_err(|e| Error::Other(format!("{}: not a sweep manifest: {e}", abs.display())))?;
+        for file in m.caches.values() {
+            let p = dir.join(file);
+            if !p.is_file() {
+                return Err(Error::Other(format!(
+                    "this worker (host {}) cannot see the decoded data set {}; the results folder must be on a shared file system",
+                    hostname(),
+                    std::path::absolute(&p).unwrap_or(p.clone()).display()
+                )));
+            }
+        }
+        Ok(m)
+    }
+
+    /// The data-set cache a trial's configuration decodes to.
+    fn cache_for(&self, config_json: &str, results: &Path) -> Option<PathBuf> {
+        let c: TrialConfig = serde_json::from_str(config_json).ok()?;
+        self.caches
+            .get(&decode_key(&c))
+            .map(|f| results.join(&self.sweep).join(f))
     }
 }
 
@@ -336,7 +483,7 @@ struct Running {
     epochs: usize,
 }
 
-fn summary_rows(
+pub(crate) fn summary_rows(
     rows: &[(i64, String, String, i64, Option<f64>)],
     direction: crate::spec::Direction,
 ) -> Vec<SummaryRow> {
@@ -378,12 +525,22 @@ fn summary_rows(
     out
 }
 
+/// How the recording run holds the sweep.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Hold {
+    /// A local run: refuse when another live run holds the sweep.
+    Exclusive,
+    /// A submitter of workers that share the sweep (Slurm): no exclusivity.
+    Shared,
+}
+
 /// Records the sweep and its trials without running anything; returns the store,
-/// sweep id and the preparation.
-async fn record(
+/// sweep id, how many trials were new and this run's session.
+pub(crate) async fn record(
     spec: &SweepSpec,
     settings: &RunSettings,
     prep: &Prepared,
+    hold: Hold,
 ) -> Result<(Store, i64, usize, i64)> {
     let store = Store::open(&settings.db).await?;
     let sweep_id = store
@@ -432,31 +589,43 @@ async fn record(
             }
         })
         .collect();
-    // Refuse before inserting anything when another run of this sweep is alive;
-    // the check and the registration are one locked transaction.
-    let session = match store
-        .begin_session(sweep_id, std::process::id() as i64, &hostname(), pid_alive)
-        .await?
-    {
-        Ok(id) => id,
-        Err((pid, h)) => {
-            return Err(Error::Other(format!("sweep `{}` is already being run by process {pid} on {h}; wait for it or stop it first", spec.name)));
-        }
+    let pid = std::process::id() as i64;
+    let session = match hold {
+        // Refuse before inserting anything when another run of this sweep is
+        // alive; the check and the registration are one locked transaction.
+        Hold::Exclusive => match store
+            .begin_session(
+                sweep_id,
+                pid,
+                &hostname(),
+                &seconds_ago(settings.lease_seconds),
+                pid_alive,
+            )
+            .await?
+        {
+            Ok(id) => id,
+            Err((pid, h)) => {
+                return Err(Error::Other(format!("sweep `{}` is already being run by process {pid} on {h}; wait for it or stop it first", spec.name)));
+            }
+        },
+        Hold::Shared => store.start_session(sweep_id, pid, &hostname()).await?,
     };
     let added = store.add_trials(sweep_id, &trials).await?;
     Ok((store, sweep_id, added, session))
 }
 
-/// Runs (or resumes) a sweep to completion, or until `stop` turns true.
-pub async fn run(
+/// Decodes, records and writes the manifest and the TensorBoard experiment: what
+/// every executor does before trials run.
+pub(crate) async fn plan(
     spec: &SweepSpec,
     settings: &RunSettings,
-    mut progress: impl FnMut(Progress),
-    mut stop: StopSignal,
-) -> Result<RunSummary> {
+    hold: Hold,
+) -> Result<(Store, i64, usize, i64, Manifest, usize)> {
     let results = &settings.results;
     let prep = tokio::task::block_in_place(|| prepare(spec, results))?;
-    let (store, sweep_id, added, session) = record(spec, settings, &prep).await?;
+    let manifest = Manifest::new(spec, &prep, results);
+    manifest.write(results)?;
+    let (store, sweep_id, added, session) = record(spec, settings, &prep, hold).await?;
     if spec.logging.tensorboard {
         crate::tb::write_experiment(
             &results.join(&spec.name).join("tensorboard"),
@@ -466,42 +635,190 @@ pub async fn run(
             &spec.seeds,
         )?;
     }
-    let reclaimed = store.reclaim_orphans(sweep_id, session).await?;
+    Ok((store, sweep_id, added, session, manifest, prep.plans.len()))
+}
+
+/// Runs (or resumes) a sweep to completion, or until `stop` turns true.
+pub async fn run(
+    spec: &SweepSpec,
+    settings: &RunSettings,
+    mut progress: impl FnMut(Progress),
+    stop: StopSignal,
+) -> Result<RunSummary> {
+    let (store, sweep_id, added, session, manifest, planned) =
+        plan(spec, settings, Hold::Exclusive).await?;
+    let reclaimed = store
+        .reclaim_stale(sweep_id, session, &seconds_ago(settings.lease_seconds))
+        .await?;
     let requeued = store
         .requeue_failed(sweep_id, settings.max_attempts)
         .await?;
     progress(Progress::Planned {
-        trials: prep.plans.len(),
+        trials: planned,
         added,
         reclaimed,
         requeued,
         counts: store.counts(sweep_id).await?,
     });
+    let store = Arc::new(store);
+    let (any_failed, stopping) = execute(
+        &store,
+        sweep_id,
+        session,
+        &manifest,
+        settings,
+        &mut progress,
+        stop,
+    )
+    .await?;
+    summarize(
+        store,
+        sweep_id,
+        session,
+        spec,
+        settings.fail_fast,
+        any_failed,
+        stopping,
+    )
+    .await
+}
 
-    // Per trial key: its decoded data set and its parameters as text.
-    let mut cache_by_key: HashMap<String, PathBuf> = HashMap::new();
-    let mut params_by_key: HashMap<String, String> = HashMap::new();
-    for p in &prep.plans {
-        let key = prep.key_of(p);
-        cache_by_key.insert(key.clone(), prep.caches[&decode_key(&p.config)].0.clone());
-        let text = p
-            .swept
-            .iter()
-            .map(|(k, v)| format!("{k}={}", param_text(v)))
-            .chain(std::iter::once(format!("seed={}", p.seed)))
-            .collect::<Vec<_>>()
-            .join(" ");
-        params_by_key.insert(key, text);
-    }
+/// Ends the session and builds the summary from the database.
+async fn summarize(
+    store: Arc<Store>,
+    sweep_id: i64,
+    session: i64,
+    spec: &SweepSpec,
+    fail_fast: bool,
+    any_failed: bool,
+    stopping: bool,
+) -> Result<RunSummary> {
+    // After the loop, a fail-fast stop or an interruption leaves waiting trials.
+    let counts = store.counts(sweep_id).await?;
+    store
+        .end_session(session, if stopping { "interrupted" } else { "finished" })
+        .await?;
+    let rows = store.objective_rows(sweep_id, &spec.objective).await?;
+    let store = Arc::try_unwrap(store).map_err(|_| Error::Other("store still shared".into()))?;
+    store.close().await;
+    Ok(RunSummary {
+        failed_in_run: any_failed && (fail_fast || counts.failed > 0),
+        sweep: spec.name.clone(),
+        job: None,
+        detached: false,
+        counts,
+        interrupted: stopping,
+        objective: spec.objective.clone(),
+        best: summary_rows(&rows, spec.direction),
+    })
+}
 
+/// What a worker that shares a sweep (`sweep worker --db URL --sweep NAME`) did.
+#[derive(Clone, Debug)]
+pub struct WorkSummary {
+    pub counts: StateCounts,
+    pub any_failed: bool,
+    pub interrupted: bool,
+}
+
+/// A worker on a shared database: claims trials of a sweep recorded by `sweep run`
+/// (its manifest read from the shared results folder), runs them as `execute`
+/// does, and returns once no trial is waiting or running anywhere (or on `stop`).
+pub async fn work(
+    sweep: &str,
+    settings: &RunSettings,
+    mut progress: impl FnMut(Progress),
+    stop: StopSignal,
+) -> Result<WorkSummary> {
+    let store = Store::open(&settings.db).await?;
+    let sweep_id = store.sweep_id(sweep).await?.ok_or_else(|| {
+        Error::Other(format!(
+            "no sweep named `{sweep}` in {}; record it first with `sweep run SPEC --db ... --executor slurm` (or `--executor none`)",
+            settings.db.display()
+        ))
+    })?;
+    let manifest = Manifest::read(&settings.results, sweep)?;
+    let session = store
+        .start_session(sweep_id, std::process::id() as i64, &hostname())
+        .await?;
+    let reclaimed = store
+        .reclaim_stale(sweep_id, session, &seconds_ago(settings.lease_seconds))
+        .await?;
+    let requeued = store
+        .requeue_failed(sweep_id, settings.max_attempts)
+        .await?;
+    progress(Progress::Planned {
+        trials: manifest.trials.len(),
+        added: 0,
+        reclaimed,
+        requeued,
+        counts: store.counts(sweep_id).await?,
+    });
+    let store = Arc::new(store);
+    let result = execute(
+        &store,
+        sweep_id,
+        session,
+        &manifest,
+        settings,
+        &mut progress,
+        stop,
+    )
+    .await;
+    let (any_failed, interrupted) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = store.end_session(session, "error").await;
+            return Err(e);
+        }
+    };
+    store
+        .end_session(
+            session,
+            if interrupted {
+                "interrupted"
+            } else {
+                "finished"
+            },
+        )
+        .await?;
+    Ok(WorkSummary {
+        counts: store.counts(sweep_id).await?,
+        any_failed,
+        interrupted,
+    })
+}
+
+/// The scheduling loop: claims trials for free slots, runs each in a trial process,
+/// records its events, beats the session's heartbeat and reclaims trials of
+/// sessions that stopped beating. Returns (some trial failed, stopped early) once
+/// nothing is left that this session could run and no other session holds a
+/// running trial (which could still lapse and need a worker).
+pub(crate) async fn execute(
+    store: &Arc<Store>,
+    sweep_id: i64,
+    session: i64,
+    manifest: &Manifest,
+    settings: &RunSettings,
+    progress: &mut impl FnMut(Progress),
+    mut stop: StopSignal,
+) -> Result<(bool, bool)> {
+    let results = &settings.results;
     let slots = device_slots(&settings.devices, settings.per_device, settings.jobs);
     let mut free: Vec<String> = slots;
     let (tx, mut rx) = mpsc::unbounded_channel::<WorkerMsg>();
     let mut running: HashMap<i64, (Running, String)> = HashMap::new();
     let mut stopping = *stop.borrow();
     let mut any_failed = false;
-    let mut heartbeat = tokio::time::interval(std::time::Duration::from_secs(5));
-    let store = Arc::new(store);
+    let beat = std::time::Duration::from_secs_f64((settings.lease_seconds / 4.0).clamp(0.2, 15.0));
+    let mut heartbeat = tokio::time::interval(beat);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let dropped = |number: i64| {
+        Progress::Dropped {
+        number,
+        note: "another worker reclaimed this trial after this session's heartbeat lapsed; this attempt's result is dropped".into(),
+    }
+    };
 
     loop {
         let halted = |stopping: bool, failed: bool| stopping || (settings.fail_fast && failed);
@@ -511,16 +828,23 @@ pub async fn run(
             let in_flight: Vec<i64> = running.keys().copied().collect();
             let Some(c) = store
                 .claim_next_where(sweep_id, session, &device, |id, key| {
-                    cache_by_key.contains_key(key) && !in_flight.contains(&id)
+                    manifest.trials.contains_key(key) && !in_flight.contains(&id)
                 })
                 .await?
             else {
                 break;
             };
             free.pop();
-            let cache = cache_by_key[&c.key].clone();
-            let params = params_by_key.get(&c.key).cloned().unwrap_or_default();
-            let pid = spawn_worker(&c, &cache, &device, spec, settings, tx.clone()).await;
+            let params = manifest.trials.get(&c.key).cloned().unwrap_or_default();
+            let pid = match manifest.cache_for(&c.config_json, results) {
+                Some(cache) => {
+                    spawn_worker(&c, &cache, &device, manifest, settings, tx.clone()).await
+                }
+                None => Err(Error::Worker(format!(
+                    "trial {}: its data set is not in the sweep's manifest",
+                    c.number
+                ))),
+            };
             match pid {
                 Ok(pid) => {
                     if let Some(p) = pid {
@@ -551,7 +875,7 @@ pub async fn run(
                 }
                 Err(e) => {
                     store
-                        .fail(c.id, &format!("could not start a worker: {e}"))
+                        .fail(c.id, session, &format!("could not start a worker: {e}"))
                         .await?;
                     free.push(device);
                     any_failed = true;
@@ -559,7 +883,35 @@ pub async fn run(
             }
         }
         if running.is_empty() {
-            break;
+            if halted(stopping || *stop.borrow(), any_failed) {
+                break;
+            }
+            // Nothing this session can start. Done, unless another session holds
+            // running trials: they are not finished until their results land, and
+            // if that session dies they come back here.
+            let elsewhere = store.running_elsewhere(sweep_id, session).await?;
+            if elsewhere == 0 {
+                break;
+            }
+            progress(Progress::WaitingForOthers {
+                running_elsewhere: elsewhere,
+            });
+            tokio::select! {
+                _ = heartbeat.tick() => {
+                    store.heartbeat(session).await?;
+                    store.reclaim_stale(sweep_id, session, &seconds_ago(settings.lease_seconds)).await?;
+                    if !settings.fail_fast {
+                        store.requeue_failed(sweep_id, settings.max_attempts).await?;
+                    }
+                }
+                changed = stop.changed(), if !stopping => {
+                    if changed.is_err() || *stop.borrow() {
+                        stopping = true;
+                        progress(Progress::Stopping);
+                    }
+                }
+            }
+            continue;
         }
         tokio::select! {
             msg = rx.recv() => {
@@ -574,24 +926,33 @@ pub async fn run(
                             Event::Start { .. } => {}
                             Event::Epoch { metrics } => {
                                 r.epochs = metrics.epoch;
-                                store.record_epoch(id, &metrics).await?;
-                                progress(Progress::Epoch { number: r.number, epoch: metrics.epoch, epochs: 0, train_loss: metrics.train_loss, val_loss: metrics.val_loss });
+                                if store.record_epoch(id, session, &metrics).await? {
+                                    progress(Progress::Epoch { number: r.number, epoch: metrics.epoch, epochs: 0, train_loss: metrics.train_loss, val_loss: metrics.val_loss });
+                                }
                             }
                             Event::Done { outcome } => {
                                 r.done = true;
                                 let number = r.number;
-                                let (state, note) = finish_trial(&store, id, &outcome, spec, &c_trial_dir(results, spec, number, id)).await?;
-                                let objective = objective_of(&outcome, &spec.objective);
-                                if state != TrialState::Waiting {
-                                    progress(Progress::Finished { number, state, objective, note, counts: store.counts(sweep_id).await? });
+                                let dir = results.join(&manifest.sweep).join(trial_rel_dir(number));
+                                match finish_trial(store, id, session, &outcome, &dir).await? {
+                                    Some((state, note)) => {
+                                        let objective = objective_of(&outcome, &manifest.objective);
+                                        if state != TrialState::Waiting {
+                                            progress(Progress::Finished { number, state, objective, note, counts: store.counts(sweep_id).await? });
+                                        }
+                                    }
+                                    None => progress(dropped(number)),
                                 }
                             }
                             Event::Error { message } => {
                                 r.done = true;
                                 let number = r.number;
-                                store.fail(id, &message).await?;
-                                any_failed = true;
-                                progress(Progress::Finished { number, state: TrialState::Failed, objective: None, note: message, counts: store.counts(sweep_id).await? });
+                                if store.fail(id, session, &message).await? {
+                                    any_failed = true;
+                                    progress(Progress::Finished { number, state: TrialState::Failed, objective: None, note: message, counts: store.counts(sweep_id).await? });
+                                } else {
+                                    progress(dropped(number));
+                                }
                             }
                         }
                     }
@@ -600,12 +961,17 @@ pub async fn run(
                             free.push(device);
                             if !r.done && (stopping || *stop.borrow()) {
                                 // killed by the same Ctrl-C before it could report: interrupted, not failed
-                                store.interrupt(id).await?;
+                                if !store.interrupt(id, session).await? {
+                                    progress(dropped(r.number));
+                                }
                             } else if !r.done {
                                 let msg = format!("worker for trial {} ended without a result: {status}", r.number);
-                                store.fail(id, &msg).await?;
-                                any_failed = true;
-                                progress(Progress::Finished { number: r.number, state: TrialState::Failed, objective: None, note: msg, counts: store.counts(sweep_id).await? });
+                                if store.fail(id, session, &msg).await? {
+                                    any_failed = true;
+                                    progress(Progress::Finished { number: r.number, state: TrialState::Failed, objective: None, note: msg, counts: store.counts(sweep_id).await? });
+                                } else {
+                                    progress(dropped(r.number));
+                                }
                             }
                             // A failed trial is retried only once its worker is gone.
                             if !settings.fail_fast {
@@ -615,7 +981,13 @@ pub async fn run(
                     }
                 }
             }
-            _ = heartbeat.tick() => { store.heartbeat(session).await?; }
+            _ = heartbeat.tick() => {
+                store.heartbeat(session).await?;
+                // Trials of a session that stopped beating go back to the queue at
+                // once (not only when this worker has a free slot), so the next free
+                // worker anywhere takes them.
+                store.reclaim_stale(sweep_id, session, &seconds_ago(settings.lease_seconds)).await?;
+            }
             changed = stop.changed(), if !stopping => {
                 if changed.is_err() || *stop.borrow() {
                     stopping = true;
@@ -630,22 +1002,7 @@ pub async fn run(
             }
         }
     }
-    // After the loop, a fail-fast stop or an interruption leaves waiting trials.
-    let counts = store.counts(sweep_id).await?;
-    store
-        .end_session(session, if stopping { "interrupted" } else { "finished" })
-        .await?;
-    let rows = store.objective_rows(sweep_id, &spec.objective).await?;
-    let store = Arc::try_unwrap(store).map_err(|_| Error::Other("store still shared".into()))?;
-    store.close().await;
-    Ok(RunSummary {
-        failed_in_run: any_failed && (settings.fail_fast || counts.failed > 0),
-        sweep: spec.name.clone(),
-        counts,
-        interrupted: stopping,
-        objective: spec.objective.clone(),
-        best: summary_rows(&rows, spec.direction),
-    })
+    Ok((any_failed, stopping))
 }
 
 /// The worker slots: each device repeated `per_device` times, devices interleaved
@@ -666,27 +1023,24 @@ pub fn trial_rel_dir(number: i64) -> PathBuf {
     PathBuf::from("trials").join(format!("{number:04}"))
 }
 
-fn c_trial_dir(results: &Path, spec: &SweepSpec, number: i64, _id: i64) -> PathBuf {
-    results.join(&spec.name).join(trial_rel_dir(number))
-}
-
 async fn spawn_worker(
     c: &Claimed,
     cache: &Path,
     device: &str,
-    spec: &SweepSpec,
+    m: &Manifest,
     settings: &RunSettings,
     tx: mpsc::UnboundedSender<WorkerMsg>,
 ) -> Result<Option<u32>> {
     let config: TrialConfig = serde_json::from_str(&c.config_json)
         .map_err(|e| Error::Worker(format!("stored config of trial {}: {e}", c.number)))?;
-    let trial_dir = c_trial_dir(&settings.results, spec, c.number, c.id);
+    let sweep_dir = settings.results.join(&m.sweep);
+    let trial_dir = sweep_dir.join(trial_rel_dir(c.number));
     let log_dir = trial_dir.clone();
     let cfg_json = serde_json::to_value(&config).expect("config serializes");
-    let mut hparams: Vec<(String, serde_json::Value)> = spec
+    let mut hparams: Vec<(String, serde_json::Value)> = m
         .grid
         .iter()
-        .map(|(p, _)| {
+        .map(|p| {
             (
                 p.clone(),
                 crate::spec::get_path(&cfg_json, p)
@@ -702,15 +1056,13 @@ async fn spawn_worker(
         cache: cache.to_path_buf(),
         trial_dir,
         device: device.to_string(),
-        objective: spec.objective.clone(),
-        tensorboard_dir: spec.logging.tensorboard.then(|| {
-            settings
-                .results
-                .join(&spec.name)
+        objective: m.objective.clone(),
+        tensorboard_dir: m.logging.tensorboard.then(|| {
+            sweep_dir
                 .join("tensorboard")
                 .join(format!("{:04}", c.number))
         }),
-        logging: spec.logging.clone(),
+        logging: m.logging.clone(),
         hparams,
     };
     let mut child = Command::new(&settings.worker_exe)
@@ -827,13 +1179,14 @@ pub fn objective_of(o: &TrialOutcome, objective: &str) -> Option<f64> {
     }
 }
 
+/// Records an outcome; `None` when this session no longer holds the trial.
 async fn finish_trial(
     store: &Store,
     id: i64,
+    session: i64,
     o: &TrialOutcome,
-    spec: &SweepSpec,
     dir: &Path,
-) -> Result<(TrialState, String)> {
+) -> Result<Option<(TrialState, String)>> {
     let sweep_dir = dir
         .parent()
         .and_then(|p| p.parent())
@@ -865,8 +1218,8 @@ async fn finish_trial(
             format!("diverged at epoch {epoch}, batch {batch} (loss {loss})"),
         ),
         StopReason::Interrupted { .. } => {
-            store.interrupt(id).await?;
-            return Ok((TrialState::Waiting, "interrupted".into()));
+            let held = store.interrupt(id, session).await?;
+            return Ok(held.then(|| (TrialState::Waiting, "interrupted".into())));
         }
     };
     let mut artifacts = Vec::new();
@@ -886,10 +1239,10 @@ async fn finish_trial(
         extra.push(("train.loss".to_string(), e.train_loss));
         extra.push(("train.accuracy".to_string(), e.train_accuracy));
     }
-    let _ = spec;
-    store
+    let held = store
         .finish(
             id,
+            session,
             &Finish {
                 state,
                 stop_reason: reason.into(),
@@ -906,7 +1259,7 @@ async fn finish_trial(
             },
         )
         .await?;
-    Ok((state, note))
+    Ok(held.then_some((state, note)))
 }
 
 #[cfg(test)]

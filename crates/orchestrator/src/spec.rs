@@ -62,6 +62,8 @@ pub struct SweepSpec {
     /// Each rule: dotted path → value; a combination matching every entry is dropped.
     pub exclude: Vec<Vec<(String, Json)>>,
     pub logging: Logging,
+    /// `[slurm]`: how `--executor slurm` submits workers (flags override).
+    pub slurm: crate::slurm::SlurmOptions,
     /// The spec file's text and path, for provenance.
     pub text: String,
     pub path: PathBuf,
@@ -87,6 +89,8 @@ struct SpecTables {
     exclude: Option<toml::Value>,
     #[serde(default)]
     logging: Logging,
+    #[serde(default)]
+    slurm: crate::slurm::SlurmOptions,
 }
 
 /// One trial of the expanded grid.
@@ -111,6 +115,7 @@ const TOP_KEYS: &[&str] = &[
     "grid",
     "exclude",
     "logging",
+    "slurm",
 ];
 
 /// The `[logging]` table: what each trial writes to TensorBoard.
@@ -386,6 +391,16 @@ impl SweepSpec {
                 format!("at most 256 images, got {}", logging.image_grid),
             ));
         }
+        let slurm = tables.slurm.clone();
+        for (key, v) in [
+            ("slurm.array_parallelism", slurm.array_parallelism),
+            ("slurm.array_size", slurm.array_size),
+            ("slurm.cpus_per_task", slurm.cpus_per_task),
+        ] {
+            if v == Some(0) {
+                return Err(err_at(&origin, text, key, "must be at least 1"));
+            }
+        }
         let mut base = TrialConfig {
             data: tables.data,
             model: tables.model,
@@ -518,6 +533,7 @@ impl SweepSpec {
             grid,
             exclude,
             logging,
+            slurm,
             text: text.to_string(),
             path: path.to_path_buf(),
         };

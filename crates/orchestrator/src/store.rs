@@ -1,34 +1,48 @@
-//! The results store: SQLite through sqlx. Owns the migrations, every SQL string,
-//! the trial state machine (`waiting → running → complete | pruned | failed`, each
-//! transition a guarded UPDATE that must change exactly one row) and the read
-//! models for queries. Never touches tensors, never prints.
+//! The results store: SQLite (the default) or PostgreSQL (shared by workers on many
+//! machines), both through sqlx's `Any` driver with one set of SQL strings written
+//! to run on both. Owns the migrations, the trial state machine (`waiting →
+//! running → complete | pruned | failed`, each transition a guarded UPDATE: a
+//! claim takes a row nobody else holds, a result lands only while the trial is
+//! still held by the session that ran it), sessions with heartbeats, and
+//! reclaiming trials whose session stopped beating. Never touches tensors, never
+//! prints.
 
 use std::borrow::Cow;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::AnyPool;
+use sqlx::{Any, Executor, Row, Transaction};
 use sweep_train::{EpochMetrics, Report};
 
 use crate::error::{Error, Result};
 
-/// The migrations in `migrations/`, embedded at build time (build.rs re-runs when
-/// the folder changes; a test checks that every file there is listed here).
+/// The SQLite migrations in `migrations/`, embedded at build time (build.rs re-runs
+/// when the folder changes; a test checks that every file there is listed here).
 pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
     1,
     "initial",
     include_str!("../../../migrations/0001_initial.sql"),
 )];
 
-fn migrator() -> Migrator {
+/// The same migrations for PostgreSQL (`migrations/postgres/`): same versions, same
+/// tables and meaning, PostgreSQL's types.
+pub const PG_MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "initial",
+    include_str!("../../../migrations/postgres/0001_initial.sql"),
+)];
+
+fn migrator(backend: Backend) -> Migrator {
+    let list = match backend {
+        Backend::Sqlite => MIGRATIONS,
+        Backend::Postgres => PG_MIGRATIONS,
+    };
     Migrator {
         migrations: Cow::Owned(
-            MIGRATIONS
-                .iter()
+            list.iter()
                 .map(|(v, d, sql)| {
                     Migration::new(
                         *v,
@@ -71,9 +85,11 @@ impl TrialState {
 
 /// Current UTC time as RFC 3339 with milliseconds.
 pub fn now() -> String {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    rfc3339(std::time::SystemTime::now())
+}
+
+fn rfc3339(t: std::time::SystemTime) -> String {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // civil-from-days (Howard Hinnant)
@@ -189,85 +205,289 @@ pub struct Finish<'a> {
     pub artifacts: Vec<(String, String)>,
 }
 
-pub struct Store {
-    pool: SqlitePool,
+/// Where the results live: a SQLite file (the default) or a PostgreSQL database
+/// (`postgres://user@host:port/db`), as given to `--db`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DbLocation {
+    Sqlite(PathBuf),
+    Postgres(String),
 }
+
+impl DbLocation {
+    /// `postgres://...` or `postgresql://...` is PostgreSQL; `sqlite://PATH` or any
+    /// other text is a SQLite file path.
+    pub fn parse(s: &str) -> DbLocation {
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            DbLocation::Postgres(s.to_string())
+        } else if let Some(p) = s.strip_prefix("sqlite://") {
+            DbLocation::Sqlite(PathBuf::from(p))
+        } else {
+            DbLocation::Sqlite(PathBuf::from(s))
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            DbLocation::Sqlite(_) => Backend::Sqlite,
+            DbLocation::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// The location for messages: a URL's password is masked.
+    pub fn display(&self) -> String {
+        match self {
+            DbLocation::Sqlite(p) => p.display().to_string(),
+            DbLocation::Postgres(u) => redact(u),
+        }
+    }
+
+    /// The text to pass on to another process (`--db`), password included.
+    pub fn arg(&self) -> String {
+        match self {
+            DbLocation::Sqlite(p) => p.display().to_string(),
+            DbLocation::Postgres(u) => u.clone(),
+        }
+    }
+}
+
+impl From<&Path> for DbLocation {
+    fn from(p: &Path) -> Self {
+        DbLocation::Sqlite(p.to_path_buf())
+    }
+}
+
+impl From<&PathBuf> for DbLocation {
+    fn from(p: &PathBuf) -> Self {
+        DbLocation::Sqlite(p.clone())
+    }
+}
+
+impl From<&DbLocation> for DbLocation {
+    fn from(d: &DbLocation) -> Self {
+        d.clone()
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.split_once('@') {
+        Some((cred, host)) if cred.contains(':') => {
+            let user = cred.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{host}")
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Which database a store talks to; the few SQL fragments that differ hang off it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// Opens a write transaction. SQLite takes the write lock up front (`BEGIN
+    /// IMMEDIATE`), so a read-then-write transaction never fails half-way when
+    /// another process wrote in between; PostgreSQL locks rows as it goes.
+    fn begin_write(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "BEGIN IMMEDIATE",
+            Backend::Postgres => "BEGIN",
+        }
+    }
+
+    /// Row locks for a claim: other workers skip rows this one is looking at.
+    fn skip_locked(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        }
+    }
+
+    /// A REAL as text that reads back to the same double.
+    pub fn float_text(self, column: &str) -> String {
+        match self {
+            Backend::Sqlite => format!("printf('%!.17g', {column})"),
+            // PostgreSQL 12+ prints float8 shortest-exact.
+            Backend::Postgres => format!("CAST({column} AS TEXT)"),
+        }
+    }
+}
+
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    location: DbLocation,
+}
+
+// A note on binding: sqlx 0.8.6's `Any` driver sends a NULL `f64` to PostgreSQL as
+// a `float4` (its Real/Double mapping for NULLs is swapped), and a prepared
+// statement first run with a NULL then rejects the next non-NULL `f64` ("incorrect
+// binary data format"). So no `Option<f64>` is ever bound: a number is always
+// bound, and `CASE WHEN <kind> THEN $n END` writes the NULL in SQL.
 
 fn sql_err(what: &str) -> impl Fn(sqlx::Error) -> Error + '_ {
     move |e| Error::Store(format!("{what}: {e}"))
 }
 
+/// A SQLite path as a `sqlite://` URL (percent-encoded: spaces, `?` and `#` in
+/// folder names survive).
+fn sqlite_url(path: &Path, mode: &str) -> String {
+    let mut enc = String::new();
+    for b in path.as_os_str().as_encoded_bytes() {
+        match *b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' | b'~' => {
+                enc.push(*b as char)
+            }
+            other => enc.push_str(&format!("%{other:02X}")),
+        }
+    }
+    format!("sqlite://{enc}?mode={mode}")
+}
+
 impl Store {
-    /// Opens (creating it and its folder if needed) the database for writing: WAL
-    /// journal, a busy timeout, foreign keys on, migrations applied.
-    pub async fn open(path: &Path) -> Result<Store> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| Error::Io {
-                path: dir.to_path_buf(),
-                source: e,
-            })?;
-        }
-        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
-            .map_err(|e| Error::Store(format!("{}: {e}", path.display())))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(std::time::Duration::from_secs(30));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(opts)
-            .await
-            .map_err(|e| Error::Store(format!("cannot open {}: {e}", path.display())))?;
-        migrator()
-            .run(&pool)
-            .await
-            .map_err(|e| Error::Store(format!("{}: migrating the schema: {e}", path.display())))?;
-        Ok(Store { pool })
+    /// Opens the database for writing, creating it if needed, with migrations
+    /// applied. SQLite: the file and its folder are created; WAL journal, a busy
+    /// timeout and foreign keys on. PostgreSQL: the database must exist.
+    pub async fn open(db: impl Into<DbLocation>) -> Result<Store> {
+        let location: DbLocation = db.into();
+        sqlx::any::install_default_drivers();
+        let backend = location.backend();
+        let (url, pool_options) = match &location {
+            DbLocation::Sqlite(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| Error::Io {
+                        path: dir.to_path_buf(),
+                        source: e,
+                    })?;
+                }
+                (
+                    sqlite_url(path, "rwc"),
+                    AnyPoolOptions::new()
+                        .max_connections(1)
+                        .after_connect(|conn, _| {
+                            Box::pin(async move {
+                                conn.execute("PRAGMA busy_timeout = 30000").await?;
+                                conn.execute("PRAGMA journal_mode = WAL").await?;
+                                conn.execute("PRAGMA synchronous = NORMAL").await?;
+                                conn.execute("PRAGMA foreign_keys = ON").await?;
+                                Ok(())
+                            })
+                        }),
+                )
+            }
+            DbLocation::Postgres(url) => (
+                url.clone(),
+                AnyPoolOptions::new()
+                    .max_connections(4)
+                    .acquire_timeout(std::time::Duration::from_secs(60)),
+            ),
+        };
+        let pool = connect(&location, &url, pool_options).await?;
+        migrator(backend).run(&pool).await.map_err(|e| {
+            Error::Store(format!("{}: migrating the schema: {e}", location.display()))
+        })?;
+        Ok(Store {
+            pool,
+            backend,
+            location,
+        })
     }
 
-    /// Opens an existing database read-only: writes are refused by SQLite itself.
-    pub async fn open_read_only(path: &Path) -> Result<Store> {
-        if !path.is_file() {
-            return Err(Error::Store(format!(
-                "{}: no results database here (run a sweep first, or pass --db)",
-                path.display()
-            )));
-        }
-        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
-            .map_err(|e| Error::Store(format!("{}: {e}", path.display())))?
-            .read_only(true)
-            // Queries over large sweeps: map the file instead of a read call per
-            // page, and hand rows over in big batches instead of one wake-up each.
-            .pragma("mmap_size", "4294967296")
-            .pragma("cache_size", "-131072")
-            .row_buffer_size(4096)
-            .busy_timeout(std::time::Duration::from_secs(30));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(2)
-            .connect_with(opts)
-            .await
-            .map_err(|e| Error::Store(format!("cannot open {}: {e}", path.display())))?;
-        Ok(Store { pool })
+    /// Opens an existing database read-only: writes are refused by the database
+    /// itself (SQLite's read-only mode, PostgreSQL's read-only transactions).
+    pub async fn open_read_only(db: impl Into<DbLocation>) -> Result<Store> {
+        let location: DbLocation = db.into();
+        sqlx::any::install_default_drivers();
+        let backend = location.backend();
+        let (url, pool_options) = match &location {
+            DbLocation::Sqlite(path) => {
+                if !path.is_file() {
+                    return Err(Error::Store(format!(
+                        "{}: no results database here (run a sweep first, or pass --db)",
+                        path.display()
+                    )));
+                }
+                (
+                    sqlite_url(path, "ro"),
+                    AnyPoolOptions::new()
+                        .max_connections(2)
+                        .after_connect(|conn, _| {
+                            Box::pin(async move {
+                                conn.execute("PRAGMA busy_timeout = 30000").await?;
+                                // Queries over large sweeps: map the file instead of a
+                                // read call per page.
+                                conn.execute("PRAGMA mmap_size = 4294967296").await?;
+                                conn.execute("PRAGMA cache_size = -131072").await?;
+                                Ok(())
+                            })
+                        }),
+                )
+            }
+            DbLocation::Postgres(url) => (
+                url.clone(),
+                AnyPoolOptions::new()
+                    .max_connections(2)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+                                .await?;
+                            Ok(())
+                        })
+                    }),
+            ),
+        };
+        let pool = connect(&location, &url, pool_options).await?;
+        Ok(Store {
+            pool,
+            backend,
+            location,
+        })
     }
 
-    pub fn pool(&self) -> &SqlitePool {
+    pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn location(&self) -> &DbLocation {
+        &self.location
     }
 
     pub async fn close(self) {
         self.pool.close().await;
     }
 
+    async fn begin_write(&self) -> Result<Transaction<'static, Any>> {
+        self.pool
+            .begin_with(self.backend.begin_write())
+            .await
+            .map_err(sql_err("begin"))
+    }
+
     /// Inserts the sweep, or updates its spec and provenance when it exists. Returns its id.
     pub async fn upsert_sweep(&self, s: &NewSweep) -> Result<i64> {
         let t = now();
-        let existing: Option<(i64, String)> =
-            sqlx::query_as("SELECT id, dataset_fingerprint FROM sweeps WHERE name = ?")
-                .bind(&s.name)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(sql_err("reading sweeps"))?;
+        let mut tx = self.begin_write().await?;
+        let existing: Option<(i64, String)> = sqlx::query_as(&format!(
+            "SELECT id, dataset_fingerprint FROM sweeps WHERE name = $1{}",
+            if self.backend == Backend::Postgres {
+                " FOR UPDATE"
+            } else {
+                ""
+            }
+        ))
+        .bind(&s.name)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(sql_err("reading sweeps"))?;
         if let Some((id, fp)) = existing {
             if fp != s.dataset_fingerprint {
                 return Err(Error::Store(format!(
@@ -275,7 +495,7 @@ impl Store {
                     s.name, s.dataset_fingerprint
                 )));
             }
-            sqlx::query("UPDATE sweeps SET description = ?, spec_path = ?, spec_text = ?, spec_hash = ?, objective = ?, direction = ?, tool_version = ?, git_commit = ?, host = ?, updated_at = ? WHERE id = ?")
+            sqlx::query("UPDATE sweeps SET description = $1, spec_path = $2, spec_text = $3, spec_hash = $4, objective = $5, direction = $6, tool_version = $7, git_commit = $8, host = $9, updated_at = $10 WHERE id = $11")
                 .bind(&s.description)
                 .bind(&s.spec_path)
                 .bind(&s.spec_text)
@@ -287,12 +507,13 @@ impl Store {
                 .bind(&s.host)
                 .bind(&t)
                 .bind(id)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(sql_err("updating the sweep"))?;
+            tx.commit().await.map_err(sql_err("commit"))?;
             return Ok(id);
         }
-        let r = sqlx::query("INSERT INTO sweeps (name, description, spec_path, spec_text, spec_hash, objective, direction, dataset, dataset_fingerprint, tool_version, git_commit, host, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        let (id,): (i64,) = sqlx::query_as("INSERT INTO sweeps (name, description, spec_path, spec_text, spec_hash, objective, direction, dataset, dataset_fingerprint, tool_version, git_commit, host, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id")
             .bind(&s.name)
             .bind(&s.description)
             .bind(&s.spec_path)
@@ -307,21 +528,22 @@ impl Store {
             .bind(&s.host)
             .bind(&t)
             .bind(&t)
-            .execute(&self.pool)
+            .fetch_one(&mut *tx)
             .await
             .map_err(sql_err("inserting the sweep"))?;
-        Ok(r.last_insert_rowid())
+        tx.commit().await.map_err(sql_err("commit"))?;
+        Ok(id)
     }
 
     pub async fn set_classes(&self, sweep_id: i64, classes: &[(String, usize)]) -> Result<()> {
-        let mut tx = self.pool.begin().await.map_err(sql_err("begin"))?;
-        sqlx::query("DELETE FROM classes WHERE sweep_id = ?")
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM classes WHERE sweep_id = $1")
             .bind(sweep_id)
             .execute(&mut *tx)
             .await
             .map_err(sql_err("classes"))?;
         for (i, (name, n)) in classes.iter().enumerate() {
-            sqlx::query("INSERT INTO classes (sweep_id, class_index, name, image_count) VALUES (?, ?, ?, ?)")
+            sqlx::query("INSERT INTO classes (sweep_id, class_index, name, image_count) VALUES ($1, $2, $3, $4)")
                 .bind(sweep_id)
                 .bind(i as i64)
                 .bind(name)
@@ -333,33 +555,44 @@ impl Store {
         tx.commit().await.map_err(sql_err("commit"))
     }
 
-    /// Checks for a live run of this sweep and registers this one, in one
-    /// `BEGIN IMMEDIATE` transaction, so that two runs started at the same instant
-    /// cannot both pass: `Err((pid, host))` names the run that holds the sweep.
+    /// Checks for a live run of this sweep and registers this one, in one locked
+    /// transaction, so that two runs started at the same instant cannot both pass:
+    /// `Err((pid, host))` names the run that holds the sweep. A session on this
+    /// host whose process is gone, or on any host whose heartbeat is older than
+    /// `stale_before`, is closed as vanished (its trials become reclaimable).
     pub async fn begin_session(
         &self,
         sweep_id: i64,
         pid: i64,
         host: &str,
+        stale_before: &str,
         is_alive: impl Fn(i64) -> bool,
     ) -> Result<std::result::Result<i64, (i64, String)>> {
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(sql_err("locking the sweep"))?;
-        let rows: Vec<(i64, i64, String)> = sqlx::query_as(
-            "SELECT id, pid, host FROM sessions WHERE sweep_id = ? AND ended_at IS NULL",
+        let mut tx = self.begin_write().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT id FROM sweeps WHERE id = $1 FOR UPDATE")
+                .bind(sweep_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(sql_err("locking the sweep"))?;
+        }
+        let rows: Vec<(i64, i64, String, String)> = sqlx::query_as(
+            "SELECT id, pid, host, heartbeat_at FROM sessions WHERE sweep_id = $1 AND ended_at IS NULL",
         )
         .bind(sweep_id)
         .fetch_all(&mut *tx)
         .await
         .map_err(sql_err("reading sessions"))?;
-        for (id, other, h) in rows {
-            if h == host && is_alive(other) {
+        for (id, other, h, beat) in rows {
+            let alive = if h == host {
+                is_alive(other)
+            } else {
+                beat.as_str() >= stale_before
+            };
+            if alive {
                 return Ok(Err((other, h)));
             }
-            sqlx::query("UPDATE sessions SET ended_at = ?, end_reason = 'vanished' WHERE id = ? AND ended_at IS NULL")
+            sqlx::query("UPDATE sessions SET ended_at = $1, end_reason = 'vanished' WHERE id = $2 AND ended_at IS NULL")
                 .bind(now())
                 .bind(id)
                 .execute(&mut *tx)
@@ -371,18 +604,17 @@ impl Store {
         Ok(Ok(id))
     }
 
-    /// Registers a session without checking for a live run (benchmarks and tests).
+    /// Registers a session without checking for other live ones: a worker that
+    /// shares the sweep with others (and benchmarks and tests).
     pub async fn start_session(&self, sweep_id: i64, pid: i64, host: &str) -> Result<i64> {
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(sql_err("starting a session"))?;
-        insert_session(&mut conn, sweep_id, pid, host).await
+        let mut tx = self.begin_write().await?;
+        let id = insert_session(&mut tx, sweep_id, pid, host).await?;
+        tx.commit().await.map_err(sql_err("commit"))?;
+        Ok(id)
     }
 
     pub async fn heartbeat(&self, session_id: i64) -> Result<()> {
-        sqlx::query("UPDATE sessions SET heartbeat_at = ? WHERE id = ?")
+        sqlx::query("UPDATE sessions SET heartbeat_at = $1 WHERE id = $2")
             .bind(now())
             .bind(session_id)
             .execute(&self.pool)
@@ -392,7 +624,7 @@ impl Store {
     }
 
     pub async fn end_session(&self, session_id: i64, reason: &str) -> Result<()> {
-        sqlx::query("UPDATE sessions SET ended_at = ?, end_reason = ? WHERE id = ?")
+        sqlx::query("UPDATE sessions SET ended_at = $1, end_reason = $2 WHERE id = $3")
             .bind(now())
             .bind(reason)
             .bind(session_id)
@@ -404,9 +636,17 @@ impl Store {
 
     /// Inserts the trials not yet present (by key); returns how many were new.
     pub async fn add_trials(&self, sweep_id: i64, trials: &[NewTrial]) -> Result<usize> {
-        let mut tx = self.pool.begin().await.map_err(sql_err("begin"))?;
+        let mut tx = self.begin_write().await?;
+        if self.backend == Backend::Postgres {
+            // Numbering reads MAX(number): one numbering transaction at a time.
+            sqlx::query("SELECT id FROM sweeps WHERE id = $1 FOR UPDATE")
+                .bind(sweep_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(sql_err("locking the sweep"))?;
+        }
         let (mut next,): (i64,) =
-            sqlx::query_as("SELECT COALESCE(MAX(number), 0) + 1 FROM trials WHERE sweep_id = ?")
+            sqlx::query_as("SELECT COALESCE(MAX(number), 0) + 1 FROM trials WHERE sweep_id = $1")
                 .bind(sweep_id)
                 .fetch_one(&mut *tx)
                 .await
@@ -414,28 +654,28 @@ impl Store {
         let t = now();
         let mut added = 0;
         for tr in trials {
-            let r = sqlx::query("INSERT OR IGNORE INTO trials (sweep_id, number, key, config_json, seed, state, created_at) VALUES (?, ?, ?, ?, ?, 'waiting', ?)")
+            let id: Option<(i64,)> = sqlx::query_as("INSERT INTO trials (sweep_id, number, key, config_json, seed, state, created_at) VALUES ($1, $2, $3, $4, $5, 'waiting', $6) ON CONFLICT (sweep_id, key) DO NOTHING RETURNING id")
                 .bind(sweep_id)
                 .bind(next)
                 .bind(&tr.key)
                 .bind(&tr.config_json)
                 .bind(tr.seed as i64)
                 .bind(&t)
-                .execute(&mut *tx)
+                .fetch_optional(&mut *tx)
                 .await
                 .map_err(sql_err("inserting a trial"))?;
-            if r.rows_affected() == 0 {
+            let Some((id,)) = id else {
                 continue;
-            }
-            let id = r.last_insert_rowid();
+            };
             for (name, kind, text, num, swept) in &tr.params {
-                sqlx::query("INSERT INTO trial_params (trial_id, name, kind, value_text, value_number, swept) VALUES (?, ?, ?, ?, ?, ?)")
+                sqlx::query("INSERT INTO trial_params (trial_id, name, kind, value_text, value_number, swept) VALUES ($1, $2, $3, $4, CASE WHEN $7 = 1 THEN $5 END, $6)")
                     .bind(id)
                     .bind(name)
                     .bind(kind)
                     .bind(text)
-                    .bind(num)
+                    .bind(num.unwrap_or(0.0))
                     .bind(i64::from(*swept))
+                    .bind(i64::from(num.is_some()))
                     .execute(&mut *tx)
                     .await
                     .map_err(sql_err("inserting trial parameters"))?;
@@ -447,7 +687,7 @@ impl Store {
         Ok(added)
     }
 
-    async fn clear_partial(tx: &mut Transaction<'_, Sqlite>, trial_id: i64) -> Result<()> {
+    async fn clear_partial(tx: &mut Transaction<'_, Any>, trial_id: i64) -> Result<()> {
         for table in [
             "epoch_metrics",
             "final_metrics",
@@ -455,7 +695,7 @@ impl Store {
             "confusion_cells",
             "artifacts",
         ] {
-            sqlx::query(&format!("DELETE FROM {table} WHERE trial_id = ?"))
+            sqlx::query(&format!("DELETE FROM {table} WHERE trial_id = $1"))
                 .bind(trial_id)
                 .execute(&mut **tx)
                 .await
@@ -464,39 +704,72 @@ impl Store {
         Ok(())
     }
 
-    /// Trials left `running` by a session that is gone go back to `waiting`, their
-    /// partial rows removed and the attempt recorded as orphaned (not counted
-    /// against the retry limit: the trial did not fail). Returns how many.
-    pub async fn reclaim_orphans(&self, sweep_id: i64, current_session: i64) -> Result<u64> {
-        let mut tx = self.pool.begin().await.map_err(sql_err("begin"))?;
-        let ids: Vec<(i64,)> = sqlx::query_as("SELECT id FROM trials WHERE sweep_id = ? AND state = 'running' AND (session_id IS NULL OR session_id <> ?)")
-            .bind(sweep_id)
-            .bind(current_session)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(sql_err("finding orphaned trials"))?;
+    /// Trials left `running` by a session that is gone go back to `waiting`: the
+    /// session has ended (closed, or found vanished), or its heartbeat is older
+    /// than `stale_before` (RFC 3339, as [`now`] writes). Partial rows are removed
+    /// and the attempt recorded as orphaned (not counted against the retry limit:
+    /// the trial did not fail). Never touches `current_session`'s trials. Safe to
+    /// run from many workers at once. Returns how many.
+    pub async fn reclaim_stale(
+        &self,
+        sweep_id: i64,
+        current_session: i64,
+        stale_before: &str,
+    ) -> Result<u64> {
+        let mut tx = self.begin_write().await?;
+        let ids: Vec<(i64,)> = sqlx::query_as(&format!(
+            "SELECT t.id FROM trials t LEFT JOIN sessions s ON s.id = t.session_id \
+             WHERE t.sweep_id = $1 AND t.state = 'running' AND (t.session_id IS NULL OR t.session_id <> $2) \
+               AND (s.id IS NULL OR s.ended_at IS NOT NULL OR s.heartbeat_at < $3) ORDER BY t.id{}",
+            match self.backend {
+                Backend::Sqlite => "",
+                Backend::Postgres => " FOR UPDATE OF t SKIP LOCKED",
+            }
+        ))
+        .bind(sweep_id)
+        .bind(current_session)
+        .bind(stale_before)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(sql_err("finding orphaned trials"))?;
+        let mut n = 0;
         for (id,) in &ids {
+            let r = sqlx::query("UPDATE trials SET state = 'waiting', attempts = attempts - 1, session_id = NULL, worker_pid = NULL, device = NULL, started_at = NULL WHERE id = $1 AND state = 'running'")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(sql_err("reclaiming"))?;
+            if r.rows_affected() != 1 {
+                continue;
+            }
             Self::clear_partial(&mut tx, *id).await?;
-            sqlx::query("UPDATE trial_attempts SET ended_at = ?, outcome = 'orphaned', error = 'the sweep process running it stopped' WHERE trial_id = ? AND ended_at IS NULL")
+            sqlx::query("UPDATE trial_attempts SET ended_at = $1, outcome = 'orphaned', error = 'the process running it stopped (its session ended or stopped sending heartbeats)' WHERE trial_id = $2 AND ended_at IS NULL")
                 .bind(now())
                 .bind(id)
                 .execute(&mut *tx)
                 .await
                 .map_err(sql_err("recording the orphaned attempt"))?;
-            let r = sqlx::query("UPDATE trials SET state = 'waiting', attempts = attempts - 1, session_id = NULL, worker_pid = NULL, device = NULL, started_at = NULL WHERE id = ? AND state = 'running'")
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .map_err(sql_err("reclaiming"))?;
-            expect_one(r.rows_affected(), "running → waiting (reclaim)")?;
+            n += 1;
         }
         tx.commit().await.map_err(sql_err("commit"))?;
-        Ok(ids.len() as u64)
+        Ok(n)
+    }
+
+    /// Running trials held by sessions other than `session` (that may still need a
+    /// worker: a shared sweep is not over while another worker's trials can lapse).
+    pub async fn running_elsewhere(&self, sweep_id: i64, session: i64) -> Result<i64> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM trials WHERE sweep_id = $1 AND state = 'running' AND (session_id IS NULL OR session_id <> $2)")
+            .bind(sweep_id)
+            .bind(session)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(sql_err("counting running trials"))?;
+        Ok(n)
     }
 
     /// Failed trials with fewer than `max_attempts` attempts go back to `waiting`.
     pub async fn requeue_failed(&self, sweep_id: i64, max_attempts: i64) -> Result<u64> {
-        let r = sqlx::query("UPDATE trials SET state = 'waiting' WHERE sweep_id = ? AND state = 'failed' AND attempts < ?")
+        let r = sqlx::query("UPDATE trials SET state = 'waiting' WHERE sweep_id = $1 AND state = 'failed' AND attempts < $2")
             .bind(sweep_id)
             .bind(max_attempts)
             .execute(&self.pool)
@@ -517,7 +790,10 @@ impl Store {
     }
 
     /// Claims the lowest-numbered waiting trial that `allowed(id, key)` accepts
-    /// (the scheduler passes: in the current spec, not already in flight).
+    /// (the scheduler passes: in the current spec, not already in flight). Atomic
+    /// across processes and machines: SQLite holds the write lock for the whole
+    /// claim; PostgreSQL locks the candidate rows (`FOR UPDATE SKIP LOCKED`, so
+    /// concurrent workers take different trials without waiting on each other).
     pub async fn claim_next_where(
         &self,
         sweep_id: i64,
@@ -525,14 +801,17 @@ impl Store {
         device: &str,
         allowed: impl Fn(i64, &str) -> bool,
     ) -> Result<Option<Claimed>> {
-        let mut tx = self.pool.begin().await.map_err(sql_err("begin"))?;
+        let mut tx = self.begin_write().await?;
         // Waiting trials in pages, lowest number first: a claim reads a few rows, not
         // every waiting trial of a large sweep.
-        let mut row = None;
         let mut after = i64::MIN;
-        while row.is_none() {
+        let t = now();
+        loop {
+            // The page is read without locks; each candidate is then locked alone
+            // (PostgreSQL: a row another worker is claiming right now is skipped,
+            // not waited for, and no other row is held).
             let page: Vec<(i64, i64, String, String, i64)> = sqlx::query_as(
-                "SELECT id, number, key, config_json, attempts FROM trials WHERE sweep_id = ? AND state = 'waiting' AND number > ? ORDER BY number LIMIT 32",
+                "SELECT id, number, key, config_json, attempts FROM trials WHERE sweep_id = $1 AND state = 'waiting' AND number > $2 ORDER BY number LIMIT 32",
             )
             .bind(sweep_id)
             .bind(after)
@@ -540,48 +819,60 @@ impl Store {
             .await
             .map_err(sql_err("claiming"))?;
             let Some(last) = page.last().map(|r| r.1) else {
-                break;
+                return Ok(None);
             };
             after = last;
-            row = page
-                .into_iter()
-                .find(|(id, _, key, _, _)| allowed(*id, key));
+            for (id, number, key, config_json, attempts) in page {
+                if !allowed(id, &key) {
+                    continue;
+                }
+                let locked: Option<(i64,)> = sqlx::query_as(&format!(
+                    "SELECT id FROM trials WHERE id = $1 AND state = 'waiting'{}",
+                    self.backend.skip_locked()
+                ))
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(sql_err("claiming"))?;
+                if locked.is_none() {
+                    continue;
+                }
+                let r = sqlx::query("UPDATE trials SET state = 'running', attempts = attempts + 1, session_id = $1, device = $2, started_at = $3, error = NULL, stop_reason = NULL WHERE id = $4 AND state = 'waiting'")
+                    .bind(session_id)
+                    .bind(device)
+                    .bind(&t)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(sql_err("claiming"))?;
+                if r.rows_affected() != 1 {
+                    // taken by another worker between the read and the update
+                    continue;
+                }
+                // Attempt rows are numbered by every start, counted or not
+                // (interruptions give their count back), so they never collide.
+                sqlx::query("INSERT INTO trial_attempts (trial_id, attempt, session_id, started_at) VALUES ($1, (SELECT COUNT(*) + 1 FROM trial_attempts WHERE trial_id = $2), $3, $4)")
+                    .bind(id)
+                    .bind(id)
+                    .bind(session_id)
+                    .bind(&t)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(sql_err("recording the attempt"))?;
+                tx.commit().await.map_err(sql_err("commit"))?;
+                return Ok(Some(Claimed {
+                    id,
+                    number,
+                    key,
+                    config_json,
+                    attempt: attempts + 1,
+                }));
+            }
         }
-        let Some((id, number, key, config_json, attempts)) = row else {
-            return Ok(None);
-        };
-        let t = now();
-        let r = sqlx::query("UPDATE trials SET state = 'running', attempts = attempts + 1, session_id = ?, device = ?, started_at = ?, error = NULL, stop_reason = NULL WHERE id = ? AND state = 'waiting'")
-            .bind(session_id)
-            .bind(device)
-            .bind(&t)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(sql_err("claiming"))?;
-        expect_one(r.rows_affected(), "waiting → running")?;
-        // Attempt rows are numbered by every start, counted or not (interruptions
-        // give their count back), so they never collide.
-        sqlx::query("INSERT INTO trial_attempts (trial_id, attempt, session_id, started_at) VALUES (?, (SELECT COUNT(*) + 1 FROM trial_attempts WHERE trial_id = ?), ?, ?)")
-            .bind(id)
-            .bind(id)
-            .bind(session_id)
-            .bind(&t)
-            .execute(&mut *tx)
-            .await
-            .map_err(sql_err("recording the attempt"))?;
-        tx.commit().await.map_err(sql_err("commit"))?;
-        Ok(Some(Claimed {
-            id,
-            number,
-            key,
-            config_json,
-            attempt: attempts + 1,
-        }))
     }
 
     pub async fn set_worker_pid(&self, trial_id: i64, pid: i64) -> Result<()> {
-        sqlx::query("UPDATE trials SET worker_pid = ? WHERE id = ?")
+        sqlx::query("UPDATE trials SET worker_pid = $1 WHERE id = $2")
             .bind(pid)
             .bind(trial_id)
             .execute(&self.pool)
@@ -590,42 +881,43 @@ impl Store {
         Ok(())
     }
 
-    /// One epoch's metrics (rows `train.*`, `val.*`, `time.*`).
-    pub async fn record_epoch(&self, trial_id: i64, m: &EpochMetrics) -> Result<()> {
-        let mut tx = self.pool.begin().await.map_err(sql_err("begin"))?;
-        // Only a running trial takes epoch rows (a late event from a stale worker must
-        // not touch a finished or re-queued trial).
-        let (running,): (i64,) =
-            sqlx::query_as("SELECT COUNT(*) FROM trials WHERE id = ? AND state = 'running'")
-                .bind(trial_id)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(sql_err("recording an epoch"))?;
-        if running == 0 {
-            return Ok(());
+    /// One epoch's metrics (rows `train.*`, `val.*`, `time.*`). Only a trial still
+    /// held by `session` takes them (a late event from a worker whose trial was
+    /// reclaimed must not touch the new attempt); returns whether it did.
+    pub async fn record_epoch(
+        &self,
+        trial_id: i64,
+        session: i64,
+        m: &EpochMetrics,
+    ) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        if !holds(&mut tx, self.backend, trial_id, session).await? {
+            return Ok(false);
         }
         for (split, name, v) in epoch_rows(m) {
             let (value, kind) = value_kind(v);
-            sqlx::query("INSERT OR REPLACE INTO epoch_metrics (trial_id, epoch, split, name, value, value_kind) VALUES (?, ?, ?, ?, ?, ?)")
+            sqlx::query("INSERT INTO epoch_metrics (trial_id, epoch, split, name, value, value_kind) VALUES ($1, $2, $3, $4, CASE WHEN $6 = 'finite' THEN $5 END, $6) ON CONFLICT (trial_id, epoch, split, name) DO UPDATE SET value = excluded.value, value_kind = excluded.value_kind")
                 .bind(trial_id)
                 .bind(m.epoch as i64)
                 .bind(split)
                 .bind(name)
-                .bind(value)
+                .bind(value.unwrap_or(0.0))
                 .bind(kind)
                 .execute(&mut *tx)
                 .await
                 .map_err(sql_err("recording an epoch"))?;
         }
-        tx.commit().await.map_err(sql_err("commit"))
+        tx.commit().await.map_err(sql_err("commit"))?;
+        Ok(true)
     }
 
     /// `running → complete | pruned` with final metrics, class metrics, confusion
-    /// counts and artifacts, in one transaction.
-    pub async fn finish(&self, trial_id: i64, f: &Finish<'_>) -> Result<()> {
-        let mut tx = self.pool.begin().await.map_err(sql_err("begin"))?;
+    /// counts and artifacts, in one transaction. Returns false (and writes nothing)
+    /// when `session` no longer holds the trial (it was reclaimed).
+    pub async fn finish(&self, trial_id: i64, session: i64, f: &Finish<'_>) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
         let t = now();
-        let r = sqlx::query("UPDATE trials SET state = ?, stop_reason = ?, stop_epoch = ?, best_epoch = ?, report_epoch = ?, num_parameters = ?, train_size = ?, val_size = ?, duration_seconds = ?, finished_at = ?, error = NULL WHERE id = ? AND state = 'running'")
+        let r = sqlx::query("UPDATE trials SET state = $1, stop_reason = $2, stop_epoch = $3, best_epoch = $4, report_epoch = $5, num_parameters = $6, train_size = $7, val_size = $8, duration_seconds = $9, finished_at = $10, error = NULL WHERE id = $11 AND state = 'running' AND session_id = $12")
             .bind(f.state.as_str())
             .bind(&f.stop_reason)
             .bind(f.stop_epoch)
@@ -637,10 +929,13 @@ impl Store {
             .bind(f.duration_seconds)
             .bind(&t)
             .bind(trial_id)
+            .bind(session)
             .execute(&mut *tx)
             .await
             .map_err(sql_err("finishing a trial"))?;
-        expect_one(r.rows_affected(), "running → finished")?;
+        if r.rows_affected() != 1 {
+            return Ok(false);
+        }
         let mut metrics = f.extra_metrics.clone();
         if let Some(rep) = f.report {
             metrics.extend([
@@ -656,7 +951,7 @@ impl Store {
                 ),
             ]);
             for (i, c) in rep.classes.iter().enumerate() {
-                sqlx::query("INSERT INTO class_metrics (trial_id, class_index, precision, recall, f1, support) VALUES (?, ?, ?, ?, ?, ?)")
+                sqlx::query("INSERT INTO class_metrics (trial_id, class_index, precision, recall, f1, support) VALUES ($1, $2, $3, $4, $5, $6)")
                     .bind(trial_id)
                     .bind(i as i64)
                     .bind(c.precision)
@@ -669,7 +964,7 @@ impl Store {
             }
             for (ti, row) in rep.confusion.counts.iter().enumerate() {
                 for (pi, n) in row.iter().enumerate().filter(|(_, n)| **n > 0) {
-                    sqlx::query("INSERT INTO confusion_cells (trial_id, true_index, predicted_index, count) VALUES (?, ?, ?, ?)")
+                    sqlx::query("INSERT INTO confusion_cells (trial_id, true_index, predicted_index, count) VALUES ($1, $2, $3, $4)")
                         .bind(trial_id)
                         .bind(ti as i64)
                         .bind(pi as i64)
@@ -682,17 +977,17 @@ impl Store {
         }
         for (name, v) in &metrics {
             let (value, kind) = value_kind(*v);
-            sqlx::query("INSERT OR REPLACE INTO final_metrics (trial_id, name, value, value_kind) VALUES (?, ?, ?, ?)")
+            sqlx::query("INSERT INTO final_metrics (trial_id, name, value, value_kind) VALUES ($1, $2, CASE WHEN $4 = 'finite' THEN $3 END, $4) ON CONFLICT (trial_id, name) DO UPDATE SET value = excluded.value, value_kind = excluded.value_kind")
                 .bind(trial_id)
                 .bind(name)
-                .bind(value)
+                .bind(value.unwrap_or(0.0))
                 .bind(kind)
                 .execute(&mut *tx)
                 .await
                 .map_err(sql_err("final metrics"))?;
         }
         for (kind, path) in &f.artifacts {
-            sqlx::query("INSERT OR REPLACE INTO artifacts (trial_id, kind, path) VALUES (?, ?, ?)")
+            sqlx::query("INSERT INTO artifacts (trial_id, kind, path) VALUES ($1, $2, $3) ON CONFLICT (trial_id, kind) DO UPDATE SET path = excluded.path")
                 .bind(trial_id)
                 .bind(kind)
                 .bind(path)
@@ -701,43 +996,54 @@ impl Store {
                 .map_err(sql_err("artifacts"))?;
         }
         end_attempt(&mut tx, trial_id, f.state.as_str(), None).await?;
-        tx.commit().await.map_err(sql_err("commit"))
+        tx.commit().await.map_err(sql_err("commit"))?;
+        Ok(true)
     }
 
-    /// `running → failed` with the error chain; partial rows removed.
-    pub async fn fail(&self, trial_id: i64, error: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await.map_err(sql_err("begin"))?;
-        Self::clear_partial(&mut tx, trial_id).await?;
-        let r = sqlx::query("UPDATE trials SET state = 'failed', error = ?, finished_at = ? WHERE id = ? AND state = 'running'")
+    /// `running → failed` with the error chain; partial rows removed. False when
+    /// `session` no longer holds the trial.
+    pub async fn fail(&self, trial_id: i64, session: i64, error: &str) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let r = sqlx::query("UPDATE trials SET state = 'failed', error = $1, finished_at = $2 WHERE id = $3 AND state = 'running' AND session_id = $4")
             .bind(error)
             .bind(now())
             .bind(trial_id)
+            .bind(session)
             .execute(&mut *tx)
             .await
             .map_err(sql_err("failing a trial"))?;
-        expect_one(r.rows_affected(), "running → failed")?;
+        if r.rows_affected() != 1 {
+            return Ok(false);
+        }
+        Self::clear_partial(&mut tx, trial_id).await?;
         end_attempt(&mut tx, trial_id, "failed", Some(error)).await?;
-        tx.commit().await.map_err(sql_err("commit"))
+        tx.commit().await.map_err(sql_err("commit"))?;
+        Ok(true)
     }
 
     /// `running → waiting` after an interruption: partial rows removed, the attempt
-    /// recorded as interrupted (and not counted against the retry limit).
-    pub async fn interrupt(&self, trial_id: i64) -> Result<()> {
-        let mut tx = self.pool.begin().await.map_err(sql_err("begin"))?;
-        Self::clear_partial(&mut tx, trial_id).await?;
-        let r = sqlx::query("UPDATE trials SET state = 'waiting', attempts = attempts - 1, session_id = NULL, worker_pid = NULL, started_at = NULL WHERE id = ? AND state = 'running'")
+    /// recorded as interrupted (and not counted against the retry limit). False
+    /// when `session` no longer holds the trial.
+    pub async fn interrupt(&self, trial_id: i64, session: i64) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let r = sqlx::query("UPDATE trials SET state = 'waiting', attempts = attempts - 1, session_id = NULL, worker_pid = NULL, started_at = NULL WHERE id = $1 AND state = 'running' AND session_id = $2")
             .bind(trial_id)
+            .bind(session)
             .execute(&mut *tx)
             .await
             .map_err(sql_err("interrupting a trial"))?;
-        expect_one(r.rows_affected(), "running → waiting (interrupt)")?;
+        if r.rows_affected() != 1 {
+            return Ok(false);
+        }
+        Self::clear_partial(&mut tx, trial_id).await?;
         end_attempt(&mut tx, trial_id, "interrupted", None).await?;
-        tx.commit().await.map_err(sql_err("commit"))
+        tx.commit().await.map_err(sql_err("commit"))?;
+        Ok(true)
     }
 
     pub async fn counts(&self, sweep_id: i64) -> Result<StateCounts> {
         let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT state, COUNT(*) FROM trials WHERE sweep_id = ? GROUP BY state")
+            sqlx::query_as("SELECT state, COUNT(*) FROM trials WHERE sweep_id = $1 GROUP BY state")
                 .bind(sweep_id)
                 .fetch_all(&self.pool)
                 .await
@@ -757,7 +1063,7 @@ impl Store {
     }
 
     pub async fn sweep_id(&self, name: &str) -> Result<Option<i64>> {
-        let r: Option<(i64,)> = sqlx::query_as("SELECT id FROM sweeps WHERE name = ?")
+        let r: Option<(i64,)> = sqlx::query_as("SELECT id FROM sweeps WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.pool)
             .await
@@ -774,10 +1080,10 @@ impl Store {
     ) -> Result<Vec<(i64, String, String, i64, Option<f64>)>> {
         let rows = sqlx::query(
             "SELECT t.number, t.state, t.seed, \
-                    (SELECT group_concat(name || '=' || value_text, ', ') FROM (SELECT name, value_text FROM trial_params p WHERE p.trial_id = t.id AND p.swept = 1 ORDER BY name)) AS params, \
+                    (SELECT string_agg(name || '=' || value_text, ', ') FROM (SELECT name, value_text FROM trial_params p WHERE p.trial_id = t.id AND p.swept = 1 ORDER BY name) AS sp) AS params, \
                     f.value, f.value_kind \
-             FROM trials t LEFT JOIN final_metrics f ON f.trial_id = t.id AND f.name = ? \
-             WHERE t.sweep_id = ? ORDER BY t.number",
+             FROM trials t LEFT JOIN final_metrics f ON f.trial_id = t.id AND f.name = $1 \
+             WHERE t.sweep_id = $2 ORDER BY t.number",
         )
         .bind(objective)
         .bind(sweep_id)
@@ -801,42 +1107,139 @@ impl Store {
             .collect())
     }
 
-    /// `PRAGMA integrity_check` result ("ok" when sound).
+    /// The database's own consistency check: SQLite's `PRAGMA integrity_check`
+    /// ("ok" when sound); on PostgreSQL, which checks itself, that every table of
+    /// the schema is readable.
     pub async fn integrity_check(&self) -> Result<String> {
-        let (s,): (String,) = sqlx::query_as("PRAGMA integrity_check")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(sql_err("integrity check"))?;
-        Ok(s)
+        match self.backend {
+            Backend::Sqlite => {
+                let (s,): (String,) = sqlx::query_as("PRAGMA integrity_check")
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(sql_err("integrity check"))?;
+                Ok(s)
+            }
+            Backend::Postgres => {
+                for t in [
+                    "sweeps",
+                    "classes",
+                    "sessions",
+                    "trials",
+                    "trial_attempts",
+                    "trial_params",
+                    "epoch_metrics",
+                    "final_metrics",
+                    "class_metrics",
+                    "confusion_cells",
+                    "artifacts",
+                ] {
+                    sqlx::query(&format!("SELECT COUNT(*) FROM {t}"))
+                        .fetch_one(&self.pool)
+                        .await
+                        .map_err(sql_err("integrity check"))?;
+                }
+                Ok("ok".into())
+            }
+        }
     }
 }
 
+/// Creates a fresh, empty PostgreSQL database `name` on the server of `base` (a
+/// `postgres://` URL of any database there) and returns its URL: each test and
+/// benchmark gets a database of its own. `name` must be a plain identifier.
+pub async fn create_postgres_database(base: &str, name: &str) -> Result<String> {
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        return Err(Error::Store(format!(
+            "`{name}` is not a plain database name (a-z, 0-9, _)"
+        )));
+    }
+    sqlx::any::install_default_drivers();
+    let location = DbLocation::Postgres(base.to_string());
+    let pool = connect(&location, base, AnyPoolOptions::new().max_connections(1)).await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
+        .execute(&pool)
+        .await
+        .map_err(sql_err("dropping the old test database"))?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&pool)
+        .await
+        .map_err(sql_err("creating a database"))?;
+    pool.close().await;
+    // Same server and credentials, another database: replace the URL's path.
+    let (head, query) = match base.split_once('?') {
+        Some((h, q)) => (h, format!("?{q}")),
+        None => (base, String::new()),
+    };
+    let after_scheme = head.find("://").map(|i| i + 3).unwrap_or(0);
+    let host_end = head[after_scheme..]
+        .find('/')
+        .map(|i| after_scheme + i)
+        .unwrap_or(head.len());
+    Ok(format!("{}/{name}{query}", &head[..host_end]))
+}
+
+async fn connect(location: &DbLocation, url: &str, options: AnyPoolOptions) -> Result<AnyPool> {
+    let opts = AnyConnectOptions::from_str(url)
+        .map_err(|e| Error::Store(format!("{}: {e}", location.display())))?;
+    options
+        .connect_with(opts)
+        .await
+        .map_err(|e| Error::Store(format!("cannot open {}: {e}", location.display())))
+}
+
+/// Whether `session` still holds `trial_id` (running, claimed by it); locks the row
+/// on PostgreSQL so a reclaim cannot slip in before the transaction commits.
+async fn holds(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    trial_id: i64,
+    session: i64,
+) -> Result<bool> {
+    let row: Option<(i64,)> = sqlx::query_as(&format!(
+        "SELECT id FROM trials WHERE id = $1 AND state = 'running' AND session_id = $2{}",
+        if backend == Backend::Postgres {
+            " FOR UPDATE"
+        } else {
+            ""
+        }
+    ))
+    .bind(trial_id)
+    .bind(session)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(sql_err("checking the trial's holder"))?;
+    Ok(row.is_some())
+}
+
 async fn insert_session(
-    conn: &mut sqlx::SqliteConnection,
+    tx: &mut Transaction<'_, Any>,
     sweep_id: i64,
     pid: i64,
     host: &str,
 ) -> Result<i64> {
     let t = now();
-    let r = sqlx::query("INSERT INTO sessions (sweep_id, pid, host, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?)")
+    let (id,): (i64,) = sqlx::query_as("INSERT INTO sessions (sweep_id, pid, host, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $5) RETURNING id")
         .bind(sweep_id)
         .bind(pid)
         .bind(host)
         .bind(&t)
         .bind(&t)
-        .execute(conn)
+        .fetch_one(&mut **tx)
         .await
         .map_err(sql_err("starting a session"))?;
-    Ok(r.last_insert_rowid())
+    Ok(id)
 }
 
 async fn end_attempt(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     trial_id: i64,
     outcome: &str,
     error: Option<&str>,
 ) -> Result<()> {
-    sqlx::query("UPDATE trial_attempts SET ended_at = ?, outcome = ?, error = ? WHERE trial_id = ? AND ended_at IS NULL")
+    sqlx::query("UPDATE trial_attempts SET ended_at = $1, outcome = $2, error = $3 WHERE trial_id = $4 AND ended_at IS NULL")
         .bind(now())
         .bind(outcome)
         .bind(error)
@@ -847,14 +1250,12 @@ async fn end_attempt(
     Ok(())
 }
 
-fn expect_one(n: u64, what: &str) -> Result<()> {
-    if n == 1 {
-        Ok(())
-    } else {
-        Err(Error::Store(format!(
-            "state transition {what} changed {n} rows instead of 1"
-        )))
-    }
+/// `now()` minus `seconds`, in the same RFC 3339 text: the cut-off for heartbeats.
+pub fn seconds_ago(seconds: f64) -> String {
+    let t = std::time::SystemTime::now()
+        .checked_sub(std::time::Duration::from_secs_f64(seconds.max(0.0)))
+        .unwrap_or(std::time::UNIX_EPOCH);
+    rfc3339(t)
 }
 
 /// The rows one epoch writes: (split, name, value).

@@ -1,9 +1,18 @@
-//! The store on real SQLite files: migrations, guarded state transitions, explicit
-//! NaN, read-only access refusing writes.
+//! The store on real SQLite files and on a real PostgreSQL server: migrations,
+//! guarded state transitions, explicit NaN, heartbeats and reclaiming, concurrent
+//! claims, read-only access refusing writes. Every test runs on both backends.
+//!
+//! PostgreSQL comes from `SWEEP_TEST_PG` (a `postgres://` URL of any database on
+//! a server where this user may create databases; `.ci/run` starts one). Without
+//! it the PostgreSQL half is skipped with a note, unless `SWEEP_REQUIRE_PG=1`
+//! (set by `.ci/run`), which makes a missing server a failure.
 
 use std::path::Path;
 
-use sweep_orchestrator::store::{Finish, NewSweep, NewTrial, Store, TrialState, MIGRATIONS};
+use sweep_orchestrator::store::{
+    create_postgres_database, seconds_ago, DbLocation, Finish, NewSweep, NewTrial, Store,
+    TrialState, MIGRATIONS, PG_MIGRATIONS,
+};
 use sweep_train::EpochMetrics;
 
 fn rt() -> tokio::runtime::Runtime {
@@ -45,143 +54,303 @@ fn trial(key: &str) -> NewTrial {
     }
 }
 
+/// A fresh PostgreSQL database for one test, or None (skipped) without a server.
+fn postgres(test: &str) -> Option<DbLocation> {
+    let Ok(base) = std::env::var("SWEEP_TEST_PG") else {
+        assert!(
+            std::env::var("SWEEP_REQUIRE_PG").is_err(),
+            "SWEEP_REQUIRE_PG is set but SWEEP_TEST_PG (a postgres:// URL) is not"
+        );
+        eprintln!(
+            "note: {test}: PostgreSQL half skipped (set SWEEP_TEST_PG=postgres://... to run it)"
+        );
+        return None;
+    };
+    let name = format!("sweep_store_{test}_{}", std::process::id());
+    let url = rt()
+        .block_on(create_postgres_database(&base, &name))
+        .unwrap_or_else(|e| panic!("SWEEP_TEST_PG={base}: {e}"));
+    Some(DbLocation::Postgres(url))
+}
+
+/// The test on a SQLite file in `dir`, then on PostgreSQL when there is one.
+fn on_both(test: &str, dir: &Path, f: impl Fn(DbLocation)) {
+    f(DbLocation::Sqlite(dir.join(format!("{test}/sweep.db"))));
+    if let Some(pg) = postgres(test) {
+        f(pg);
+    }
+}
+
 #[test]
 fn every_migration_file_is_embedded() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
-    let mut files: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.ends_with(".sql"))
-        .collect();
-    files.sort();
-    let embedded: Vec<String> = MIGRATIONS
-        .iter()
-        .map(|(v, d, _)| format!("{v:04}_{d}.sql"))
-        .collect();
+    let list = |dir: &Path| {
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".sql"))
+            .collect();
+        files.sort();
+        files
+    };
+    let names = |m: &[(i64, &str, &str)]| -> Vec<String> {
+        m.iter()
+            .map(|(v, d, _)| format!("{v:04}_{d}.sql"))
+            .collect()
+    };
+    assert_eq!(
+        list(&dir.join("postgres")),
+        names(PG_MIGRATIONS),
+        "a migration in migrations/postgres/ is not listed in store::PG_MIGRATIONS"
+    );
+    assert_eq!(
+        names(MIGRATIONS),
+        names(PG_MIGRATIONS),
+        "SQLite and PostgreSQL need the same migrations (same numbers and names)"
+    );
+    let files = list(&dir);
+    let embedded = names(MIGRATIONS);
     assert_eq!(files, embedded, "a migration in migrations/ is not listed in store::MIGRATIONS (or misnamed: NNNN_description.sql)");
+}
+
+fn metrics() -> EpochMetrics {
+    EpochMetrics {
+        epoch: 1,
+        train_loss: f64::NAN,
+        train_accuracy: 0.5,
+        val_loss: f64::INFINITY,
+        val_accuracy: 0.5,
+        val_macro_f1: 0.4,
+        val_balanced_accuracy: 0.5,
+        learning_rate: 1e-3,
+        seconds: 1.0,
+        data_seconds: 0.1,
+        step_seconds: 0.8,
+    }
+}
+
+fn pruned() -> Finish<'static> {
+    Finish {
+        state: TrialState::Pruned,
+        stop_reason: "diverged".into(),
+        stop_epoch: Some(1),
+        best_epoch: None,
+        report_epoch: None,
+        num_parameters: 10,
+        train_size: 8,
+        val_size: 2,
+        duration_seconds: 1.0,
+        report: None,
+        extra_metrics: vec![("train.loss".into(), f64::NAN)],
+        artifacts: vec![],
+    }
 }
 
 #[test]
 fn transitions_are_guarded_and_finishing_is_atomic() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("sub/sweep.db");
-    rt().block_on(async {
-        let s = Store::open(&db).await.unwrap();
-        let id = s.upsert_sweep(&sweep("a")).await.unwrap();
-        assert_eq!(s.upsert_sweep(&sweep("a")).await.unwrap(), id);
-        let mut other = sweep("a");
-        other.dataset_fingerprint = "fp2".into();
-        assert!(s
-            .upsert_sweep(&other)
-            .await
-            .unwrap_err()
-            .to_string()
-            .contains("different data set"));
+    on_both("transitions", dir.path(), |db| {
+        rt().block_on(async {
+            let s = Store::open(&db).await.unwrap();
+            let id = s.upsert_sweep(&sweep("a")).await.unwrap();
+            assert_eq!(s.upsert_sweep(&sweep("a")).await.unwrap(), id);
+            let mut other = sweep("a");
+            other.dataset_fingerprint = "fp2".into();
+            assert!(s
+                .upsert_sweep(&other)
+                .await
+                .unwrap_err()
+                .to_string()
+                .contains("different data set"));
 
-        assert_eq!(
-            s.add_trials(id, &[trial("k1"), trial("k2")]).await.unwrap(),
-            2
-        );
-        assert_eq!(
-            s.add_trials(id, &[trial("k1"), trial("k3")]).await.unwrap(),
-            1,
-            "content keys are unique per sweep"
-        );
-        let session = s.start_session(id, 1, "h").await.unwrap();
-        let c = s.claim_next(id, session, "cpu").await.unwrap().unwrap();
-        assert_eq!((c.number, c.attempt), (1, 1));
-        // finishing a trial twice, or failing a finished one, changes nothing
-        let m = EpochMetrics {
-            epoch: 1,
-            train_loss: f64::NAN,
-            train_accuracy: 0.5,
-            val_loss: f64::INFINITY,
-            val_accuracy: 0.5,
-            val_macro_f1: 0.4,
-            val_balanced_accuracy: 0.5,
-            learning_rate: 1e-3,
-            seconds: 1.0,
-            data_seconds: 0.1,
-            step_seconds: 0.8,
-        };
-        s.record_epoch(c.id, &m).await.unwrap();
-        let f = Finish {
-            state: TrialState::Pruned,
-            stop_reason: "diverged".into(),
-            stop_epoch: Some(1),
-            best_epoch: None,
-            report_epoch: None,
-            num_parameters: 10,
-            train_size: 8,
-            val_size: 2,
-            duration_seconds: 1.0,
-            report: None,
-            extra_metrics: vec![("train.loss".into(), f64::NAN)],
-            artifacts: vec![],
-        };
-        s.finish(c.id, &f).await.unwrap();
-        assert!(s
-            .finish(c.id, &f)
+            assert_eq!(
+                s.add_trials(id, &[trial("k1"), trial("k2")]).await.unwrap(),
+                2
+            );
+            assert_eq!(
+                s.add_trials(id, &[trial("k1"), trial("k3")]).await.unwrap(),
+                1,
+                "content keys are unique per sweep"
+            );
+            let session = s.start_session(id, 1, "h").await.unwrap();
+            let c = s.claim_next(id, session, "cpu").await.unwrap().unwrap();
+            assert_eq!((c.number, c.attempt), (1, 1));
+            let m = metrics();
+            assert!(s.record_epoch(c.id, session, &m).await.unwrap());
+            let f = pruned();
+            // another session cannot finish it; finishing twice, or failing a
+            // finished trial, changes nothing
+            assert!(!s.finish(c.id, session + 1000, &f).await.unwrap());
+            assert!(s.finish(c.id, session, &f).await.unwrap());
+            assert!(!s.finish(c.id, session, &f).await.unwrap());
+            assert!(!s.fail(c.id, session, "late").await.unwrap());
+            assert!(!s.record_epoch(c.id, session, &m).await.unwrap());
+            let (v, k): (Option<f64>, String) = sqlx::query_as(
+                "SELECT value, value_kind FROM epoch_metrics WHERE name = 'loss' AND split = 'train'",
+            )
+            .fetch_one(s.pool())
             .await
-            .unwrap_err()
-            .to_string()
-            .contains("changed 0 rows"));
-        assert!(s.fail(c.id, "late").await.is_err());
-        let (v, k): (Option<f64>, String) = sqlx::query_as(
-            "SELECT value, value_kind FROM epoch_metrics WHERE name = 'loss' AND split = 'train'",
-        )
-        .fetch_one(s.pool())
-        .await
-        .unwrap();
-        assert_eq!((v, k.as_str()), (None, "nan"));
-        let (k,): (String,) = sqlx::query_as(
-            "SELECT value_kind FROM epoch_metrics WHERE name = 'loss' AND split = 'val'",
-        )
-        .fetch_one(s.pool())
-        .await
-        .unwrap();
-        assert_eq!(k, "inf");
+            .unwrap();
+            assert_eq!((v, k.as_str()), (None, "nan"));
+            let (k,): (String,) = sqlx::query_as(
+                "SELECT value_kind FROM epoch_metrics WHERE name = 'loss' AND split = 'val'",
+            )
+            .fetch_one(s.pool())
+            .await
+            .unwrap();
+            assert_eq!(k, "inf");
 
-        // fail → requeue up to the limit
-        let c2 = s.claim_next(id, session, "cpu").await.unwrap().unwrap();
-        s.record_epoch(c2.id, &m).await.unwrap();
-        s.fail(c2.id, "boom").await.unwrap();
-        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM epoch_metrics WHERE trial_id = ?")
+            // fail → requeue up to the limit
+            let c2 = s.claim_next(id, session, "cpu").await.unwrap().unwrap();
+            s.record_epoch(c2.id, session, &m).await.unwrap();
+            assert!(s.fail(c2.id, session, "boom").await.unwrap());
+            let (n,): (i64,) =
+                sqlx::query_as("SELECT COUNT(*) FROM epoch_metrics WHERE trial_id = $1")
+                    .bind(c2.id)
+                    .fetch_one(s.pool())
+                    .await
+                    .unwrap();
+            assert_eq!(n, 0, "a failed attempt leaves no partial rows");
+            assert_eq!(s.requeue_failed(id, 1).await.unwrap(), 0);
+            assert_eq!(s.requeue_failed(id, 2).await.unwrap(), 1);
+
+            // an interrupted trial gives its attempt back
+            let c3 = s.claim_next(id, session, "cpu").await.unwrap().unwrap();
+            assert_eq!((c3.id, c3.attempt), (c2.id, 2));
+            assert!(s.interrupt(c3.id, session).await.unwrap());
+            let c4 = s.claim_next(id, session, "cpu").await.unwrap().unwrap();
+            assert_eq!((c4.id, c4.attempt), (c2.id, 2));
+
+            // a new session reclaims what an ended one left running
+            let later = s.start_session(id, 2, "h").await.unwrap();
+            assert_eq!(
+                s.reclaim_stale(id, later, &seconds_ago(3600.0)).await.unwrap(),
+                0,
+                "a live session's trials stay its own"
+            );
+            s.end_session(session, "crashed").await.unwrap();
+            assert_eq!(
+                s.reclaim_stale(id, later, &seconds_ago(3600.0)).await.unwrap(),
+                1
+            );
+            let counts = s.counts(id).await.unwrap();
+            assert_eq!((counts.waiting, counts.pruned, counts.running), (2, 1, 0));
+            let (outcome,): (String,) = sqlx::query_as(
+                "SELECT outcome FROM trial_attempts WHERE trial_id = $1 ORDER BY attempt DESC LIMIT 1",
+            )
             .bind(c2.id)
             .fetch_one(s.pool())
             .await
             .unwrap();
-        assert_eq!(n, 0, "a failed attempt leaves no partial rows");
-        assert_eq!(s.requeue_failed(id, 1).await.unwrap(), 0);
-        assert_eq!(s.requeue_failed(id, 2).await.unwrap(), 1);
+            assert_eq!(outcome, "orphaned");
+            assert_eq!(s.integrity_check().await.unwrap(), "ok");
+            s.close().await;
 
-        // an interrupted trial gives its attempt back
-        let c3 = s.claim_next(id, session, "cpu").await.unwrap().unwrap();
-        assert_eq!((c3.id, c3.attempt), (c2.id, 2));
-        s.interrupt(c3.id).await.unwrap();
-        let c4 = s.claim_next(id, session, "cpu").await.unwrap().unwrap();
-        assert_eq!((c4.id, c4.attempt), (c2.id, 2));
-
-        // a new session reclaims what an old one left running
-        let later = s.start_session(id, 2, "h").await.unwrap();
-        assert_eq!(s.reclaim_orphans(id, later).await.unwrap(), 1);
-        let counts = s.counts(id).await.unwrap();
-        assert_eq!((counts.waiting, counts.pruned, counts.running), (2, 1, 0));
-        assert_eq!(s.integrity_check().await.unwrap(), "ok");
-        s.close().await;
-
-        // read-only: queries work, writes are refused by SQLite
-        let ro = Store::open_read_only(&db).await.unwrap();
-        assert_eq!(ro.counts(id).await.unwrap().total(), 3);
-        let e = sqlx::query("DELETE FROM trials")
-            .execute(ro.pool())
-            .await
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("readonly"), "{e}");
-        ro.close().await;
+            // read-only: queries work, writes are refused by the database itself
+            let ro = Store::open_read_only(&db).await.unwrap();
+            assert_eq!(ro.counts(id).await.unwrap().total(), 3);
+            let e = sqlx::query("DELETE FROM trials")
+                .execute(ro.pool())
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("readonly") || e.contains("read-only"), "{e}");
+            ro.close().await;
+        });
     });
     assert!(rt()
         .block_on(Store::open_read_only(&dir.path().join("none.db")))
         .is_err());
+}
+
+#[test]
+fn a_lapsed_heartbeat_hands_the_trial_to_another_session() {
+    let dir = tempfile::tempdir().unwrap();
+    on_both("heartbeat", dir.path(), |db| {
+        rt().block_on(async {
+            let s = Store::open(&db).await.unwrap();
+            let id = s.upsert_sweep(&sweep("hb")).await.unwrap();
+            s.add_trials(id, &[trial("k1")]).await.unwrap();
+            let a = s.start_session(id, 10, "node-a").await.unwrap();
+            let b = s.start_session(id, 11, "node-b").await.unwrap();
+            let c = s.claim_next(id, a, "cpu").await.unwrap().unwrap();
+            s.record_epoch(c.id, a, &metrics()).await.unwrap();
+            assert_eq!(s.running_elsewhere(id, b).await.unwrap(), 1);
+            assert_eq!(s.running_elsewhere(id, a).await.unwrap(), 0);
+            // a beat within the lease keeps it
+            s.heartbeat(a).await.unwrap();
+            assert_eq!(s.reclaim_stale(id, b, &seconds_ago(30.0)).await.unwrap(), 0);
+            // no beat for longer than the lease: b takes it over
+            tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+            assert_eq!(s.reclaim_stale(id, b, &seconds_ago(1.0)).await.unwrap(), 1);
+            let again = s.claim_next(id, b, "cpu").await.unwrap().unwrap();
+            assert_eq!((again.id, again.attempt), (c.id, 1), "a reclaimed attempt is not counted");
+            // a's late results are refused; b's land
+            assert!(!s.record_epoch(c.id, a, &metrics()).await.unwrap());
+            assert!(!s.finish(c.id, a, &pruned()).await.unwrap());
+            assert!(s.finish(c.id, b, &pruned()).await.unwrap());
+            let rows: Vec<(i64, Option<String>)> = sqlx::query_as(
+                "SELECT session_id, outcome FROM trial_attempts WHERE trial_id = $1 ORDER BY attempt",
+            )
+            .bind(c.id)
+            .fetch_all(s.pool())
+            .await
+            .unwrap();
+            assert_eq!(
+                rows,
+                vec![(a, Some("orphaned".to_string())), (b, Some("pruned".to_string()))]
+            );
+            s.close().await;
+        });
+    });
+}
+
+#[test]
+fn concurrent_claims_take_each_trial_once() {
+    let dir = tempfile::tempdir().unwrap();
+    on_both("claims", dir.path(), |db| {
+        rt().block_on(async {
+            let s = Store::open(&db).await.unwrap();
+            let id = s.upsert_sweep(&sweep("c")).await.unwrap();
+            let keys: Vec<NewTrial> = (0..40).map(|i| trial(&format!("k{i}"))).collect();
+            s.add_trials(id, &keys).await.unwrap();
+            if let DbLocation::Postgres(_) = db {
+                // A claim in flight elsewhere (trial 1 locked, not yet committed)
+                // is skipped, not waited for, and does not hide the other trials.
+                let mut other = s.pool().begin().await.unwrap();
+                sqlx::query("SELECT id FROM trials WHERE number = 1 FOR UPDATE")
+                    .execute(&mut *other)
+                    .await
+                    .unwrap();
+                let session = s.start_session(id, 99, "h").await.unwrap();
+                let c = s.claim_next(id, session, "cpu").await.unwrap().unwrap();
+                assert_eq!(c.number, 2);
+                assert!(s.interrupt(c.id, session).await.unwrap());
+                other.rollback().await.unwrap();
+            }
+            s.close().await;
+            // Four claimers, each with its own connection pool, as separate
+            // processes would be.
+            let mut handles = Vec::new();
+            for w in 0..4 {
+                let db = db.clone();
+                handles.push(tokio::spawn(async move {
+                    let s = Store::open(&db).await.unwrap();
+                    let session = s.start_session(id, w, "h").await.unwrap();
+                    let mut mine = Vec::new();
+                    while let Some(c) = s.claim_next(id, session, "cpu").await.unwrap() {
+                        mine.push(c.number);
+                    }
+                    s.close().await;
+                    mine
+                }));
+            }
+            let mut all = Vec::new();
+            for h in handles {
+                all.extend(h.await.unwrap());
+            }
+            all.sort();
+            assert_eq!(all, (1..=40).collect::<Vec<i64>>());
+        });
+    });
 }

@@ -1,0 +1,580 @@
+//! Sweep on a real Slurm cluster with a real PostgreSQL server as the shared store
+//! (started by `scripts/cluster-up`, which `.ci/run` calls): a job array of
+//! workers whose results equal a local run's, a worker killed mid-trial by
+//! `scancel` whose trial is reclaimed after its heartbeat lapses, and workers
+//! started by hand next to a reader. Every check reads the database.
+//!
+//! Needs `SWEEP_TEST_PG` (a postgres:// URL on a server where this user may
+//! create databases) and `SWEEP_TEST_SLURM=1` (sbatch, squeue, scancel on PATH,
+//! jobs running on this machine). Without them these tests are skipped with a
+//! note, unless `SWEEP_REQUIRE_PG=1` (set by `.ci/run`) makes that a failure.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sweep_orchestrator::store::{create_postgres_database, DbLocation, Store};
+
+fn sweep_cmd(dir: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sweep"));
+    c.args(args).current_dir(dir).env_remove("SWEEP_DB");
+    c
+}
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    sweep_cmd(dir, args).output().unwrap()
+}
+
+fn text(o: &[u8]) -> String {
+    String::from_utf8_lossy(o).into_owned()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A fresh PostgreSQL database for this test, or None when there is no server.
+fn postgres(test: &str) -> Option<String> {
+    let Ok(base) = std::env::var("SWEEP_TEST_PG") else {
+        assert!(
+            std::env::var("SWEEP_REQUIRE_PG").is_err(),
+            "SWEEP_REQUIRE_PG is set but SWEEP_TEST_PG is not (run scripts/cluster-up)"
+        );
+        eprintln!(
+            "note: {test} skipped: no PostgreSQL (SWEEP_TEST_PG; scripts/cluster-up starts one)"
+        );
+        return None;
+    };
+    let name = format!("sweep_cluster_{test}_{}", std::process::id());
+    Some(
+        rt().block_on(create_postgres_database(&base, &name))
+            .unwrap_or_else(|e| panic!("SWEEP_TEST_PG={base}: {e}")),
+    )
+}
+
+/// PostgreSQL and Slurm both, or None (skipped).
+fn cluster(test: &str) -> Option<String> {
+    if std::env::var("SWEEP_TEST_SLURM").is_err() {
+        assert!(
+            std::env::var("SWEEP_REQUIRE_PG").is_err(),
+            "SWEEP_REQUIRE_PG is set but SWEEP_TEST_SLURM is not (run scripts/cluster-up)"
+        );
+        eprintln!(
+            "note: {test} skipped: no Slurm (SWEEP_TEST_SLURM=1; scripts/cluster-up starts one)"
+        );
+        return None;
+    }
+    postgres(test)
+}
+
+fn spec(name: &str, epochs: usize, per_class: usize) -> String {
+    sized_spec(name, epochs, per_class, 12, 32)
+}
+
+fn sized_spec(name: &str, epochs: usize, per_class: usize, image: usize, hidden: usize) -> String {
+    format!(
+        r#"
+name = "{name}"
+seeds = [1, 2]
+[data]
+image_size = {image}
+[data.synthetic]
+classes = 3
+per_class = {per_class}
+image_size = {image}
+[model]
+hidden = [{hidden}]
+[train]
+epochs = {epochs}
+batch_size = 16
+[grid]
+model.dropout = [0.0, 0.5]
+train.weight_decay = [0.0, 0.01]
+[logging]
+histogram_every = 0
+"#
+    )
+}
+
+fn query<T>(url: &str, sql: &str) -> Vec<T>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
+{
+    rt().block_on(async {
+        let s = Store::open_read_only(&DbLocation::Postgres(url.to_string()))
+            .await
+            .unwrap();
+        let rows = sqlx::query_as::<_, T>(sql)
+            .fetch_all(s.pool())
+            .await
+            .unwrap();
+        s.close().await;
+        rows
+    })
+}
+
+/// Every trial complete, claimed once, with exactly one attempt that completed.
+fn assert_each_trial_once(url: &str, n: i64) {
+    let rows: Vec<(i64, String, i64)> = query(
+        url,
+        "SELECT number, state, attempts FROM trials ORDER BY number",
+    );
+    assert_eq!(rows.len() as i64, n, "{rows:?}");
+    for (number, state, attempts) in &rows {
+        assert_eq!(
+            (state.as_str(), *attempts),
+            ("complete", 1),
+            "trial {number}"
+        );
+    }
+    let done: Vec<(i64, i64)> = query(
+        url,
+        "SELECT trial_id, COUNT(*) FROM trial_attempts WHERE outcome = 'complete' GROUP BY trial_id ORDER BY trial_id",
+    );
+    assert_eq!(done.len() as i64, n);
+    assert!(
+        done.iter().all(|(_, c)| *c == 1),
+        "a trial completed twice: {done:?}"
+    );
+    let (unfinished,): (i64,) = query(
+        url,
+        "SELECT COUNT(*) FROM trial_attempts WHERE ended_at IS NULL",
+    )[0];
+    assert_eq!(unfinished, 0);
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn job_id(stdout: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("submitted Slurm job array "))
+        .and_then(|r| r.split(':').next())
+        .unwrap_or_else(|| panic!("no job id in:\n{stdout}"))
+        .to_string()
+}
+
+fn squeue() -> String {
+    text(
+        &Command::new("squeue")
+            .args(["-h", "-o", "%i %j %T %R"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+}
+
+#[test]
+fn slurm_is_refused_on_sqlite_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("s.toml"), spec("refuse", 1, 10)).unwrap();
+    let o = run(dir.path(), &["run", "s.toml", "--executor", "slurm"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("PostgreSQL") && err.contains("network file systems"),
+        "{err}"
+    );
+    assert!(
+        err.contains("results/sweep.db"),
+        "names the database: {err}"
+    );
+    assert!(!dir.path().join("results").exists(), "nothing is written");
+}
+
+#[test]
+fn a_job_array_runs_every_trial_once_and_matches_a_local_run() {
+    let Some(url) = cluster("array") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("s.toml"), spec("arr", 2, 30)).unwrap();
+    let local = run(
+        d,
+        &[
+            "run",
+            "s.toml",
+            "--db",
+            "local.db",
+            "--results",
+            "res-local",
+            "--jobs",
+            "2",
+            "--threads",
+            "1",
+        ],
+    );
+    assert!(local.status.success(), "{}", text(&local.stderr));
+
+    // The Slurm run in the background; the test watches squeue meanwhile.
+    let child = sweep_cmd(
+        d,
+        &[
+            "run",
+            "s.toml",
+            "--db",
+            &url,
+            "--results",
+            "res-slurm",
+            "--executor",
+            "slurm",
+            "--slurm-array-size",
+            "3",
+            "--slurm-array-parallelism",
+            "2",
+            "--slurm-mem",
+            "400M",
+            "--threads",
+            "1",
+            "--lease-seconds",
+            "10",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let watcher = std::thread::spawn(|| {
+        let mut seen = Vec::new();
+        for _ in 0..600 {
+            let q = squeue();
+            for l in q.lines().filter(|l| l.contains("sweep-arr")) {
+                if !seen.contains(&l.to_string()) {
+                    seen.push(l.to_string());
+                }
+            }
+            if !seen.is_empty() && q.trim().is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        seen
+    });
+    let out = child.wait_with_output().unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    let job = job_id(&stdout);
+    let seen = watcher.join().unwrap();
+    eprintln!("squeue lines seen:\n{}", seen.join("\n"));
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with(&format!("{job}_")) && l.contains("RUNNING")),
+        "array tasks ran under Slurm: {seen:?}"
+    );
+    let control = text(
+        &Command::new("scontrol")
+            .args(["show", "job", &job])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    eprintln!("scontrol show job {job}:\n{control}");
+    assert!(
+        stdout.contains("8 complete, 0 pruned, 0 failed"),
+        "{stdout}"
+    );
+    assert_each_trial_once(&url, 8);
+    // three workers (one per array task), each its own session
+    let (sessions,): (i64,) = query(
+        &url,
+        "SELECT COUNT(DISTINCT session_id) FROM trial_attempts",
+    )[0];
+    assert!((1..=3).contains(&sessions), "{sessions}");
+
+    // the same study, whichever executor ran it
+    let cmp = |db: &str| {
+        let o = run(d, &["compare", "arr", "--db", db]);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        text(&o.stdout)
+    };
+    let (a, b) = (cmp("local.db"), cmp(&url));
+    eprintln!("compare, local run:\n{a}\ncompare, Slurm run:\n{b}");
+    assert_eq!(a, b);
+    assert!(a.contains("model.dropout"), "{a}");
+    // the workers wrote TensorBoard logs and their own logs in the shared folder
+    assert!(d
+        .join("res-slurm/arr/tensorboard/0001")
+        .read_dir()
+        .unwrap()
+        .next()
+        .is_some());
+    let logs: Vec<_> = d.join("res-slurm/arr/slurm").read_dir().unwrap().collect();
+    assert!(logs.len() >= 2, "worker script and logs: {logs:?}");
+    // and a second run finds nothing to do
+    let again = run(
+        d,
+        &[
+            "run",
+            "s.toml",
+            "--db",
+            &url,
+            "--results",
+            "res-slurm",
+            "--executor",
+            "slurm",
+        ],
+    );
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert!(
+        !text(&again.stdout).contains("submitted"),
+        "{}",
+        text(&again.stdout)
+    );
+}
+
+#[test]
+fn a_killed_array_task_is_reclaimed_after_its_heartbeat_lapses() {
+    let Some(url) = cluster("scancel") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Trials of a few seconds each, so that one is surely mid-flight when killed.
+    std::fs::write(d.join("s.toml"), sized_spec("kill", 8, 200, 32, 512)).unwrap();
+    let o = run(
+        d,
+        &[
+            "run",
+            "s.toml",
+            "--db",
+            &url,
+            "--results",
+            "res",
+            "--executor",
+            "slurm",
+            "--detach",
+            "--slurm-array-size",
+            "2",
+            "--slurm-array-parallelism",
+            "2",
+            "--slurm-mem",
+            "400M",
+            "--threads",
+            "1",
+            "--lease-seconds",
+            "3",
+        ],
+    );
+    let stdout = text(&o.stdout);
+    assert!(o.status.success(), "{stdout}\n{}", text(&o.stderr));
+    let job = job_id(&stdout);
+    // Wait until both workers are mid-trial, then kill the first task outright
+    // (SIGKILL: no chance to clean up, as after a node failure or the end of
+    // the time limit's grace period).
+    wait_for("two trials running", Duration::from_secs(120), || {
+        let (n,): (i64,) = query(
+            &url,
+            "SELECT COUNT(*) FROM trials t JOIN epoch_metrics e ON e.trial_id = t.id AND e.epoch = 1 AND e.name = 'loss' AND e.split = 'train' WHERE t.state = 'running'",
+        )[0];
+        n >= 2
+    });
+    let before = squeue();
+    let victim: Vec<(i64, i64)> = query(
+        &url,
+        "SELECT t.number, s.pid FROM trials t JOIN sessions s ON s.id = t.session_id WHERE t.state = 'running' ORDER BY t.number",
+    );
+    // Freeze the first task (worker and trial, as a hung node or a network
+    // partition would): Slurm still shows it RUNNING, but it stops beating.
+    let scancel = |args: &[&str]| {
+        let k = Command::new("scancel").args(args).output().unwrap();
+        assert!(k.status.success(), "scancel {args:?}: {}", text(&k.stderr));
+    };
+    scancel(&["--full", "--signal=STOP", &format!("{job}_0")]);
+    wait_for(
+        "the frozen worker's trial to be reclaimed",
+        Duration::from_secs(120),
+        || {
+            let (n,): (i64,) = query(
+                &url,
+                "SELECT COUNT(*) FROM trial_attempts WHERE outcome = 'orphaned'",
+            )[0];
+            n == 1
+        },
+    );
+    let frozen = squeue();
+    // Now cancel it: Slurm sends SIGCONT and SIGTERM; the worker wakes up holding
+    // a trial that is no longer its own, and its late result must not land.
+    scancel(&[&format!("{job}_0")]);
+    wait_for(
+        "the cancelled task to leave squeue",
+        Duration::from_secs(60),
+        || !squeue().contains(&format!("{job}_0 ")),
+    );
+    eprintln!(
+        "squeue before:\n{before}running trials and their workers' pids: {victim:?}\nsqueue with task 0 frozen (SIGSTOP):\n{frozen}squeue after scancel {job}_0:\n{}",
+        squeue()
+    );
+    wait_for("every trial to finish", Duration::from_secs(300), || {
+        let (n,): (i64,) = query(
+            &url,
+            "SELECT COUNT(*) FROM trials WHERE state IN ('complete', 'pruned', 'failed')",
+        )[0];
+        n == 8
+    });
+    wait_for("the array to end", Duration::from_secs(60), || {
+        !squeue().contains(&format!("{job}_"))
+    });
+    assert_each_trial_once(&url, 8);
+    let orphaned: Vec<(i64, String)> = query(
+        &url,
+        "SELECT t.number, a.error FROM trial_attempts a JOIN trials t ON t.id = a.trial_id WHERE a.outcome = 'orphaned'",
+    );
+    eprintln!("orphaned attempts: {orphaned:?}");
+    assert_eq!(
+        orphaned.len(),
+        1,
+        "the frozen worker's trial, reclaimed once"
+    );
+    assert!(orphaned[0].1.contains("heartbeats"), "{orphaned:?}");
+    let sessions: Vec<(i64, Option<String>)> =
+        query(&url, "SELECT pid, end_reason FROM sessions ORDER BY id");
+    eprintln!("sessions (pid, end): {sessions:?}");
+    assert!(
+        sessions.contains(&(victim[0].1, Some("interrupted".to_string())))
+            || sessions.contains(&(victim[1].1, Some("interrupted".to_string()))),
+        "the cancelled worker stopped on SIGTERM: {sessions:?}"
+    );
+    assert!(
+        sessions.iter().any(|s| s.1.as_deref() == Some("finished")),
+        "{sessions:?}"
+    );
+    let log =
+        std::fs::read_to_string(d.join(format!("res/kill/slurm/worker-{job}_0.out"))).unwrap();
+    eprintln!("worker {job}_0's log:\n{log}");
+    assert!(
+        log.contains("dropped trial"),
+        "the late result was refused: {log}"
+    );
+    let st = run(d, &["status", "kill", "--db", &url]);
+    assert!(
+        text(&st.stdout).contains("complete 8"),
+        "{}",
+        text(&st.stdout)
+    );
+}
+
+#[test]
+fn hand_started_workers_share_a_sweep_while_a_reader_follows() {
+    let Some(url) = postgres("workers") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("s.toml"), spec("hand", 3, 30)).unwrap();
+    let rec = run(
+        d,
+        &[
+            "run",
+            "s.toml",
+            "--db",
+            &url,
+            "--results",
+            "res",
+            "--executor",
+            "none",
+        ],
+    );
+    assert!(rec.status.success(), "{}", text(&rec.stderr));
+    assert!(
+        text(&rec.stdout).contains("sweep worker --db"),
+        "{}",
+        text(&rec.stdout)
+    );
+
+    // a worker that cannot see the results folder says which path
+    let blind = run(
+        d,
+        &[
+            "worker",
+            "--db",
+            &url,
+            "--sweep",
+            "hand",
+            "--results",
+            "elsewhere",
+        ],
+    );
+    assert!(!blind.status.success());
+    let e = text(&blind.stderr);
+    assert!(
+        e.contains("elsewhere/hand/manifest.json") && e.contains("shared"),
+        "{e}"
+    );
+
+    let worker = || {
+        sweep_cmd(
+            d,
+            &[
+                "worker",
+                "--db",
+                &url,
+                "--sweep",
+                "hand",
+                "--results",
+                "res",
+                "--jobs",
+                "1",
+                "--threads",
+                "1",
+                "--lease-seconds",
+                "10",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+    };
+    let (w1, w2) = (worker(), worker());
+    let reader_url = url.clone();
+    let reader_dir = d.to_path_buf();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let reader = std::thread::spawn(move || {
+        let mut reads = 0;
+        while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
+            let o = run(&reader_dir, &["status", "hand", "--db", &reader_url]);
+            assert!(o.status.success(), "status failed: {}", text(&o.stderr));
+            assert!(
+                text(&o.stdout).contains("sweep `hand`: 8 trials"),
+                "{}",
+                text(&o.stdout)
+            );
+            reads += 1;
+        }
+        reads
+    });
+    let (o1, o2) = (
+        w1.wait_with_output().unwrap(),
+        w2.wait_with_output().unwrap(),
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let reads = reader.join().unwrap();
+    for o in [&o1, &o2] {
+        assert!(
+            o.status.success(),
+            "{}\n{}",
+            text(&o.stdout),
+            text(&o.stderr)
+        );
+        assert!(!text(&o.stderr).contains("error"), "{}", text(&o.stderr));
+    }
+    assert!(reads >= 2, "the reader ran alongside: {reads}");
+    assert_each_trial_once(&url, 8);
+    // both workers took part
+    let (sessions,): (i64,) = query(
+        &url,
+        "SELECT COUNT(DISTINCT session_id) FROM trial_attempts",
+    )[0];
+    assert_eq!(sessions, 2);
+}

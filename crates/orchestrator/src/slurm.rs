@@ -1,0 +1,353 @@
+//! `sweep run --executor slurm`: the sweep is recorded in a shared PostgreSQL
+//! database and its data set decoded into the shared results folder, then a Slurm
+//! job array of workers (`sweep worker --db URL --sweep NAME`) is submitted with
+//! `sbatch`. Slurm places the workers; the database is the only shared state:
+//! each worker claims trials atomically, beats a heartbeat, and reclaims the
+//! trials of workers that stopped beating. This side only follows the counts in
+//! the database (and `squeue`) until the sweep is done or the array is gone.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::runner::{self, Hold, Progress, RunSettings, RunSummary, StopSignal};
+use crate::spec::SweepSpec;
+use crate::store::{seconds_ago, Backend};
+
+/// Slurm settings, from the spec's `[slurm]` table or `--slurm-*` flags (flags win).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlurmOptions {
+    /// `--partition` (default: the cluster's default partition).
+    pub partition: Option<String>,
+    /// At most this many array tasks (workers) run at once: `--array=...%N`.
+    pub array_parallelism: Option<usize>,
+    /// Array tasks in all (default: the parallelism, at most the trials to run).
+    pub array_size: Option<usize>,
+    /// `--time` per task, e.g. `02:00:00`.
+    pub time: Option<String>,
+    /// `--mem` per task, e.g. `4G`.
+    pub mem: Option<String>,
+    /// `--cpus-per-task` (default 1): CPU trials a worker runs at once.
+    pub cpus_per_task: Option<usize>,
+    /// `--gpus-per-task`: the worker runs its trials on `cuda:0..N-1`.
+    pub gpus_per_task: Option<usize>,
+}
+
+impl SlurmOptions {
+    /// Each setting from `self` when given, else from `base`.
+    pub fn over(self, base: &SlurmOptions) -> SlurmOptions {
+        SlurmOptions {
+            partition: self.partition.or_else(|| base.partition.clone()),
+            array_parallelism: self.array_parallelism.or(base.array_parallelism),
+            array_size: self.array_size.or(base.array_size),
+            time: self.time.or_else(|| base.time.clone()),
+            mem: self.mem.or_else(|| base.mem.clone()),
+            cpus_per_task: self.cpus_per_task.or(base.cpus_per_task),
+            gpus_per_task: self.gpus_per_task.or(base.gpus_per_task),
+        }
+    }
+}
+
+/// The default number of workers running at once.
+pub const DEFAULT_PARALLELISM: usize = 4;
+
+/// A value for a POSIX shell, single-quoted.
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Refuses what cannot work before anything is recorded.
+pub fn check_database(settings: &RunSettings) -> Result<()> {
+    if settings.db.backend() != Backend::Postgres {
+        return Err(Error::Spec {
+            location: format!("--db {}", settings.db.display()),
+            message: "--executor slurm needs a PostgreSQL database (--db postgres://user@host/db): workers on several machines write to it at once, and SQLite's file locking is not reliable over network file systems".into(),
+        });
+    }
+    Ok(())
+}
+
+/// The worker script each array task runs.
+fn worker_script(spec: &SweepSpec, settings: &RunSettings, results: &Path) -> String {
+    let args = [
+        "worker".to_string(),
+        "--db".into(),
+        settings.db.arg(),
+        "--sweep".into(),
+        spec.name.clone(),
+        "--results".into(),
+        results.display().to_string(),
+        "--jobs".into(),
+        settings.jobs.to_string(),
+        "--threads".into(),
+        settings.threads_per_worker.to_string(),
+        "--devices".into(),
+        settings.devices.join(","),
+        "--per-device".into(),
+        settings.per_device.to_string(),
+        "--lease-seconds".into(),
+        settings.lease_seconds.to_string(),
+        "--max-attempts".into(),
+        settings.max_attempts.to_string(),
+    ];
+    format!(
+        "#!/bin/sh\n# Written by `sweep run --executor slurm` for sweep `{}`: every task of the\n# job array is one worker that claims trials from the database until none are left.\nexec {} {}\n",
+        spec.name,
+        sh_quote(&settings.worker_exe.display().to_string()),
+        args.iter().map(|a| sh_quote(a)).collect::<Vec<_>>().join(" ")
+    )
+}
+
+/// Records the sweep, submits the job array and follows it (unless `detach`).
+pub async fn run(
+    spec: &SweepSpec,
+    settings: &RunSettings,
+    options: &SlurmOptions,
+    detach: bool,
+    mut progress: impl FnMut(Progress),
+    mut stop: StopSignal,
+) -> Result<RunSummary> {
+    check_database(settings)?;
+    let results = std::path::absolute(&settings.results).map_err(|e| Error::Io {
+        path: settings.results.clone(),
+        source: e,
+    })?;
+    let settings = RunSettings {
+        results: results.clone(),
+        ..settings.clone()
+    };
+    let (store, sweep_id, added, session, _manifest, planned) =
+        runner::plan(spec, &settings, Hold::Shared).await?;
+    let reclaimed = store
+        .reclaim_stale(sweep_id, session, &seconds_ago(settings.lease_seconds))
+        .await?;
+    let requeued = store
+        .requeue_failed(sweep_id, settings.max_attempts)
+        .await?;
+    let counts = store.counts(sweep_id).await?;
+    progress(Progress::Planned {
+        trials: planned,
+        added,
+        reclaimed,
+        requeued,
+        counts: counts.clone(),
+    });
+    let store = Arc::new(store);
+    let to_run = (counts.waiting + counts.running) as usize;
+    let mut job = None;
+    let mut detached = false;
+    if to_run > 0 {
+        let slurm_dir = results.join(&spec.name).join("slurm");
+        std::fs::create_dir_all(&slurm_dir).map_err(|e| Error::Io {
+            path: slurm_dir.clone(),
+            source: e,
+        })?;
+        let script = slurm_dir.join("worker.sh");
+        std::fs::write(&script, worker_script(spec, &settings, &results)).map_err(|e| {
+            Error::Io {
+                path: script.clone(),
+                source: e,
+            }
+        })?;
+        // The script holds the database URL (and its password, if any).
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700));
+        let parallel = options
+            .array_parallelism
+            .unwrap_or(DEFAULT_PARALLELISM)
+            .max(1);
+        let tasks = options
+            .array_size
+            .unwrap_or_else(|| parallel.min(to_run.div_ceil(settings.jobs.max(1))))
+            .max(1);
+        let mut cmd = tokio::process::Command::new("sbatch");
+        cmd.arg("--parsable")
+            .arg(format!("--job-name=sweep-{}", spec.name))
+            .arg(format!("--array=0-{}%{parallel}", tasks - 1))
+            .arg(format!(
+                "--output={}",
+                slurm_dir.join("worker-%A_%a.out").display()
+            ))
+            .arg(format!("--chdir={}", results.display()))
+            .arg(format!(
+                "--cpus-per-task={}",
+                options.cpus_per_task.unwrap_or(1).max(1)
+            ));
+        if let Some(p) = &options.partition {
+            cmd.arg(format!("--partition={p}"));
+        }
+        if let Some(t) = &options.time {
+            cmd.arg(format!("--time={t}"));
+        }
+        if let Some(m) = &options.mem {
+            cmd.arg(format!("--mem={m}"));
+        }
+        if let Some(g) = options.gpus_per_task.filter(|g| *g > 0) {
+            cmd.arg(format!("--gpus-per-task={g}"));
+        }
+        cmd.arg(&script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let out = cmd.output().await.map_err(|e| {
+            Error::Other(format!(
+                "cannot run `sbatch`: {e} (--executor slurm needs Slurm's commands on PATH)"
+            ))
+        })?;
+        if !out.status.success() {
+            return Err(Error::Other(format!(
+                "sbatch refused the job array ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        // --parsable prints `jobid` or `jobid;cluster`
+        let id = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        progress(Progress::Submitted {
+            job: id.clone(),
+            tasks,
+            script,
+        });
+        job = Some(id.clone());
+        if detach {
+            detached = true;
+        } else {
+            detached = follow(
+                &store,
+                sweep_id,
+                session,
+                &id,
+                &settings,
+                &mut progress,
+                &mut stop,
+            )
+            .await?;
+        }
+    }
+    let counts = store.counts(sweep_id).await?;
+    store
+        .end_session(session, if detached { "detached" } else { "finished" })
+        .await?;
+    let rows = store.objective_rows(sweep_id, &spec.objective).await?;
+    Ok(RunSummary {
+        sweep: spec.name.clone(),
+        job,
+        detached,
+        failed_in_run: counts.failed > 0,
+        counts,
+        interrupted: false,
+        objective: spec.objective.clone(),
+        best: runner::summary_rows(&rows, spec.direction),
+    })
+}
+
+/// Whether the job array still has tasks pending or running.
+async fn array_alive(job: &str) -> Result<bool> {
+    let out = tokio::process::Command::new("squeue")
+        .args(["-h", "-j", job, "-o", "%i %T"])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| Error::Other(format!("cannot run `squeue`: {e}")))?;
+    // A job that has left the controller's memory is an error ("Invalid job id").
+    Ok(out.status.success() && !String::from_utf8_lossy(&out.stdout).trim().is_empty())
+}
+
+/// Follows the sweep in the database until nothing is waiting or running, or the
+/// array has no task left. Returns true when stopped early (Ctrl-C): the array
+/// goes on without us.
+async fn follow(
+    store: &Arc<crate::store::Store>,
+    sweep_id: i64,
+    session: i64,
+    job: &str,
+    settings: &RunSettings,
+    progress: &mut impl FnMut(Progress),
+    stop: &mut StopSignal,
+) -> Result<bool> {
+    let mut last = None;
+    let poll = std::time::Duration::from_secs_f64((settings.lease_seconds / 4.0).clamp(0.5, 5.0));
+    loop {
+        let counts = store.counts(sweep_id).await?;
+        if last.as_ref() != Some(&counts) {
+            progress(Progress::Counts {
+                counts: counts.clone(),
+            });
+            last = Some(counts.clone());
+        }
+        if counts.waiting == 0 && counts.running == 0 {
+            return Ok(false);
+        }
+        if !array_alive(job).await? {
+            // No worker is left: whatever a killed one held goes back to waiting
+            // for the next run.
+            store
+                .reclaim_stale(sweep_id, session, &seconds_ago(settings.lease_seconds))
+                .await?;
+            let counts = store.counts(sweep_id).await?;
+            if last.as_ref() != Some(&counts) {
+                progress(Progress::Counts { counts });
+            }
+            return Ok(false);
+        }
+        store.heartbeat(session).await?;
+        tokio::select! {
+            _ = tokio::time::sleep(poll) => {}
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    return Ok(true);
+                }
+            }
+        }
+    }
+}
+
+/// `--executor none`: records the sweep (and decodes its data set into the results
+/// folder) for workers started by hand; runs nothing.
+pub async fn record_only(
+    spec: &SweepSpec,
+    settings: &RunSettings,
+    mut progress: impl FnMut(Progress),
+) -> Result<RunSummary> {
+    let (store, sweep_id, added, session, _manifest, planned) =
+        runner::plan(spec, settings, Hold::Shared).await?;
+    let reclaimed = store
+        .reclaim_stale(sweep_id, session, &seconds_ago(settings.lease_seconds))
+        .await?;
+    let requeued = store
+        .requeue_failed(sweep_id, settings.max_attempts)
+        .await?;
+    let counts = store.counts(sweep_id).await?;
+    progress(Progress::Planned {
+        trials: planned,
+        added,
+        reclaimed,
+        requeued,
+        counts: counts.clone(),
+    });
+    store.end_session(session, "recorded").await?;
+    let rows = store.objective_rows(sweep_id, &spec.objective).await?;
+    store.close().await;
+    Ok(RunSummary {
+        sweep: spec.name.clone(),
+        job: None,
+        detached: counts.waiting + counts.running > 0,
+        failed_in_run: false,
+        counts,
+        interrupted: false,
+        objective: spec.objective.clone(),
+        best: runner::summary_rows(&rows, spec.direction),
+    })
+}
+
+/// Where the worker logs of a sweep go.
+pub fn log_dir(results: &Path, sweep: &str) -> PathBuf {
+    results.join(sweep).join("slurm")
+}
