@@ -168,8 +168,9 @@ enum Command {
     /// Measure the results store's write path (used by scripts/bench-sweep).
     #[command(hide = true)]
     BenchStore {
-        /// A database file to create (must not exist).
-        db: PathBuf,
+        /// A database file to create (must not exist), or a postgres:// URL of a
+        /// server where a fresh database `sweep_bench_store` is created.
+        db: String,
         #[arg(long, default_value_t = 20)]
         trials: usize,
         #[arg(long, default_value_t = 50)]
@@ -207,11 +208,20 @@ fn bench_step(specs: Vec<String>, steps: usize, device: &str) -> Result<()> {
     Ok(())
 }
 
-fn bench_store(db: PathBuf, trials: usize, epochs: usize) -> Result<()> {
-    anyhow::ensure!(!db.exists(), "{} exists; give a new file", db.display());
+fn bench_store(db: String, trials: usize, epochs: usize) -> Result<()> {
+    use sweep_orchestrator::store::{create_postgres_database, DbLocation};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let db = match DbLocation::parse(&db)? {
+        DbLocation::Sqlite(p) => {
+            anyhow::ensure!(!p.exists(), "{} exists; give a new file", p.display());
+            DbLocation::Sqlite(p)
+        }
+        DbLocation::Postgres(base) => {
+            DbLocation::Postgres(rt.block_on(create_postgres_database(&base, "sweep_bench_store"))?)
+        }
+    };
     let rate = rt.block_on(sweep_orchestrator::bench::epoch_rows_per_second(
         &db, trials, epochs,
     ))?;

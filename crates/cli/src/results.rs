@@ -34,8 +34,11 @@ pub struct Output {
 }
 
 impl Output {
-    fn db(&self) -> DbLocation {
-        crate::sweep::resolve_db(self.db.as_deref(), std::path::Path::new("results"))
+    fn db(&self) -> Result<DbLocation> {
+        Ok(crate::sweep::resolve_db(
+            self.db.as_deref(),
+            std::path::Path::new("results"),
+        )?)
     }
 }
 
@@ -210,7 +213,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 async fn open(out: &Output) -> Result<Store> {
-    Ok(Store::open_read_only(&out.db()).await?)
+    Ok(Store::open_read_only(&out.db()?).await?)
 }
 
 pub fn ls(out: &Output) -> Result<()> {
@@ -633,6 +636,23 @@ pub fn status(sweep: &str, out: &Output) -> Result<()> {
                 t.started_at.clone().unwrap_or_default()
             );
         }
+        let sessions = query::live_sessions(&s, info.id).await?;
+        if !sessions.is_empty() {
+            let list = sessions
+                .iter()
+                .map(|w| {
+                    let beat = query::seconds_since(&w.heartbeat_at)
+                        .map(|s| format!("{:.0}s ago", s.max(0.0)))
+                        .unwrap_or_else(|| w.heartbeat_at.clone());
+                    format!(
+                        "{}:{} ({} running, last heartbeat {beat})",
+                        w.host, w.pid, w.running
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            text += &format!("workers not ended: {list}\n");
+        }
         s.close().await;
         if out.format == Format::Json {
             return emit(out, &(serde_json::to_string_pretty(&info)? + "\n"));
@@ -776,7 +796,7 @@ pub fn report_cmd(sweep: &str, results_dir: &std::path::Path, out: &Output) -> R
         .output
         .clone()
         .unwrap_or_else(|| results_dir.join(sweep).join("report.html"));
-    report(sweep, &out.db(), &path)?;
+    report(sweep, &out.db()?, &path)?;
     println!("report: {}", path.display());
     Ok(())
 }

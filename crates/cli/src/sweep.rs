@@ -111,14 +111,34 @@ impl SlurmArgs {
 }
 
 /// `--db` (or SWEEP_DB, or RESULTS/sweep.db) as a location.
-pub fn resolve_db(db: Option<&str>, results: &std::path::Path) -> DbLocation {
+pub fn resolve_db(
+    db: Option<&str>,
+    results: &std::path::Path,
+) -> sweep_orchestrator::Result<DbLocation> {
     match db
         .map(str::to_string)
         .or_else(|| std::env::var("SWEEP_DB").ok())
     {
         Some(d) => DbLocation::parse(&d),
-        None => DbLocation::Sqlite(results.join("sweep.db")),
+        None => Ok(DbLocation::Sqlite(results.join("sweep.db"))),
     }
+}
+
+/// Workers on several machines must not share a SQLite file on a network file
+/// system (its locking is not reliable there; a corrupted results file is the
+/// worst outcome). One machine's own disk is fine.
+fn refuse_shared_sqlite(db: &DbLocation) -> Result<(), ExitCode> {
+    if let DbLocation::Sqlite(path) = db {
+        let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            Some(d) => d.to_path_buf(),
+            None => PathBuf::from("."),
+        };
+        if let Some(fs) = sweep_orchestrator::store::network_filesystem(&dir) {
+            eprintln!("error: --db {}: the SQLite file is on {fs}, a network file system, where SQLite's locking is not reliable for workers on several machines; use a PostgreSQL database (--db postgres://user@host/db)", path.display());
+            return Err(ExitCode::from(2));
+        }
+    }
+    Ok(())
 }
 
 /// `--devices` as a list; exit code 2 with a message when malformed.
@@ -190,17 +210,27 @@ pub fn run(a: RunArgs) -> ExitCode {
         || a.threads == Some(0)
         || a.per_device == 0
         || a.max_attempts < 1
-        || a.lease_seconds.is_nan()
-        || a.lease_seconds < 1.0
+        || !(1.0..=86_400.0).contains(&a.lease_seconds)
     {
-        eprintln!("error: --jobs, --threads, --per-device, --max-attempts and --lease-seconds must be at least 1");
+        eprintln!("error: --jobs, --threads, --per-device and --max-attempts must be at least 1, and --lease-seconds between 1 and 86400");
         return ExitCode::from(2);
     }
     if a.dry_run {
         return dry_run(&spec);
     }
-    let db = resolve_db(a.db.as_deref(), &a.results);
+    let db = match resolve_db(a.db.as_deref(), &a.results) {
+        Ok(db) => db,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let slurm = a.slurm.options().over(&spec.slurm);
+    if a.executor == Executor::None {
+        if let Err(code) = refuse_shared_sqlite(&db) {
+            return code;
+        }
+    }
     let (devices, jobs, per_device, threads) = if a.executor == Executor::Slurm {
         // Each array task is one worker: its trials at once follow from its CPUs
         // (one trial per CPU, one thread each) or its GPUs.
@@ -332,8 +362,8 @@ pub fn run(a: RunArgs) -> ExitCode {
                 }
                 return ExitCode::SUCCESS;
             }
-            if summary.job.is_some() && summary.counts.waiting + summary.counts.running > 0 {
-                println!("the job array ended with {} trial(s) unfinished (time limit or cancellation?); run the same command again to resume", summary.counts.waiting + summary.counts.running);
+            if summary.job.is_some() && summary.left > 0 {
+                println!("the job array ended with {} trial(s) unfinished (time limit or cancellation?); run the same command again to resume", summary.left);
             }
             let report = a.results.join(&summary.sweep).join("report.html");
             match crate::results::report(&summary.sweep, &db, &report) {
@@ -342,7 +372,7 @@ pub fn run(a: RunArgs) -> ExitCode {
             }
             if summary.interrupted {
                 ExitCode::from(130)
-            } else if summary.counts.failed > 0 || summary.failed_in_run {
+            } else if summary.counts.failed > 0 || summary.failed_in_run || summary.left > 0 {
                 ExitCode::FAILURE
             } else {
                 ExitCode::SUCCESS
@@ -612,6 +642,9 @@ impl Renderer {
                 );
                 self.counts = counts;
             }
+            Progress::SessionEnded => {
+                let _ = writeln!(out, "[{el:7.1}s] this worker was silent past its lease and another process ended its session: its trials were handed on; stopping");
+            }
             Progress::Stopping => {
                 let _ = writeln!(out, "[{el:7.1}s] stopping: no new trials; running ones are interrupted and resume next time");
             }
@@ -674,12 +707,13 @@ extern "C" fn on_sigint(_: libc::c_int) {
 #[derive(clap::Args, Debug)]
 pub struct WorkerArgs {
     /// The shared results database to claim trials from (postgres://..., or a
-    /// SQLite file on this machine). Without it, the worker runs one job read
-    /// from standard input (what `sweep run` starts for each trial).
+    /// SQLite file on this machine; default SWEEP_DB).
     #[arg(long)]
     pub db: Option<String>,
     /// The sweep to work on (recorded by `sweep run --executor slurm|none`).
-    #[arg(long, requires = "db")]
+    /// Without it, the process runs one trial from a job read on standard input
+    /// (what `sweep run` starts for each trial).
+    #[arg(long)]
     pub sweep: Option<String>,
     /// The results folder the sweep was recorded with (shared by every machine).
     #[arg(long, default_value = "results")]
@@ -707,9 +741,15 @@ pub struct WorkerArgs {
 /// `sweep worker`: with --db, a worker that claims trials of a shared sweep until
 /// none is left; without, one trial from a job on stdin.
 pub fn worker(a: WorkerArgs) -> ExitCode {
-    match a.db.clone() {
-        None => trial_worker(),
+    if a.sweep.is_none() && a.db.is_none() {
+        return trial_worker();
+    }
+    match a.db.clone().or_else(|| std::env::var("SWEEP_DB").ok()) {
         Some(db) => shared_worker(a, &db),
+        None => {
+            eprintln!("error: `sweep worker --sweep NAME` needs --db (or SWEEP_DB): the shared database to claim trials from");
+            ExitCode::from(2)
+        }
     }
 }
 
@@ -718,7 +758,7 @@ pub fn worker(a: WorkerArgs) -> ExitCode {
 /// preemption), its running trials interrupted and back to waiting.
 fn shared_worker(a: WorkerArgs, db: &str) -> ExitCode {
     let Some(sweep) = a.sweep.clone() else {
-        eprintln!("error: --db needs --sweep NAME");
+        eprintln!("error: `sweep worker --db ...` needs --sweep NAME");
         return ExitCode::from(2);
     };
     let devices = match parse_devices(&a.devices) {
@@ -729,13 +769,22 @@ fn shared_worker(a: WorkerArgs, db: &str) -> ExitCode {
         || a.threads == Some(0)
         || a.per_device == 0
         || a.max_attempts < 1
-        || a.lease_seconds.is_nan()
-        || a.lease_seconds < 1.0
+        || !(1.0..=86_400.0).contains(&a.lease_seconds)
     {
-        eprintln!("error: --jobs, --threads, --per-device, --max-attempts and --lease-seconds must be at least 1");
+        eprintln!("error: --jobs, --threads, --per-device and --max-attempts must be at least 1, and --lease-seconds between 1 and 86400");
         return ExitCode::from(2);
     }
     if let Err(code) = preflight_devices(&devices, &a.devices) {
+        return code;
+    }
+    let db = match DbLocation::parse(db) {
+        Ok(db) => db,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(code) = refuse_shared_sqlite(&db) {
         return code;
     }
     let jobs = a.jobs.unwrap_or_else(|| {
@@ -752,7 +801,7 @@ fn shared_worker(a: WorkerArgs, db: &str) -> ExitCode {
     };
     let settings = RunSettings {
         jobs,
-        db: DbLocation::parse(db),
+        db,
         results: a.results.clone(),
         fail_fast: false,
         max_attempts: a.max_attempts,

@@ -55,6 +55,14 @@ fn postgres(test: &str) -> Option<String> {
     )
 }
 
+/// The cluster tests share one small Slurm node (and CI's two cores): they run
+/// one at a time, so that each job array gets the CPUs its timing assumes.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// PostgreSQL and Slurm both, or None (skipped).
 fn cluster(test: &str) -> Option<String> {
     if std::env::var("SWEEP_TEST_SLURM").is_err() {
@@ -193,6 +201,7 @@ fn slurm_is_refused_on_sqlite_before_anything_is_written() {
 
 #[test]
 fn a_job_array_runs_every_trial_once_and_matches_a_local_run() {
+    let _one = serial();
     let Some(url) = cluster("array") else {
         return;
     };
@@ -301,6 +310,8 @@ fn a_job_array_runs_every_trial_once_and_matches_a_local_run() {
     eprintln!("compare, local run:\n{a}\ncompare, Slurm run:\n{b}");
     assert_eq!(a, b);
     assert!(a.contains("model.dropout"), "{a}");
+    assert!(stdout.contains("report: "), "{stdout}");
+    assert!(d.join("res-slurm/arr/report.html").is_file());
     // the workers wrote TensorBoard logs and their own logs in the shared folder
     assert!(d
         .join("res-slurm/arr/tensorboard/0001")
@@ -333,7 +344,8 @@ fn a_job_array_runs_every_trial_once_and_matches_a_local_run() {
 }
 
 #[test]
-fn a_killed_array_task_is_reclaimed_after_its_heartbeat_lapses() {
+fn a_silent_array_task_loses_its_trial_after_its_lease_then_scancel_ends_it() {
+    let _one = serial();
     let Some(url) = cluster("scancel") else {
         return;
     };
@@ -362,15 +374,17 @@ fn a_killed_array_task_is_reclaimed_after_its_heartbeat_lapses() {
             "--threads",
             "1",
             "--lease-seconds",
-            "3",
+            "4",
         ],
     );
     let stdout = text(&o.stdout);
     assert!(o.status.success(), "{stdout}\n{}", text(&o.stderr));
     let job = job_id(&stdout);
-    // Wait until both workers are mid-trial, then kill the first task outright
-    // (SIGKILL: no chance to clean up, as after a node failure or the end of
-    // the time limit's grace period).
+    // Wait until both workers are mid-trial. (Slurm cannot kill a task without
+    // warning: `scancel`, even with --signal=KILL, sends SIGTERM first, which a
+    // worker answers by handing its trials back at once. A worker that stops
+    // beating without a word, as on a hung node or across a network partition,
+    // is what the lease is for, so the test freezes one.)
     wait_for("two trials running", Duration::from_secs(120), || {
         let (n,): (i64,) = query(
             &url,
@@ -390,6 +404,28 @@ fn a_killed_array_task_is_reclaimed_after_its_heartbeat_lapses() {
         assert!(k.status.success(), "scancel {args:?}: {}", text(&k.stderr));
     };
     scancel(&["--full", "--signal=STOP", &format!("{job}_0")]);
+    // Which worker is frozen: its process is in state T.
+    let stopped = |pid: i64| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|st| {
+                st.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('T')
+            })
+            .unwrap_or(false)
+    };
+    let mut frozen_pid = None;
+    wait_for(
+        "the first task's worker to stop",
+        Duration::from_secs(30),
+        || {
+            frozen_pid = victim.iter().map(|v| v.1).find(|p| stopped(*p));
+            frozen_pid.is_some()
+        },
+    );
+    let frozen_pid = frozen_pid.unwrap();
     wait_for(
         "the frozen worker's trial to be reclaimed",
         Duration::from_secs(120),
@@ -425,23 +461,28 @@ fn a_killed_array_task_is_reclaimed_after_its_heartbeat_lapses() {
         !squeue().contains(&format!("{job}_"))
     });
     assert_each_trial_once(&url, 8);
-    let orphaned: Vec<(i64, String)> = query(
+    let orphaned: Vec<(i64, String, i64)> = query(
         &url,
-        "SELECT t.number, a.error FROM trial_attempts a JOIN trials t ON t.id = a.trial_id WHERE a.outcome = 'orphaned'",
+        "SELECT t.number, a.error, s.pid FROM trial_attempts a JOIN trials t ON t.id = a.trial_id JOIN sessions s ON s.id = a.session_id WHERE a.outcome = 'orphaned'",
     );
-    eprintln!("orphaned attempts: {orphaned:?}");
+    eprintln!(
+        "orphaned attempts (trial, why, worker pid): {orphaned:?}; frozen worker {frozen_pid}"
+    );
     assert_eq!(
         orphaned.len(),
         1,
         "the frozen worker's trial, reclaimed once"
+    );
+    assert_eq!(
+        orphaned[0].2, frozen_pid,
+        "only the frozen worker lost a trial"
     );
     assert!(orphaned[0].1.contains("heartbeats"), "{orphaned:?}");
     let sessions: Vec<(i64, Option<String>)> =
         query(&url, "SELECT pid, end_reason FROM sessions ORDER BY id");
     eprintln!("sessions (pid, end): {sessions:?}");
     assert!(
-        sessions.contains(&(victim[0].1, Some("interrupted".to_string())))
-            || sessions.contains(&(victim[1].1, Some("interrupted".to_string()))),
+        sessions.contains(&(frozen_pid, Some("interrupted".to_string()))),
         "the cancelled worker stopped on SIGTERM: {sessions:?}"
     );
     assert!(
@@ -465,6 +506,7 @@ fn a_killed_array_task_is_reclaimed_after_its_heartbeat_lapses() {
 
 #[test]
 fn hand_started_workers_share_a_sweep_while_a_reader_follows() {
+    let _one = serial();
     let Some(url) = postgres("workers") else {
         return;
     };
@@ -541,25 +583,25 @@ fn hand_started_workers_share_a_sweep_while_a_reader_follows() {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop2 = stop.clone();
     let reader = std::thread::spawn(move || {
-        let mut reads = 0;
+        let (mut reads, mut saw_workers) = (0, 0);
         while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
             let o = run(&reader_dir, &["status", "hand", "--db", &reader_url]);
             assert!(o.status.success(), "status failed: {}", text(&o.stderr));
-            assert!(
-                text(&o.stdout).contains("sweep `hand`: 8 trials"),
-                "{}",
-                text(&o.stdout)
-            );
+            let out = text(&o.stdout);
+            assert!(out.contains("sweep `hand`: 8 trials"), "{out}");
+            if out.contains("workers not ended: ") && out.contains("last heartbeat") {
+                saw_workers += 1;
+            }
             reads += 1;
         }
-        reads
+        (reads, saw_workers)
     });
     let (o1, o2) = (
         w1.wait_with_output().unwrap(),
         w2.wait_with_output().unwrap(),
     );
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let reads = reader.join().unwrap();
+    let (reads, saw_workers) = reader.join().unwrap();
     for o in [&o1, &o2] {
         assert!(
             o.status.success(),
@@ -570,6 +612,7 @@ fn hand_started_workers_share_a_sweep_while_a_reader_follows() {
         assert!(!text(&o.stderr).contains("error"), "{}", text(&o.stderr));
     }
     assert!(reads >= 2, "the reader ran alongside: {reads}");
+    assert!(saw_workers >= 1, "status lists the live workers");
     assert_each_trial_once(&url, 8);
     // both workers took part
     let (sessions,): (i64,) = query(

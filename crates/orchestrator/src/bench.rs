@@ -1,19 +1,18 @@
 //! Measurements for `scripts/bench-sweep`: the store's write path. Returns numbers,
 //! prints nothing.
 
-use std::path::Path;
 use std::time::Instant;
 
 use sweep_train::EpochMetrics;
 
 use crate::error::Result;
-use crate::store::{NewSweep, NewTrial, Store};
+use crate::store::{DbLocation, NewSweep, NewTrial, Store};
 
 /// Writes `epochs` epochs of metrics (10 rows each) for each of `trials` trials into
-/// a fresh database at `path`, as `sweep run` does (one transaction per epoch).
-/// Returns rows per second.
-pub async fn epoch_rows_per_second(path: &Path, trials: usize, epochs: usize) -> Result<f64> {
-    let store = Store::open(path).await?;
+/// a fresh database, as `sweep run` does (one transaction per epoch). Returns rows
+/// per second.
+pub async fn epoch_rows_per_second(db: &DbLocation, trials: usize, epochs: usize) -> Result<f64> {
+    let store = Store::open(db).await?;
     let id = store
         .upsert_sweep(&NewSweep {
             name: "bench".into(),

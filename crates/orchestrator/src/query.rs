@@ -236,6 +236,69 @@ pub async fn trials_with(
     Ok(out)
 }
 
+/// A session that has not ended: a `sweep run` or `sweep worker` at work, or one
+/// that died without saying so (its heartbeat tells which).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LiveSession {
+    pub host: String,
+    pub pid: i64,
+    pub started_at: String,
+    pub heartbeat_at: String,
+    /// Trials it holds now.
+    pub running: i64,
+}
+
+/// The sessions of a sweep that have not ended, oldest first.
+pub async fn live_sessions(store: &Store, sweep_id: i64) -> Result<Vec<LiveSession>> {
+    let rows: Vec<(String, i64, String, String, i64)> = sqlx::query_as(
+        "SELECT s.host, s.pid, s.started_at, s.heartbeat_at, \
+           (SELECT COUNT(*) FROM trials t WHERE t.session_id = s.id AND t.state = 'running') \
+         FROM sessions s WHERE s.sweep_id = $1 AND s.ended_at IS NULL ORDER BY s.id",
+    )
+    .bind(sweep_id)
+    .fetch_all(store.pool())
+    .await
+    .map_err(err("reading sessions"))?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(host, pid, started_at, heartbeat_at, running)| LiveSession {
+                host,
+                pid,
+                started_at,
+                heartbeat_at,
+                running,
+            },
+        )
+        .collect())
+}
+
+/// Seconds from an RFC 3339 UTC time (as [`crate::store::now`] writes) to now.
+pub fn seconds_since(t: &str) -> Option<f64> {
+    let (date, time) = t.trim_end_matches('Z').split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>());
+    let (y, m, dd) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let mut h = time.split(':');
+    let (hh, mm) = (
+        h.next()?.parse::<i64>().ok()?,
+        h.next()?.parse::<i64>().ok()?,
+    );
+    let ss: f64 = h.next()?.parse().ok()?;
+    // days from civil (Howard Hinnant)
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + dd - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let then = (days * 86_400 + hh * 3600 + mm * 60) as f64 + ss;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs_f64();
+    Some(now - then)
+}
+
 /// Long-form per-epoch metrics: trial, seed, epoch, split, name, value.
 pub async fn epochs(store: &Store, sweep_id: i64) -> Result<Table> {
     type EpochRow = (i64, i64, i64, String, String, Option<f64>, String);
@@ -624,4 +687,24 @@ pub async fn curve(store: &Store, trial_id: i64) -> Result<BTreeMap<i64, BTreeMa
             .insert(format!("{split}.{name}"), from_value_kind(v, &k));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod time_tests {
+    use super::seconds_since;
+    use crate::store::{now, seconds_ago};
+
+    #[test]
+    fn heartbeat_ages_read_back_from_the_stored_text() {
+        assert!(seconds_since(&now()).unwrap().abs() < 1.0);
+        let a = seconds_since(&seconds_ago(3600.0 * 24.0 * 400.0)).unwrap();
+        assert!((a - 3600.0 * 24.0 * 400.0).abs() < 1.0, "{a}");
+        let now_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let e = seconds_since("1970-01-01T00:00:10.500Z").unwrap();
+        assert!((e - (now_s - 10.5)).abs() < 1.0, "{e}");
+        assert_eq!(seconds_since("yesterday"), None);
+    }
 }

@@ -86,6 +86,9 @@ pub enum Progress {
         number: i64,
         note: String,
     },
+    /// This session was ended by another process (it was silent past its lease):
+    /// its trials are stopped and it takes no more.
+    SessionEnded,
     /// Waiting for trials that other workers are running (they may still lapse).
     WaitingForOthers {
         running_elsewhere: i64,
@@ -119,6 +122,9 @@ pub struct RunSummary {
     /// The command returned before the sweep was done (`--detach`, or Ctrl-C while
     /// following a job array that goes on).
     pub detached: bool,
+    /// `--executor slurm`: trials of the spec still unfinished when the array
+    /// ended (waiting, running, or failed with attempts left).
+    pub left: usize,
     /// Some trial failed during this run (even if it was retried, or --fail-fast stopped).
     pub failed_in_run: bool,
     pub counts: StateCounts,
@@ -542,7 +548,9 @@ pub(crate) async fn record(
     prep: &Prepared,
     hold: Hold,
 ) -> Result<(Store, i64, usize, i64)> {
-    let store = Store::open(&settings.db).await?;
+    let store = Store::open(&settings.db)
+        .await?
+        .with_lease(settings.lease_seconds);
     let sweep_id = store
         .upsert_sweep(&NewSweep {
             name: spec.name.clone(),
@@ -623,9 +631,11 @@ pub(crate) async fn plan(
 ) -> Result<(Store, i64, usize, i64, Manifest, usize)> {
     let results = &settings.results;
     let prep = tokio::task::block_in_place(|| prepare(spec, results))?;
+    let (store, sweep_id, added, session) = record(spec, settings, &prep, hold).await?;
+    // Written only once the database has accepted this run (a refused run must
+    // not change what workers of the running one read).
     let manifest = Manifest::new(spec, &prep, results);
     manifest.write(results)?;
-    let (store, sweep_id, added, session) = record(spec, settings, &prep, hold).await?;
     if spec.logging.tensorboard {
         crate::tb::write_experiment(
             &results.join(&spec.name).join("tensorboard"),
@@ -706,6 +716,7 @@ async fn summarize(
         sweep: spec.name.clone(),
         job: None,
         detached: false,
+        left: 0,
         counts,
         interrupted: stopping,
         objective: spec.objective.clone(),
@@ -730,7 +741,9 @@ pub async fn work(
     mut progress: impl FnMut(Progress),
     stop: StopSignal,
 ) -> Result<WorkSummary> {
-    let store = Store::open(&settings.db).await?;
+    let store = Store::open(&settings.db)
+        .await?
+        .with_lease(settings.lease_seconds);
     let sweep_id = store.sweep_id(sweep).await?.ok_or_else(|| {
         Error::Other(format!(
             "no sweep named `{sweep}` in {}; record it first with `sweep run SPEC --db ... --executor slurm` (or `--executor none`)",
@@ -810,8 +823,10 @@ pub(crate) async fn execute(
     let mut running: HashMap<i64, (Running, String)> = HashMap::new();
     let mut stopping = *stop.borrow();
     let mut any_failed = false;
-    let beat = std::time::Duration::from_secs_f64((settings.lease_seconds / 4.0).clamp(0.2, 15.0));
-    let mut heartbeat = tokio::time::interval(beat);
+    let every = std::time::Duration::from_secs_f64((settings.lease_seconds / 4.0).clamp(0.2, 15.0));
+    let mut heartbeat = tokio::time::interval(every);
+    let mut idle_once = false;
+    let mut last_beat = std::time::Instant::now();
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let dropped = |number: i64| {
         Progress::Dropped {
@@ -848,7 +863,7 @@ pub(crate) async fn execute(
             match pid {
                 Ok(pid) => {
                     if let Some(p) = pid {
-                        store.set_worker_pid(c.id, p as i64).await?;
+                        store.set_worker_pid(c.id, session, p as i64).await?;
                     }
                     let epochs = serde_json::from_str::<TrialConfig>(&c.config_json)
                         .map(|t| t.train.epochs)
@@ -889,17 +904,35 @@ pub(crate) async fn execute(
             // Nothing this session can start. Done, unless another session holds
             // running trials: they are not finished until their results land, and
             // if that session dies they come back here.
+            // Both reads must agree twice in a row, with failed trials re-queued in
+            // between: a trial another worker interrupts or fails between the two
+            // reads would otherwise be left waiting with nobody to run it.
             let elsewhere = store.running_elsewhere(sweep_id, session).await?;
             if elsewhere == 0 {
-                break;
+                if idle_once {
+                    break;
+                }
+                idle_once = true;
+                if !settings.fail_fast {
+                    store
+                        .requeue_failed(sweep_id, settings.max_attempts)
+                        .await?;
+                }
+                continue;
             }
+            idle_once = false;
             progress(Progress::WaitingForOthers {
                 running_elsewhere: elsewhere,
             });
             tokio::select! {
                 _ = heartbeat.tick() => {
-                    store.heartbeat(session).await?;
-                    store.reclaim_stale(sweep_id, session, &seconds_ago(settings.lease_seconds)).await?;
+                    match beat(store, sweep_id, session, settings, &mut last_beat).await? {
+                        Tick::Ended => {
+                            stopping = true;
+                            progress(Progress::SessionEnded);
+                        }
+                        Tick::Held(_) | Tick::Unknown => {}
+                    }
                     if !settings.fail_fast {
                         store.requeue_failed(sweep_id, settings.max_attempts).await?;
                     }
@@ -928,6 +961,11 @@ pub(crate) async fn execute(
                                 r.epochs = metrics.epoch;
                                 if store.record_epoch(id, session, &metrics).await? {
                                     progress(Progress::Epoch { number: r.number, epoch: metrics.epoch, epochs: 0, train_loss: metrics.train_loss, val_loss: metrics.val_loss });
+                                } else {
+                                    // reclaimed by another worker: stop this attempt
+                                    r.done = true;
+                                    kill_trial(r.pid);
+                                    progress(dropped(r.number));
                                 }
                             }
                             Event::Done { outcome } => {
@@ -982,11 +1020,36 @@ pub(crate) async fn execute(
                 }
             }
             _ = heartbeat.tick() => {
-                store.heartbeat(session).await?;
                 // Trials of a session that stopped beating go back to the queue at
                 // once (not only when this worker has a free slot), so the next free
                 // worker anywhere takes them.
-                store.reclaim_stale(sweep_id, session, &seconds_ago(settings.lease_seconds)).await?;
+                match beat(store, sweep_id, session, settings, &mut last_beat).await? {
+                    Tick::Held(held) => {
+                        // Trials taken from this session while it was alive but
+                        // silent (a pause, a partition): stop their processes now,
+                        // their results would be refused anyway.
+                        for (id, (r, _)) in running.iter_mut() {
+                            if !r.done && !held.contains(id) {
+                                r.done = true;
+                                kill_trial(r.pid);
+                                progress(dropped(r.number));
+                            }
+                        }
+                    }
+                    Tick::Ended => {
+                        // Found dead by another process: nothing here is ours.
+                        stopping = true;
+                        progress(Progress::SessionEnded);
+                        for (r, _) in running.values_mut() {
+                            if !r.done {
+                                r.done = true;
+                                kill_trial(r.pid);
+                                progress(dropped(r.number));
+                            }
+                        }
+                    }
+                    Tick::Unknown => {}
+                }
             }
             changed = stop.changed(), if !stopping => {
                 if changed.is_err() || *stop.borrow() {
@@ -1003,6 +1066,56 @@ pub(crate) async fn execute(
         }
     }
     Ok((any_failed, stopping))
+}
+
+enum Tick {
+    /// The trials this session holds.
+    Held(Vec<i64>),
+    /// The session was ended by another process (found dead): stop.
+    Ended,
+    /// The database did not answer; still within the lease.
+    Unknown,
+}
+
+/// One heartbeat: beat, reclaim trials of sessions whose lease expired, and read
+/// which trials this session still holds. A database that does not answer is
+/// tolerated until this session's own lease would expire.
+async fn beat(
+    store: &Store,
+    sweep_id: i64,
+    session: i64,
+    settings: &RunSettings,
+    last_ok: &mut std::time::Instant,
+) -> Result<Tick> {
+    let result: Result<Tick> = async {
+        if !store.heartbeat(session).await? {
+            return Ok(Tick::Ended);
+        }
+        store
+            .reclaim_stale(sweep_id, session, &seconds_ago(settings.lease_seconds))
+            .await?;
+        Ok(Tick::Held(store.held(sweep_id, session).await?))
+    }
+    .await;
+    match result {
+        Ok(t) => {
+            *last_ok = std::time::Instant::now();
+            Ok(t)
+        }
+        Err(_) if last_ok.elapsed().as_secs_f64() < settings.lease_seconds => Ok(Tick::Unknown),
+        Err(e) => Err(Error::Store(format!(
+            "no heartbeat for longer than the lease ({}s): {e}",
+            settings.lease_seconds
+        ))),
+    }
+}
+
+/// Ends a trial process at once (its result could not be recorded).
+fn kill_trial(pid: Option<u32>) {
+    if let Some(pid) = pid {
+        // SAFETY: plain signal to our own child process.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    }
 }
 
 /// The worker slots: each device repeated `per_device` times, devices interleaved
@@ -1074,7 +1187,9 @@ async fn spawn_worker(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(false)
+        // If this scheduler dies on an error, its trials must not run on
+        // unrecorded (they are reclaimed and rerun elsewhere).
+        .kill_on_drop(true)
         .spawn()
         .map_err(|e| Error::Worker(format!("{}: {e}", settings.worker_exe.display())))?;
     let pid = child.id();

@@ -69,12 +69,16 @@ pub fn check_database(settings: &RunSettings) -> Result<()> {
     Ok(())
 }
 
-/// The worker script each array task runs.
+/// `%` is special in sbatch's file name patterns.
+fn sbatch_path(p: &Path) -> String {
+    p.display().to_string().replace('%', "%%")
+}
+
+/// The worker script each array task runs. The database URL (which may hold a
+/// password) goes in the environment, not on the command line that `ps` shows.
 fn worker_script(spec: &SweepSpec, settings: &RunSettings, results: &Path) -> String {
     let args = [
         "worker".to_string(),
-        "--db".into(),
-        settings.db.arg(),
         "--sweep".into(),
         spec.name.clone(),
         "--results".into(),
@@ -93,8 +97,9 @@ fn worker_script(spec: &SweepSpec, settings: &RunSettings, results: &Path) -> St
         settings.max_attempts.to_string(),
     ];
     format!(
-        "#!/bin/sh\n# Written by `sweep run --executor slurm` for sweep `{}`: every task of the\n# job array is one worker that claims trials from the database until none are left.\nexec {} {}\n",
+        "#!/bin/sh\n# Written by `sweep run --executor slurm` for sweep `{}`: every task of the\n# job array is one worker that claims trials from the database until none are left.\nSWEEP_DB={}\nexport SWEEP_DB\nexec {} {}\n",
         spec.name,
+        sh_quote(&settings.db.arg()),
         sh_quote(&settings.worker_exe.display().to_string()),
         args.iter().map(|a| sh_quote(a)).collect::<Vec<_>>().join(" ")
     )
@@ -118,7 +123,7 @@ pub async fn run(
         results: results.clone(),
         ..settings.clone()
     };
-    let (store, sweep_id, added, session, _manifest, planned) =
+    let (store, sweep_id, added, session, manifest, planned) =
         runner::plan(spec, &settings, Hold::Shared).await?;
     let reclaimed = store
         .reclaim_stale(sweep_id, session, &seconds_ago(settings.lease_seconds))
@@ -135,7 +140,18 @@ pub async fn run(
         counts: counts.clone(),
     });
     let store = Arc::new(store);
-    let to_run = (counts.waiting + counts.running) as usize;
+    // Only trials of the current spec count: older ones left waiting are never
+    // claimed by these workers.
+    let pending = |keys: Vec<String>| {
+        keys.iter()
+            .filter(|k| manifest.trials.contains_key(*k))
+            .count()
+    };
+    let to_run = pending(
+        store
+            .unfinished_keys(sweep_id, settings.max_attempts)
+            .await?,
+    );
     let mut job = None;
     let mut detached = false;
     if to_run > 0 {
@@ -145,15 +161,7 @@ pub async fn run(
             source: e,
         })?;
         let script = slurm_dir.join("worker.sh");
-        std::fs::write(&script, worker_script(spec, &settings, &results)).map_err(|e| {
-            Error::Io {
-                path: script.clone(),
-                source: e,
-            }
-        })?;
-        // The script holds the database URL (and its password, if any).
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700));
+        write_private(&script, &worker_script(spec, &settings, &results))?;
         let parallel = options
             .array_parallelism
             .unwrap_or(DEFAULT_PARALLELISM)
@@ -167,10 +175,10 @@ pub async fn run(
             .arg(format!("--job-name=sweep-{}", spec.name))
             .arg(format!("--array=0-{}%{parallel}", tasks - 1))
             .arg(format!(
-                "--output={}",
-                slurm_dir.join("worker-%A_%a.out").display()
+                "--output={}/worker-%A_%a.out",
+                sbatch_path(&slurm_dir)
             ))
-            .arg(format!("--chdir={}", results.display()))
+            .arg(format!("--chdir={}", sbatch_path(&results)))
             .arg(format!(
                 "--cpus-per-task={}",
                 options.cpus_per_task.unwrap_or(1).max(1)
@@ -225,6 +233,7 @@ pub async fn run(
                 session,
                 &id,
                 &settings,
+                &pending,
                 &mut progress,
                 &mut stop,
             )
@@ -232,6 +241,11 @@ pub async fn run(
         }
     }
     let counts = store.counts(sweep_id).await?;
+    let left = pending(
+        store
+            .unfinished_keys(sweep_id, settings.max_attempts)
+            .await?,
+    );
     store
         .end_session(session, if detached { "detached" } else { "finished" })
         .await?;
@@ -240,6 +254,7 @@ pub async fn run(
         sweep: spec.name.clone(),
         job,
         detached,
+        left,
         failed_in_run: counts.failed > 0,
         counts,
         interrupted: false,
@@ -248,27 +263,63 @@ pub async fn run(
     })
 }
 
-/// Whether the job array still has tasks pending or running.
+/// Creates a file only its owner can read (it holds the database URL).
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |e| Error::Io {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o700)
+        .open(path)
+        .map_err(io)?;
+    f.write_all(text.as_bytes()).map_err(io)
+}
+
+/// Whether the job array still has tasks pending or running. `squeue` failing
+/// for another reason than an unknown job (a busy controller) is retried.
 async fn array_alive(job: &str) -> Result<bool> {
-    let out = tokio::process::Command::new("squeue")
-        .args(["-h", "-j", job, "-o", "%i %T"])
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .map_err(|e| Error::Other(format!("cannot run `squeue`: {e}")))?;
-    // A job that has left the controller's memory is an error ("Invalid job id").
-    Ok(out.status.success() && !String::from_utf8_lossy(&out.stdout).trim().is_empty())
+    let mut last = String::new();
+    for attempt in 0..5 {
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        }
+        let out = tokio::process::Command::new("squeue")
+            .args(["-h", "-j", job, "-o", "%i %T"])
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .map_err(|e| Error::Other(format!("cannot run `squeue`: {e}")))?;
+        if out.status.success() {
+            return Ok(!String::from_utf8_lossy(&out.stdout).trim().is_empty());
+        }
+        last = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        // A job that has left the controller's memory.
+        if last.contains("Invalid job id") {
+            return Ok(false);
+        }
+    }
+    Err(Error::Other(format!(
+        "squeue cannot tell whether job {job} is alive: {last}"
+    )))
 }
 
 /// Follows the sweep in the database until nothing is waiting or running, or the
 /// array has no task left. Returns true when stopped early (Ctrl-C): the array
 /// goes on without us.
+#[allow(clippy::too_many_arguments)]
 async fn follow(
     store: &Arc<crate::store::Store>,
     sweep_id: i64,
     session: i64,
     job: &str,
     settings: &RunSettings,
+    unfinished: &impl Fn(Vec<String>) -> usize,
     progress: &mut impl FnMut(Progress),
     stop: &mut StopSignal,
 ) -> Result<bool> {
@@ -282,7 +333,14 @@ async fn follow(
             });
             last = Some(counts.clone());
         }
-        if counts.waiting == 0 && counts.running == 0 {
+        // Done when nothing of this spec is left: not waiting, not running, and
+        // no failed trial about to be retried.
+        if unfinished(
+            store
+                .unfinished_keys(sweep_id, settings.max_attempts)
+                .await?,
+        ) == 0
+        {
             return Ok(false);
         }
         if !array_alive(job).await? {
@@ -339,6 +397,7 @@ pub async fn record_only(
         sweep: spec.name.clone(),
         job: None,
         detached: counts.waiting + counts.running > 0,
+        left: 0,
         failed_in_run: false,
         counts,
         interrupted: false,

@@ -21,19 +21,33 @@ use crate::error::{Error, Result};
 
 /// The SQLite migrations in `migrations/`, embedded at build time (build.rs re-runs
 /// when the folder changes; a test checks that every file there is listed here).
-pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../../migrations/0001_initial.sql"),
-)];
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../../migrations/0001_initial.sql"),
+    ),
+    (
+        2,
+        "session_lease",
+        include_str!("../../../migrations/0002_session_lease.sql"),
+    ),
+];
 
 /// The same migrations for PostgreSQL (`migrations/postgres/`): same versions, same
 /// tables and meaning, PostgreSQL's types.
-pub const PG_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../../migrations/postgres/0001_initial.sql"),
-)];
+pub const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../../migrations/postgres/0001_initial.sql"),
+    ),
+    (
+        2,
+        "session_lease",
+        include_str!("../../../migrations/postgres/0002_session_lease.sql"),
+    ),
+];
 
 fn migrator(backend: Backend) -> Migrator {
     let list = match backend {
@@ -214,15 +228,26 @@ pub enum DbLocation {
 }
 
 impl DbLocation {
-    /// `postgres://...` or `postgresql://...` is PostgreSQL; `sqlite://PATH` or any
-    /// other text is a SQLite file path.
-    pub fn parse(s: &str) -> DbLocation {
+    /// `postgres://...` or `postgresql://...` is PostgreSQL; `sqlite://PATH` or a
+    /// plain path is a SQLite file. Any other `scheme://` is refused (a typo must
+    /// not quietly become a file named after it).
+    pub fn parse(s: &str) -> Result<DbLocation> {
         if s.starts_with("postgres://") || s.starts_with("postgresql://") {
-            DbLocation::Postgres(s.to_string())
+            Ok(DbLocation::Postgres(s.to_string()))
         } else if let Some(p) = s.strip_prefix("sqlite://") {
-            DbLocation::Sqlite(PathBuf::from(p))
+            Ok(DbLocation::Sqlite(PathBuf::from(p)))
+        } else if let Some((scheme, _)) = s.split_once("://").filter(|(scheme, _)| {
+            !scheme.is_empty()
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        }) {
+            Err(Error::Store(format!(
+                "--db {}: `{scheme}://` is not a database Sweep can use; give a SQLite file path or postgres://user@host[:port]/database",
+                redact(s)
+            )))
         } else {
-            DbLocation::Sqlite(PathBuf::from(s))
+            Ok(DbLocation::Sqlite(PathBuf::from(s)))
         }
     }
 
@@ -282,6 +307,35 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// The network file system a path is on (NFS, SMB/CIFS, Lustre, GPFS, CephFS,
+/// AFS, 9p), or None for a local one. SQLite's locking cannot be trusted there
+/// by processes on several machines.
+pub fn network_filesystem(path: &Path) -> Option<&'static str> {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = if path.is_dir() {
+        path
+    } else {
+        path.parent().filter(|d| !d.as_os_str().is_empty())?
+    };
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c is a NUL-terminated path; st is a valid, writable statfs.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    match st.f_type as u64 {
+        0x6969 => Some("NFS"),
+        0x517B => Some("SMB"),
+        0xFF53_4D42 | 0xFE53_4D42 => Some("CIFS/SMB2"),
+        0x0BD0_0BD0 => Some("Lustre"),
+        0x4750_4653 => Some("GPFS"),
+        0x00C3_6400 => Some("CephFS"),
+        0x5346_414F => Some("AFS"),
+        0x0102_1997 => Some("9p"),
+        _ => None,
+    }
+}
+
 /// Which database a store talks to; the few SQL fragments that differ hang off it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -322,7 +376,13 @@ pub struct Store {
     pool: AnyPool,
     backend: Backend,
     location: DbLocation,
+    /// The lease this process's sessions declare: each heartbeat extends
+    /// `sessions.lease_expires_at` to now plus this many seconds.
+    lease_seconds: f64,
 }
+
+/// The default lease (`--lease-seconds`).
+pub const DEFAULT_LEASE_SECONDS: f64 = 60.0;
 
 // A note on binding: sqlx 0.8.6's `Any` driver sends a NULL `f64` to PostgreSQL as
 // a `float4` (its Real/Double mapping for NULLs is swapped), and a prepared
@@ -334,9 +394,30 @@ fn sql_err(what: &str) -> impl Fn(sqlx::Error) -> Error + '_ {
     move |e| Error::Store(format!("{what}: {e}"))
 }
 
-/// A SQLite path as a `sqlite://` URL (percent-encoded: spaces, `?` and `#` in
-/// folder names survive).
-fn sqlite_url(path: &Path, mode: &str) -> String {
+/// A SQLite path as a `sqlite://` URL: made absolute and free of `.`/`..` (a URL
+/// parser would fold `a/../b` and read a first relative segment as a host), then
+/// percent-encoded (spaces, `?` and `#` in folder names survive). The file's
+/// folder must exist.
+fn sqlite_url(path: &Path, mode: &str) -> Result<String> {
+    let io = |e| Error::Io {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let path = match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => {
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            std::fs::canonicalize(dir).map_err(io)?.join(name)
+        }
+        _ => std::fs::canonicalize(path).map_err(io)?,
+    };
+    Ok(encode_sqlite_url(&path, mode))
+}
+
+fn encode_sqlite_url(path: &Path, mode: &str) -> String {
     let mut enc = String::new();
     for b in path.as_os_str().as_encoded_bytes() {
         match *b {
@@ -366,7 +447,7 @@ impl Store {
                     })?;
                 }
                 (
-                    sqlite_url(path, "rwc"),
+                    sqlite_url(path, "rwc")?,
                     AnyPoolOptions::new()
                         .max_connections(1)
                         .after_connect(|conn, _| {
@@ -395,6 +476,7 @@ impl Store {
             pool,
             backend,
             location,
+            lease_seconds: DEFAULT_LEASE_SECONDS,
         })
     }
 
@@ -413,7 +495,7 @@ impl Store {
                     )));
                 }
                 (
-                    sqlite_url(path, "ro"),
+                    sqlite_url(path, "ro")?,
                     AnyPoolOptions::new()
                         .max_connections(2)
                         .after_connect(|conn, _| {
@@ -446,11 +528,18 @@ impl Store {
             pool,
             backend,
             location,
+            lease_seconds: DEFAULT_LEASE_SECONDS,
         })
     }
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// Sets the lease that this store's sessions declare (see [`Store::heartbeat`]).
+    pub fn with_lease(mut self, seconds: f64) -> Store {
+        self.lease_seconds = seconds;
+        self
     }
 
     pub fn backend(&self) -> Backend {
@@ -479,7 +568,7 @@ impl Store {
         let existing: Option<(i64, String)> = sqlx::query_as(&format!(
             "SELECT id, dataset_fingerprint FROM sweeps WHERE name = $1{}",
             if self.backend == Backend::Postgres {
-                " FOR UPDATE"
+                " FOR NO KEY UPDATE"
             } else {
                 ""
             }
@@ -513,7 +602,9 @@ impl Store {
             tx.commit().await.map_err(sql_err("commit"))?;
             return Ok(id);
         }
-        let (id,): (i64,) = sqlx::query_as("INSERT INTO sweeps (name, description, spec_path, spec_text, spec_hash, objective, direction, dataset, dataset_fingerprint, tool_version, git_commit, host, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id")
+        // Two submitters recording a new sweep at the same moment: one inserts,
+        // the other finds it (and checks the data set) on its second pass.
+        let inserted: Option<(i64,)> = sqlx::query_as("INSERT INTO sweeps (name, description, spec_path, spec_text, spec_hash, objective, direction, dataset, dataset_fingerprint, tool_version, git_commit, host, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT (name) DO NOTHING RETURNING id")
             .bind(&s.name)
             .bind(&s.description)
             .bind(&s.spec_path)
@@ -528,22 +619,26 @@ impl Store {
             .bind(&s.host)
             .bind(&t)
             .bind(&t)
-            .fetch_one(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(sql_err("inserting the sweep"))?;
         tx.commit().await.map_err(sql_err("commit"))?;
-        Ok(id)
+        match inserted {
+            Some((id,)) => Ok(id),
+            None => Box::pin(self.upsert_sweep(s)).await,
+        }
     }
 
     pub async fn set_classes(&self, sweep_id: i64, classes: &[(String, usize)]) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        sqlx::query("DELETE FROM classes WHERE sweep_id = $1")
+        sqlx::query("DELETE FROM classes WHERE sweep_id = $1 AND class_index >= $2")
             .bind(sweep_id)
+            .bind(classes.len() as i64)
             .execute(&mut *tx)
             .await
             .map_err(sql_err("classes"))?;
         for (i, (name, n)) in classes.iter().enumerate() {
-            sqlx::query("INSERT INTO classes (sweep_id, class_index, name, image_count) VALUES ($1, $2, $3, $4)")
+            sqlx::query("INSERT INTO classes (sweep_id, class_index, name, image_count) VALUES ($1, $2, $3, $4) ON CONFLICT (sweep_id, class_index) DO UPDATE SET name = excluded.name, image_count = excluded.image_count")
                 .bind(sweep_id)
                 .bind(i as i64)
                 .bind(name)
@@ -570,24 +665,28 @@ impl Store {
     ) -> Result<std::result::Result<i64, (i64, String)>> {
         let mut tx = self.begin_write().await?;
         if self.backend == Backend::Postgres {
-            sqlx::query("SELECT id FROM sweeps WHERE id = $1 FOR UPDATE")
+            sqlx::query("SELECT id FROM sweeps WHERE id = $1 FOR NO KEY UPDATE")
                 .bind(sweep_id)
                 .execute(&mut *tx)
                 .await
                 .map_err(sql_err("locking the sweep"))?;
         }
-        let rows: Vec<(i64, i64, String, String)> = sqlx::query_as(
-            "SELECT id, pid, host, heartbeat_at FROM sessions WHERE sweep_id = $1 AND ended_at IS NULL",
+        let rows: Vec<(i64, i64, String, String, Option<String>)> = sqlx::query_as(
+            "SELECT id, pid, host, heartbeat_at, lease_expires_at FROM sessions WHERE sweep_id = $1 AND ended_at IS NULL",
         )
         .bind(sweep_id)
         .fetch_all(&mut *tx)
         .await
         .map_err(sql_err("reading sessions"))?;
-        for (id, other, h, beat) in rows {
+        let t = now();
+        for (id, other, h, beat, expires) in rows {
             let alive = if h == host {
                 is_alive(other)
             } else {
-                beat.as_str() >= stale_before
+                match &expires {
+                    Some(e) => e.as_str() >= t.as_str(),
+                    None => beat.as_str() >= stale_before,
+                }
             };
             if alive {
                 return Ok(Err((other, h)));
@@ -599,7 +698,7 @@ impl Store {
                 .await
                 .map_err(sql_err("closing a dead session"))?;
         }
-        let id = insert_session(&mut tx, sweep_id, pid, host).await?;
+        let id = insert_session(&mut tx, sweep_id, pid, host, self.lease_seconds).await?;
         tx.commit().await.map_err(sql_err("commit"))?;
         Ok(Ok(id))
     }
@@ -608,19 +707,36 @@ impl Store {
     /// shares the sweep with others (and benchmarks and tests).
     pub async fn start_session(&self, sweep_id: i64, pid: i64, host: &str) -> Result<i64> {
         let mut tx = self.begin_write().await?;
-        let id = insert_session(&mut tx, sweep_id, pid, host).await?;
+        let id = insert_session(&mut tx, sweep_id, pid, host, self.lease_seconds).await?;
         tx.commit().await.map_err(sql_err("commit"))?;
         Ok(id)
     }
 
-    pub async fn heartbeat(&self, session_id: i64) -> Result<()> {
-        sqlx::query("UPDATE sessions SET heartbeat_at = $1 WHERE id = $2")
+    /// Beats the session's heartbeat and extends its lease. Returns false when the
+    /// session has been ended by someone else (found dead after a long silence):
+    /// its trials are no longer its own, and it must stop.
+    pub async fn heartbeat(&self, session_id: i64) -> Result<bool> {
+        let r = sqlx::query("UPDATE sessions SET heartbeat_at = $1, lease_expires_at = $2 WHERE id = $3 AND ended_at IS NULL")
             .bind(now())
+            .bind(seconds_from_now(self.lease_seconds))
             .bind(session_id)
             .execute(&self.pool)
             .await
             .map_err(sql_err("heartbeat"))?;
-        Ok(())
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// The trials `session` holds now (running, claimed by it).
+    pub async fn held(&self, sweep_id: i64, session: i64) -> Result<Vec<i64>> {
+        let rows: Vec<(i64,)> = sqlx::query_as(
+            "SELECT id FROM trials WHERE sweep_id = $1 AND state = 'running' AND session_id = $2",
+        )
+        .bind(sweep_id)
+        .bind(session)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_err("reading held trials"))?;
+        Ok(rows.into_iter().map(|r| r.0).collect())
     }
 
     pub async fn end_session(&self, session_id: i64, reason: &str) -> Result<()> {
@@ -639,7 +755,7 @@ impl Store {
         let mut tx = self.begin_write().await?;
         if self.backend == Backend::Postgres {
             // Numbering reads MAX(number): one numbering transaction at a time.
-            sqlx::query("SELECT id FROM sweeps WHERE id = $1 FOR UPDATE")
+            sqlx::query("SELECT id FROM sweeps WHERE id = $1 FOR NO KEY UPDATE")
                 .bind(sweep_id)
                 .execute(&mut *tx)
                 .await
@@ -705,8 +821,9 @@ impl Store {
     }
 
     /// Trials left `running` by a session that is gone go back to `waiting`: the
-    /// session has ended (closed, or found vanished), or its heartbeat is older
-    /// than `stale_before` (RFC 3339, as [`now`] writes). Partial rows are removed
+    /// session has ended (closed, or found vanished), or its lease has expired
+    /// (`lease_expires_at` passed; for sessions without one, a heartbeat older
+    /// than `stale_before`, RFC 3339 as [`now`] writes). Partial rows are removed
     /// and the attempt recorded as orphaned (not counted against the retry limit:
     /// the trial did not fail). Never touches `current_session`'s trials. Safe to
     /// run from many workers at once. Returns how many.
@@ -720,15 +837,17 @@ impl Store {
         let ids: Vec<(i64,)> = sqlx::query_as(&format!(
             "SELECT t.id FROM trials t LEFT JOIN sessions s ON s.id = t.session_id \
              WHERE t.sweep_id = $1 AND t.state = 'running' AND (t.session_id IS NULL OR t.session_id <> $2) \
-               AND (s.id IS NULL OR s.ended_at IS NOT NULL OR s.heartbeat_at < $3) ORDER BY t.id{}",
+               AND (s.id IS NULL OR s.ended_at IS NOT NULL OR s.lease_expires_at < $4 \
+                    OR (s.lease_expires_at IS NULL AND s.heartbeat_at < $3)) ORDER BY t.id{}",
             match self.backend {
                 Backend::Sqlite => "",
-                Backend::Postgres => " FOR UPDATE OF t SKIP LOCKED",
+                Backend::Postgres => " FOR NO KEY UPDATE OF t SKIP LOCKED",
             }
         ))
         .bind(sweep_id)
         .bind(current_session)
         .bind(stale_before)
+        .bind(now())
         .fetch_all(&mut *tx)
         .await
         .map_err(sql_err("finding orphaned trials"))?;
@@ -765,6 +884,20 @@ impl Store {
             .await
             .map_err(sql_err("counting running trials"))?;
         Ok(n)
+    }
+
+    /// Keys of the trials still to finish (waiting or running; failed ones with
+    /// attempts left), to tell which belong to the current spec.
+    pub async fn unfinished_keys(&self, sweep_id: i64, max_attempts: i64) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT key FROM trials WHERE sweep_id = $1 AND (state IN ('waiting', 'running') OR (state = 'failed' AND attempts < $2))",
+        )
+        .bind(sweep_id)
+        .bind(max_attempts)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_err("reading unfinished trials"))?;
+        Ok(rows.into_iter().map(|r| r.0).collect())
     }
 
     /// Failed trials with fewer than `max_attempts` attempts go back to `waiting`.
@@ -871,10 +1004,11 @@ impl Store {
         }
     }
 
-    pub async fn set_worker_pid(&self, trial_id: i64, pid: i64) -> Result<()> {
-        sqlx::query("UPDATE trials SET worker_pid = $1 WHERE id = $2")
+    pub async fn set_worker_pid(&self, trial_id: i64, session: i64, pid: i64) -> Result<()> {
+        sqlx::query("UPDATE trials SET worker_pid = $1 WHERE id = $2 AND session_id = $3")
             .bind(pid)
             .bind(trial_id)
+            .bind(session)
             .execute(&self.pool)
             .await
             .map_err(sql_err("worker pid"))?;
@@ -1080,7 +1214,7 @@ impl Store {
     ) -> Result<Vec<(i64, String, String, i64, Option<f64>)>> {
         let rows = sqlx::query(
             "SELECT t.number, t.state, t.seed, \
-                    (SELECT string_agg(name || '=' || value_text, ', ') FROM (SELECT name, value_text FROM trial_params p WHERE p.trial_id = t.id AND p.swept = 1 ORDER BY name) AS sp) AS params, \
+                    (SELECT string_agg(name || '=' || value_text, ', ' ORDER BY name) FROM trial_params p WHERE p.trial_id = t.id AND p.swept = 1) AS params, \
                     f.value, f.value_kind \
              FROM trials t LEFT JOIN final_metrics f ON f.trial_id = t.id AND f.name = $1 \
              WHERE t.sweep_id = $2 ORDER BY t.number",
@@ -1201,7 +1335,7 @@ async fn holds(
     let row: Option<(i64,)> = sqlx::query_as(&format!(
         "SELECT id FROM trials WHERE id = $1 AND state = 'running' AND session_id = $2{}",
         if backend == Backend::Postgres {
-            " FOR UPDATE"
+            " FOR NO KEY UPDATE"
         } else {
             ""
         }
@@ -1219,14 +1353,16 @@ async fn insert_session(
     sweep_id: i64,
     pid: i64,
     host: &str,
+    lease_seconds: f64,
 ) -> Result<i64> {
     let t = now();
-    let (id,): (i64,) = sqlx::query_as("INSERT INTO sessions (sweep_id, pid, host, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $5) RETURNING id")
+    let (id,): (i64,) = sqlx::query_as("INSERT INTO sessions (sweep_id, pid, host, started_at, heartbeat_at, lease_expires_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id")
         .bind(sweep_id)
         .bind(pid)
         .bind(host)
         .bind(&t)
         .bind(&t)
+        .bind(seconds_from_now(lease_seconds))
         .fetch_one(&mut **tx)
         .await
         .map_err(sql_err("starting a session"))?;
@@ -1250,10 +1386,25 @@ async fn end_attempt(
     Ok(())
 }
 
+/// `now()` plus `seconds` (finite, clamped to a year), in the same RFC 3339 text.
+pub fn seconds_from_now(seconds: f64) -> String {
+    let s = if seconds.is_finite() {
+        seconds.clamp(0.0, 3.2e7)
+    } else {
+        3.2e7
+    };
+    rfc3339(std::time::SystemTime::now() + std::time::Duration::from_secs_f64(s))
+}
+
 /// `now()` minus `seconds`, in the same RFC 3339 text: the cut-off for heartbeats.
 pub fn seconds_ago(seconds: f64) -> String {
+    let s = if seconds.is_finite() {
+        seconds.clamp(0.0, 3.2e9)
+    } else {
+        3.2e9
+    };
     let t = std::time::SystemTime::now()
-        .checked_sub(std::time::Duration::from_secs_f64(seconds.max(0.0)))
+        .checked_sub(std::time::Duration::from_secs_f64(s))
         .unwrap_or(std::time::UNIX_EPOCH);
     rfc3339(t)
 }
@@ -1272,4 +1423,22 @@ pub fn epoch_rows(m: &EpochMetrics) -> Vec<(&'static str, &'static str, f64)> {
         ("time", "data_seconds", m.data_seconds),
         ("time", "step_seconds", m.step_seconds),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_folders_are_not_network_file_systems() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(network_filesystem(dir.path()), None);
+        assert_eq!(network_filesystem(&dir.path().join("x.db")), None);
+    }
+
+    #[test]
+    fn sqlite_urls_keep_odd_characters() {
+        let u = encode_sqlite_url(Path::new("/r/my results #1/a?b.db"), "ro");
+        assert_eq!(u, "sqlite:///r/my%20results%20%231/a%3Fb.db?mode=ro");
+    }
 }

@@ -25,8 +25,21 @@ fn docs_examples_load_and_expand() {
         counts.push(spec.expand().unwrap().len());
         rest = &body[end + 3..];
     }
-    // 3 dropouts × 2 batch-norm × 3 seeds; the optimizers example says 7
-    assert_eq!(counts, vec![18, 7, 2]);
+    // 3 dropouts × 2 batch-norm × 3 seeds; the optimizers example says 7; the
+    // [slurm] example: 2 dropouts × 3 seeds
+    assert_eq!(counts, vec![18, 7, 2, 6]);
+    let start = text.find("[slurm]\npartition").unwrap();
+    let slurm = &text[text[..start].rfind("```toml\n").unwrap() + 8..];
+    let spec = parse(&slurm[..slurm.find("```").unwrap()]).unwrap();
+    assert_eq!(spec.slurm.partition.as_deref(), Some("gpu"));
+    assert_eq!(
+        (
+            spec.slurm.array_parallelism,
+            spec.slurm.cpus_per_task,
+            spec.slurm.gpus_per_task
+        ),
+        (Some(8), Some(4), Some(1))
+    );
 }
 
 #[test]
@@ -125,6 +138,9 @@ fn bad_specs_name_file_line_and_key() {
         ("name = \"x\"\n[data\n".to_string(), "s.toml:2:"),
         (format!("name = \"x\"\n{BASE}[train]\nbatch_size = \"big\"\n"), "s.toml:5: invalid type: string \"big\", expected usize"),
         (format!("name = \"x\"\n{BASE}[train]\noptimizer = \"adamx\"\n"), "s.toml:5: unknown variant `adamx`"),
+        (format!("name = \"x\"\n{BASE}[slurm]\npartitoin = \"gpu\"\n"), "s.toml:5: unknown field `partitoin`"),
+        (format!("name = \"x\"\n{BASE}[slurm]\ncpus_per_task = 0\n"), "s.toml:5: `slurm.cpus_per_task` must be at least 1"),
+        (format!("name = \"x\"\n{BASE}[slurm]\nmem = 4\n"), "s.toml:5: invalid type: integer `4`, expected a string"),
         (format!("name = \"x\"\n{BASE}[grid]\nmodel.arch = [\"cnn\"]\nmodel.conv_channels = [[8, 8, 8, 8, 8, 8, 8]]\n"), "`grid.model.conv_channels` 7 2×2 max-pools shrink a 64-pixel image"),
     ];
     assert!(cases.len() >= 20);

@@ -268,27 +268,36 @@ fn a_lapsed_heartbeat_hands_the_trial_to_another_session() {
     let dir = tempfile::tempdir().unwrap();
     on_both("heartbeat", dir.path(), |db| {
         rt().block_on(async {
-            let s = Store::open(&db).await.unwrap();
+            // a's process declares a one-second lease; b's the default minute
+            let s = Store::open(&db).await.unwrap().with_lease(1.0);
             let id = s.upsert_sweep(&sweep("hb")).await.unwrap();
-            s.add_trials(id, &[trial("k1")]).await.unwrap();
+            s.add_trials(id, &[trial("k1"), trial("k2")]).await.unwrap();
             let a = s.start_session(id, 10, "node-a").await.unwrap();
-            let b = s.start_session(id, 11, "node-b").await.unwrap();
+            let other = Store::open(&db).await.unwrap();
+            let b = other.start_session(id, 11, "node-b").await.unwrap();
             let c = s.claim_next(id, a, "cpu").await.unwrap().unwrap();
             s.record_epoch(c.id, a, &metrics()).await.unwrap();
             assert_eq!(s.running_elsewhere(id, b).await.unwrap(), 1);
             assert_eq!(s.running_elsewhere(id, a).await.unwrap(), 0);
             // a beat within the lease keeps it
-            s.heartbeat(a).await.unwrap();
+            assert!(s.heartbeat(a).await.unwrap());
             assert_eq!(s.reclaim_stale(id, b, &seconds_ago(30.0)).await.unwrap(), 0);
-            // no beat for longer than the lease: b takes it over
-            tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-            assert_eq!(s.reclaim_stale(id, b, &seconds_ago(1.0)).await.unwrap(), 1);
-            let again = s.claim_next(id, b, "cpu").await.unwrap().unwrap();
+            // each session's own lease counts, not the reclaimer's: b's trial is
+            // safe from a reclaimer that would call anything older than now stale
+            let cb = other.claim_next(id, b, "cpu").await.unwrap().unwrap();
+            assert_eq!(s.reclaim_stale(id, a, &seconds_ago(0.0)).await.unwrap(), 0);
+            assert_eq!(other.held(id, b).await.unwrap(), vec![cb.id]);
+            assert!(other.interrupt(cb.id, b).await.unwrap());
+            // no beat for longer than a's lease: b takes a's trial over
+            tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+            assert_eq!(other.reclaim_stale(id, b, &seconds_ago(3600.0)).await.unwrap(), 1);
+            assert!(s.held(id, a).await.unwrap().is_empty(), "a can tell it lost the trial");
+            let again = other.claim_next(id, b, "cpu").await.unwrap().unwrap();
             assert_eq!((again.id, again.attempt), (c.id, 1), "a reclaimed attempt is not counted");
             // a's late results are refused; b's land
             assert!(!s.record_epoch(c.id, a, &metrics()).await.unwrap());
             assert!(!s.finish(c.id, a, &pruned()).await.unwrap());
-            assert!(s.finish(c.id, b, &pruned()).await.unwrap());
+            assert!(other.finish(c.id, b, &pruned()).await.unwrap());
             let rows: Vec<(i64, Option<String>)> = sqlx::query_as(
                 "SELECT session_id, outcome FROM trial_attempts WHERE trial_id = $1 ORDER BY attempt",
             )
@@ -300,9 +309,45 @@ fn a_lapsed_heartbeat_hands_the_trial_to_another_session() {
                 rows,
                 vec![(a, Some("orphaned".to_string())), (b, Some("pruned".to_string()))]
             );
+            // a session ended by someone else learns it at its next beat
+            other.end_session(a, "vanished").await.unwrap();
+            assert!(!s.heartbeat(a).await.unwrap());
+            assert!(other.heartbeat(b).await.unwrap());
             s.close().await;
+            other.close().await;
         });
     });
+}
+
+#[test]
+fn database_locations_are_checked() {
+    assert_eq!(
+        DbLocation::parse("postgres://u@h/db").unwrap(),
+        DbLocation::Postgres("postgres://u@h/db".into())
+    );
+    assert_eq!(
+        DbLocation::parse("sqlite://r/x.db").unwrap(),
+        DbLocation::Sqlite("r/x.db".into())
+    );
+    let e = DbLocation::parse("postgress://u:secret@h/db")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("postgress://") && !e.contains("secret"), "{e}");
+    assert_eq!(
+        DbLocation::Postgres("postgres://u:secret@h:5/db".into()).display(),
+        "postgres://u:***@h:5/db"
+    );
+    // `..` in a SQLite path means what the file system says, not what a URL
+    // parser would make of it
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("a")).unwrap();
+    let db = dir.path().join("a/../b.db");
+    rt().block_on(async {
+        let s = Store::open(&db).await.unwrap();
+        s.close().await;
+    });
+    assert!(dir.path().join("b.db").is_file());
+    assert!(!dir.path().join("a/b.db").exists());
 }
 
 #[test]
