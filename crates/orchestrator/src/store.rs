@@ -1028,19 +1028,30 @@ impl Store {
         if !holds(&mut tx, self.backend, trial_id, session).await? {
             return Ok(false);
         }
-        for (split, name, v) in epoch_rows(m) {
-            let (value, kind) = value_kind(v);
-            sqlx::query("INSERT INTO epoch_metrics (trial_id, epoch, split, name, value, value_kind) VALUES ($1, $2, $3, $4, CASE WHEN $6 = 'finite' THEN $5 END, $6) ON CONFLICT (trial_id, epoch, split, name) DO UPDATE SET value = excluded.value, value_kind = excluded.value_kind")
+        // One statement for the epoch's rows: one round trip to a database server
+        // instead of ten.
+        let rows = epoch_rows(m);
+        let sql = format!(
+            "INSERT INTO epoch_metrics (trial_id, epoch, split, name, value, value_kind) VALUES {} ON CONFLICT (trial_id, epoch, split, name) DO UPDATE SET value = excluded.value, value_kind = excluded.value_kind",
+            values(rows.len(), 6, |p| format!(
+                "(${}, ${}, ${}, ${}, CASE WHEN ${} = 'finite' THEN ${} END, ${})",
+                p, p + 1, p + 2, p + 3, p + 5, p + 4, p + 5
+            ))
+        );
+        let mut q = sqlx::query(&sql);
+        for (split, name, v) in &rows {
+            let (value, kind) = value_kind(*v);
+            q = q
                 .bind(trial_id)
                 .bind(m.epoch as i64)
-                .bind(split)
-                .bind(name)
+                .bind(*split)
+                .bind(*name)
                 .bind(value.unwrap_or(0.0))
-                .bind(kind)
-                .execute(&mut *tx)
-                .await
-                .map_err(sql_err("recording an epoch"))?;
+                .bind(kind);
         }
+        q.execute(&mut *tx)
+            .await
+            .map_err(sql_err("recording an epoch"))?;
         tx.commit().await.map_err(sql_err("commit"))?;
         Ok(true)
     }
@@ -1084,39 +1095,82 @@ impl Store {
                     rep.macro_auc.unwrap_or(f64::NAN),
                 ),
             ]);
-            for (i, c) in rep.classes.iter().enumerate() {
-                sqlx::query("INSERT INTO class_metrics (trial_id, class_index, precision, recall, f1, support) VALUES ($1, $2, $3, $4, $5, $6)")
-                    .bind(trial_id)
-                    .bind(i as i64)
-                    .bind(c.precision)
-                    .bind(c.recall)
-                    .bind(c.f1)
-                    .bind(c.support as i64)
-                    .execute(&mut *tx)
+            // Many rows per statement (a 100-class confusion matrix has up to
+            // 10,000 cells): few round trips, well under either database's
+            // parameter limit.
+            let classes: Vec<(usize, &sweep_train::metrics::ClassMetrics)> =
+                rep.classes.iter().enumerate().collect();
+            for chunk in classes.chunks(ROWS_PER_STATEMENT) {
+                let sql = format!(
+                    "INSERT INTO class_metrics (trial_id, class_index, precision, recall, f1, support) VALUES {}",
+                    values(chunk.len(), 6, plain(6))
+                );
+                let mut q = sqlx::query(&sql);
+                for (i, c) in chunk {
+                    q = q
+                        .bind(trial_id)
+                        .bind(*i as i64)
+                        .bind(c.precision)
+                        .bind(c.recall)
+                        .bind(c.f1)
+                        .bind(c.support as i64);
+                }
+                q.execute(&mut *tx)
                     .await
                     .map_err(sql_err("class metrics"))?;
             }
-            for (ti, row) in rep.confusion.counts.iter().enumerate() {
-                for (pi, n) in row.iter().enumerate().filter(|(_, n)| **n > 0) {
-                    sqlx::query("INSERT INTO confusion_cells (trial_id, true_index, predicted_index, count) VALUES ($1, $2, $3, $4)")
+            let cells: Vec<(usize, usize, u64)> = rep
+                .confusion
+                .counts
+                .iter()
+                .enumerate()
+                .flat_map(|(ti, row)| {
+                    row.iter()
+                        .enumerate()
+                        .filter(|(_, n)| **n > 0)
+                        .map(move |(pi, n)| (ti, pi, *n))
+                })
+                .collect();
+            for chunk in cells.chunks(ROWS_PER_STATEMENT) {
+                let sql = format!(
+                    "INSERT INTO confusion_cells (trial_id, true_index, predicted_index, count) VALUES {}",
+                    values(chunk.len(), 4, plain(4))
+                );
+                let mut q = sqlx::query(&sql);
+                for (ti, pi, n) in chunk {
+                    q = q
                         .bind(trial_id)
-                        .bind(ti as i64)
-                        .bind(pi as i64)
-                        .bind(*n as i64)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(sql_err("confusion cells"))?;
+                        .bind(*ti as i64)
+                        .bind(*pi as i64)
+                        .bind(*n as i64);
                 }
+                q.execute(&mut *tx)
+                    .await
+                    .map_err(sql_err("confusion cells"))?;
             }
         }
-        for (name, v) in &metrics {
-            let (value, kind) = value_kind(*v);
-            sqlx::query("INSERT INTO final_metrics (trial_id, name, value, value_kind) VALUES ($1, $2, CASE WHEN $4 = 'finite' THEN $3 END, $4) ON CONFLICT (trial_id, name) DO UPDATE SET value = excluded.value, value_kind = excluded.value_kind")
-                .bind(trial_id)
-                .bind(name)
-                .bind(value.unwrap_or(0.0))
-                .bind(kind)
-                .execute(&mut *tx)
+        for chunk in metrics.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO final_metrics (trial_id, name, value, value_kind) VALUES {} ON CONFLICT (trial_id, name) DO UPDATE SET value = excluded.value, value_kind = excluded.value_kind",
+                values(chunk.len(), 4, |p| format!(
+                    "(${}, ${}, CASE WHEN ${} = 'finite' THEN ${} END, ${})",
+                    p,
+                    p + 1,
+                    p + 3,
+                    p + 2,
+                    p + 3
+                ))
+            );
+            let mut q = sqlx::query(&sql);
+            for (name, v) in chunk {
+                let (value, kind) = value_kind(*v);
+                q = q
+                    .bind(trial_id)
+                    .bind(name)
+                    .bind(value.unwrap_or(0.0))
+                    .bind(kind);
+            }
+            q.execute(&mut *tx)
                 .await
                 .map_err(sql_err("final metrics"))?;
         }
@@ -1322,6 +1376,27 @@ async fn connect(location: &DbLocation, url: &str, options: AnyPoolOptions) -> R
         .connect_with(opts)
         .await
         .map_err(|e| Error::Store(format!("cannot open {}: {e}", location.display())))
+}
+
+/// Rows per multi-row INSERT: 500 rows × at most 6 parameters stays far below
+/// SQLite's 32,766 and PostgreSQL's 65,535 parameters per statement.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// `n` value groups of `width` parameters each, numbered from `$1`; `group(p)`
+/// writes one group whose first parameter is `$p`.
+fn values(n: usize, width: usize, group: impl Fn(usize) -> String) -> String {
+    (0..n)
+        .map(|r| group(r * width + 1))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A plain group `($p, $p+1, ...)` of `width` parameters.
+fn plain(width: usize) -> impl Fn(usize) -> String {
+    move |p| {
+        let items: Vec<String> = (p..p + width).map(|i| format!("${i}")).collect();
+        format!("({})", items.join(", "))
+    }
 }
 
 /// Whether `session` still holds `trial_id` (running, claimed by it); locks the row

@@ -399,3 +399,60 @@ fn concurrent_claims_take_each_trial_once() {
         });
     });
 }
+
+#[test]
+fn a_hundred_class_report_lands_whole() {
+    // 120 classes: up to 14,400 confusion cells, written in several multi-row
+    // statements; every count must come back.
+    let dir = tempfile::tempdir().unwrap();
+    on_both("report", dir.path(), |db| {
+        rt().block_on(async {
+            let k = 120;
+            let names: Vec<String> = (0..k).map(|i| format!("class{i}")).collect();
+            let mut cm = sweep_train::metrics::Confusion::new(k);
+            for t in 0..k as u32 {
+                for p in 0..k as u32 {
+                    if (t + p) % 3 != 1 {
+                        cm.add(t, p);
+                    }
+                }
+            }
+            let cells = cm.counts.iter().flatten().filter(|n| **n > 0).count() as i64;
+            let total = cm.total() as i64;
+            let report = sweep_train::Report::new(&names, cm, None);
+            let s = Store::open(&db).await.unwrap();
+            let id = s.upsert_sweep(&sweep("r")).await.unwrap();
+            s.add_trials(id, &[trial("k")]).await.unwrap();
+            let session = s.start_session(id, 1, "h").await.unwrap();
+            let c = s.claim_next(id, session, "cpu").await.unwrap().unwrap();
+            let mut f = pruned();
+            f.state = TrialState::Complete;
+            f.report = Some(&report);
+            assert!(s.finish(c.id, session, &f).await.unwrap());
+            let (n, sum): (i64, i64) = sqlx::query_as(
+                "SELECT COUNT(*), CAST(SUM(count) AS BIGINT) FROM confusion_cells WHERE trial_id = $1",
+            )
+            .bind(c.id)
+            .fetch_one(s.pool())
+            .await
+            .unwrap();
+            assert_eq!((n, sum), (cells, total));
+            let (classes,): (i64,) =
+                sqlx::query_as("SELECT COUNT(*) FROM class_metrics WHERE trial_id = $1")
+                    .bind(c.id)
+                    .fetch_one(s.pool())
+                    .await
+                    .unwrap();
+            assert_eq!(classes, k as i64);
+            let (auc_kind,): (String,) = sqlx::query_as(
+                "SELECT value_kind FROM final_metrics WHERE trial_id = $1 AND name = 'val.macro_auc'",
+            )
+            .bind(c.id)
+            .fetch_one(s.pool())
+            .await
+            .unwrap();
+            assert_eq!(auc_kind, "nan", "no scores: AUC stored as an explicit NaN");
+            s.close().await;
+        });
+    });
+}
