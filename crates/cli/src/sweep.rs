@@ -186,6 +186,46 @@ fn preflight_devices(devices: &[String], arg: &str) -> Result<(), ExitCode> {
     Ok(())
 }
 
+/// The counts every command that runs trials takes; exit code 2 when one is out
+/// of range.
+fn check_counts(
+    jobs: Option<usize>,
+    threads: Option<usize>,
+    per_device: usize,
+    max_attempts: i64,
+    lease_seconds: f64,
+) -> Result<(), ExitCode> {
+    if jobs == Some(0)
+        || threads == Some(0)
+        || per_device == 0
+        || max_attempts < 1
+        || !(1.0..=86_400.0).contains(&lease_seconds)
+    {
+        eprintln!("error: --jobs, --threads, --per-device and --max-attempts must be at least 1, and --lease-seconds between 1 and 86400");
+        return Err(ExitCode::from(2));
+    }
+    Ok(())
+}
+
+/// Trials at once, trials per device and compute threads per trial on this
+/// machine: one trial per core on the CPU, `per_device` per GPU; the cores
+/// shared out among the trials unless `--threads` says otherwise.
+fn local_slots(
+    devices: &[String],
+    jobs: Option<usize>,
+    per_device: usize,
+    threads: Option<usize>,
+) -> (usize, usize, usize) {
+    let cpu = devices == ["cpu"];
+    let jobs = jobs.unwrap_or(if cpu {
+        cores()
+    } else {
+        devices.len() * per_device
+    });
+    let per_device = if cpu { jobs } else { per_device };
+    (jobs, per_device, threads.unwrap_or(cores() / jobs).max(1))
+}
+
 fn cores() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
@@ -206,14 +246,14 @@ pub fn run(a: RunArgs) -> ExitCode {
         Ok(d) => d,
         Err(code) => return code,
     };
-    if a.jobs == Some(0)
-        || a.threads == Some(0)
-        || a.per_device == 0
-        || a.max_attempts < 1
-        || !(1.0..=86_400.0).contains(&a.lease_seconds)
-    {
-        eprintln!("error: --jobs, --threads, --per-device and --max-attempts must be at least 1, and --lease-seconds between 1 and 86400");
-        return ExitCode::from(2);
+    if let Err(code) = check_counts(
+        a.jobs,
+        a.threads,
+        a.per_device,
+        a.max_attempts,
+        a.lease_seconds,
+    ) {
+        return code;
     }
     if a.dry_run {
         return dry_run(&spec);
@@ -273,24 +313,8 @@ pub fn run(a: RunArgs) -> ExitCode {
                 return code;
             }
         }
-        let jobs = a.jobs.unwrap_or_else(|| {
-            if devices == ["cpu"] {
-                cores()
-            } else {
-                devices.len() * a.per_device
-            }
-        });
-        let per_device = if devices == ["cpu"] {
-            jobs
-        } else {
-            a.per_device
-        };
-        (
-            devices.join(","),
-            jobs,
-            per_device,
-            a.threads.unwrap_or(cores() / jobs).max(1),
-        )
+        let (jobs, per_device, threads) = local_slots(&devices, a.jobs, a.per_device, a.threads);
+        (devices.join(","), jobs, per_device, threads)
     };
     let settings = RunSettings {
         jobs,
@@ -765,14 +789,14 @@ fn shared_worker(a: WorkerArgs, db: &str) -> ExitCode {
         Ok(d) => d,
         Err(code) => return code,
     };
-    if a.jobs == Some(0)
-        || a.threads == Some(0)
-        || a.per_device == 0
-        || a.max_attempts < 1
-        || !(1.0..=86_400.0).contains(&a.lease_seconds)
-    {
-        eprintln!("error: --jobs, --threads, --per-device and --max-attempts must be at least 1, and --lease-seconds between 1 and 86400");
-        return ExitCode::from(2);
+    if let Err(code) = check_counts(
+        a.jobs,
+        a.threads,
+        a.per_device,
+        a.max_attempts,
+        a.lease_seconds,
+    ) {
+        return code;
     }
     if let Err(code) = preflight_devices(&devices, &a.devices) {
         return code;
@@ -787,18 +811,7 @@ fn shared_worker(a: WorkerArgs, db: &str) -> ExitCode {
     if let Err(code) = refuse_shared_sqlite(&db) {
         return code;
     }
-    let jobs = a.jobs.unwrap_or_else(|| {
-        if devices == ["cpu"] {
-            cores()
-        } else {
-            devices.len() * a.per_device
-        }
-    });
-    let per_device = if devices == ["cpu"] {
-        jobs
-    } else {
-        a.per_device
-    };
+    let (jobs, per_device, threads) = local_slots(&devices, a.jobs, a.per_device, a.threads);
     let settings = RunSettings {
         jobs,
         db,
@@ -808,7 +821,7 @@ fn shared_worker(a: WorkerArgs, db: &str) -> ExitCode {
         worker_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("sweep")),
         devices,
         per_device,
-        threads_per_worker: a.threads.unwrap_or(cores() / jobs).max(1),
+        threads_per_worker: threads,
         lease_seconds: a.lease_seconds,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()

@@ -648,6 +648,35 @@ pub(crate) async fn plan(
     Ok((store, sweep_id, added, session, manifest, prep.plans.len()))
 }
 
+/// Before trials run: trials of sessions that are gone go back to waiting, failed
+/// ones with attempts left are re-queued, and the plan is reported. Returns the
+/// counts after that.
+pub(crate) async fn announce(
+    store: &Store,
+    sweep_id: i64,
+    session: i64,
+    settings: &RunSettings,
+    trials: usize,
+    added: usize,
+    progress: &mut impl FnMut(Progress),
+) -> Result<StateCounts> {
+    let reclaimed = store
+        .reclaim_stale(sweep_id, session, &seconds_ago(settings.lease_seconds))
+        .await?;
+    let requeued = store
+        .requeue_failed(sweep_id, settings.max_attempts)
+        .await?;
+    let counts = store.counts(sweep_id).await?;
+    progress(Progress::Planned {
+        trials,
+        added,
+        reclaimed,
+        requeued,
+        counts: counts.clone(),
+    });
+    Ok(counts)
+}
+
 /// Runs (or resumes) a sweep to completion, or until `stop` turns true.
 pub async fn run(
     spec: &SweepSpec,
@@ -657,19 +686,16 @@ pub async fn run(
 ) -> Result<RunSummary> {
     let (store, sweep_id, added, session, manifest, planned) =
         plan(spec, settings, Hold::Exclusive).await?;
-    let reclaimed = store
-        .reclaim_stale(sweep_id, session, &seconds_ago(settings.lease_seconds))
-        .await?;
-    let requeued = store
-        .requeue_failed(sweep_id, settings.max_attempts)
-        .await?;
-    progress(Progress::Planned {
-        trials: planned,
+    announce(
+        &store,
+        sweep_id,
+        session,
+        settings,
+        planned,
         added,
-        reclaimed,
-        requeued,
-        counts: store.counts(sweep_id).await?,
-    });
+        &mut progress,
+    )
+    .await?;
     let store = Arc::new(store);
     let (any_failed, stopping) = execute(
         &store,
@@ -754,19 +780,16 @@ pub async fn work(
     let session = store
         .start_session(sweep_id, std::process::id() as i64, &hostname())
         .await?;
-    let reclaimed = store
-        .reclaim_stale(sweep_id, session, &seconds_ago(settings.lease_seconds))
-        .await?;
-    let requeued = store
-        .requeue_failed(sweep_id, settings.max_attempts)
-        .await?;
-    progress(Progress::Planned {
-        trials: manifest.trials.len(),
-        added: 0,
-        reclaimed,
-        requeued,
-        counts: store.counts(sweep_id).await?,
-    });
+    announce(
+        &store,
+        sweep_id,
+        session,
+        settings,
+        manifest.trials.len(),
+        0,
+        &mut progress,
+    )
+    .await?;
     let store = Arc::new(store);
     let result = execute(
         &store,

@@ -125,20 +125,16 @@ pub async fn run(
     };
     let (store, sweep_id, added, session, manifest, planned) =
         runner::plan(spec, &settings, Hold::Shared).await?;
-    let reclaimed = store
-        .reclaim_stale(sweep_id, session, &seconds_ago(settings.lease_seconds))
-        .await?;
-    let requeued = store
-        .requeue_failed(sweep_id, settings.max_attempts)
-        .await?;
-    let counts = store.counts(sweep_id).await?;
-    progress(Progress::Planned {
-        trials: planned,
+    runner::announce(
+        &store,
+        sweep_id,
+        session,
+        &settings,
+        planned,
         added,
-        reclaimed,
-        requeued,
-        counts: counts.clone(),
-    });
+        &mut progress,
+    )
+    .await?;
     let store = Arc::new(store);
     // Only trials of the current spec count: older ones left waiting are never
     // claimed by these workers.
@@ -376,20 +372,16 @@ pub async fn record_only(
 ) -> Result<RunSummary> {
     let (store, sweep_id, added, session, _manifest, planned) =
         runner::plan(spec, settings, Hold::Shared).await?;
-    let reclaimed = store
-        .reclaim_stale(sweep_id, session, &seconds_ago(settings.lease_seconds))
-        .await?;
-    let requeued = store
-        .requeue_failed(sweep_id, settings.max_attempts)
-        .await?;
-    let counts = store.counts(sweep_id).await?;
-    progress(Progress::Planned {
-        trials: planned,
+    let counts = runner::announce(
+        &store,
+        sweep_id,
+        session,
+        settings,
+        planned,
         added,
-        reclaimed,
-        requeued,
-        counts: counts.clone(),
-    });
+        &mut progress,
+    )
+    .await?;
     store.end_session(session, "recorded").await?;
     let rows = store.objective_rows(sweep_id, &spec.objective).await?;
     store.close().await;
