@@ -851,11 +851,10 @@ pub(crate) async fn execute(
     let mut idle_once = false;
     let mut last_beat = std::time::Instant::now();
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let dropped = |number: i64| {
-        Progress::Dropped {
+    const DROPPED: &str = "another worker reclaimed this trial after this session's heartbeat lapsed; this attempt's result is dropped";
+    let dropped = |number: i64| Progress::Dropped {
         number,
-        note: "another worker reclaimed this trial after this session's heartbeat lapsed; this attempt's result is dropped".into(),
-    }
+        note: DROPPED.into(),
     };
 
     loop {
@@ -873,6 +872,8 @@ pub(crate) async fn execute(
                 break;
             };
             free.pop();
+            // work found: the next time nothing is left, look twice again
+            idle_once = false;
             let params = manifest.trials.get(&c.key).cloned().unwrap_or_default();
             let pid = match manifest.cache_for(&c.config_json, results) {
                 Some(cache) => {
