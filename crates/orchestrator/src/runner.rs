@@ -484,9 +484,24 @@ enum WorkerMsg {
 
 struct Running {
     number: i64,
+    /// The trial process: its pid, and whether it has been reaped (after which
+    /// the pid may belong to another process and must not be signalled).
     pid: Option<u32>,
+    reaped: Arc<std::sync::atomic::AtomicBool>,
     done: bool,
     epochs: usize,
+}
+
+impl Running {
+    /// Sends `signal` to the trial process unless it is already gone.
+    fn signal(&self, signal: libc::c_int) {
+        if let Some(pid) = self.pid {
+            if !self.reaped.load(std::sync::atomic::Ordering::SeqCst) {
+                // SAFETY: plain signal to our own, not yet reaped child process.
+                unsafe { libc::kill(pid as libc::pid_t, signal) };
+            }
+        }
+    }
 }
 
 pub(crate) fn summary_rows(
@@ -885,7 +900,7 @@ pub(crate) async fn execute(
                 ))),
             };
             match pid {
-                Ok(pid) => {
+                Ok((pid, reaped)) => {
                     if let Some(p) = pid {
                         store.set_worker_pid(c.id, session, p as i64).await?;
                     }
@@ -905,6 +920,7 @@ pub(crate) async fn execute(
                             Running {
                                 number: c.number,
                                 pid,
+                                reaped,
                                 done: false,
                                 epochs: 0,
                             },
@@ -988,7 +1004,7 @@ pub(crate) async fn execute(
                                 } else {
                                     // reclaimed by another worker: stop this attempt
                                     r.done = true;
-                                    kill_trial(r.pid);
+                                    r.signal(libc::SIGKILL);
                                     progress(dropped(r.number));
                                 }
                             }
@@ -1055,7 +1071,7 @@ pub(crate) async fn execute(
                         for (id, (r, _)) in running.iter_mut() {
                             if !r.done && !held.contains(id) {
                                 r.done = true;
-                                kill_trial(r.pid);
+                                r.signal(libc::SIGKILL);
                                 progress(dropped(r.number));
                             }
                         }
@@ -1067,7 +1083,7 @@ pub(crate) async fn execute(
                         for (r, _) in running.values_mut() {
                             if !r.done {
                                 r.done = true;
-                                kill_trial(r.pid);
+                                r.signal(libc::SIGKILL);
                                 progress(dropped(r.number));
                             }
                         }
@@ -1080,10 +1096,7 @@ pub(crate) async fn execute(
                     stopping = true;
                     progress(Progress::Stopping);
                     for (r, _) in running.values() {
-                        if let Some(pid) = r.pid {
-                            // SAFETY: plain signal to our own child process.
-                            unsafe { libc::kill(pid as libc::pid_t, libc::SIGINT) };
-                        }
+                        r.signal(libc::SIGINT);
                     }
                 }
             }
@@ -1134,14 +1147,6 @@ async fn beat(
     }
 }
 
-/// Ends a trial process at once (its result could not be recorded).
-fn kill_trial(pid: Option<u32>) {
-    if let Some(pid) = pid {
-        // SAFETY: plain signal to our own child process.
-        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-    }
-}
-
 /// The worker slots: each device repeated `per_device` times, devices interleaved
 /// so that trials spread over devices before doubling up; at most `jobs` slots.
 pub fn device_slots(devices: &[String], per_device: usize, jobs: usize) -> Vec<String> {
@@ -1167,7 +1172,7 @@ async fn spawn_worker(
     m: &Manifest,
     settings: &RunSettings,
     tx: mpsc::UnboundedSender<WorkerMsg>,
-) -> Result<Option<u32>> {
+) -> Result<(Option<u32>, Arc<std::sync::atomic::AtomicBool>)> {
     let config: TrialConfig = serde_json::from_str(&c.config_json)
         .map_err(|e| Error::Worker(format!("stored config of trial {}: {e}", c.number)))?;
     let sweep_dir = settings.results.join(&m.sweep);
@@ -1227,6 +1232,8 @@ async fn spawn_worker(
     let stdout = child.stdout.take().expect("piped stdout");
     let mut stderr = child.stderr.take().expect("piped stderr");
     let id = c.id;
+    let reaped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reaped_here = reaped.clone();
     tokio::spawn(async move {
         let log_dir = log_dir.clone();
         let err_task = tokio::spawn(async move {
@@ -1270,6 +1277,7 @@ async fn spawn_worker(
             let _ = tx.send(WorkerMsg::Event(id, ev));
         }
         let status = child.wait().await;
+        reaped_here.store(true, std::sync::atomic::Ordering::SeqCst);
         let tail = err_task.await.unwrap_or_default();
         let desc = match status {
             Ok(s) => {
@@ -1296,7 +1304,7 @@ async fn spawn_worker(
         };
         let _ = tx.send(WorkerMsg::Exited(id, desc));
     });
-    Ok(pid)
+    Ok((pid, reaped))
 }
 
 /// The objective's value in an outcome (`val.macro_f1` → report macro-F1, ...).

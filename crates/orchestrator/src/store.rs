@@ -312,11 +312,19 @@ fn redact(url: &str) -> String {
 /// by processes on several machines.
 pub fn network_filesystem(path: &Path) -> Option<&'static str> {
     use std::os::unix::ffi::OsStrExt;
-    let dir = if path.is_dir() {
-        path
+    // The nearest folder that exists (a results folder is often created later).
+    let mut dir = if path.as_os_str().is_empty() {
+        Path::new(".")
     } else {
-        path.parent().filter(|d| !d.as_os_str().is_empty())?
+        path
     };
+    while !dir.is_dir() {
+        dir = match dir.parent() {
+            Some(p) if p.as_os_str().is_empty() => Path::new("."),
+            Some(p) => p,
+            None => return None,
+        };
+    }
     let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: c is a NUL-terminated path; st is a valid, writable statfs.
@@ -740,13 +748,17 @@ impl Store {
     }
 
     pub async fn end_session(&self, session_id: i64, reason: &str) -> Result<()> {
-        sqlx::query("UPDATE sessions SET ended_at = $1, end_reason = $2 WHERE id = $3")
-            .bind(now())
-            .bind(reason)
-            .bind(session_id)
-            .execute(&self.pool)
-            .await
-            .map_err(sql_err("ending the session"))?;
+        // A session already ended by another process (found vanished) keeps
+        // that record.
+        sqlx::query(
+            "UPDATE sessions SET ended_at = $1, end_reason = $2 WHERE id = $3 AND ended_at IS NULL",
+        )
+        .bind(now())
+        .bind(reason)
+        .bind(session_id)
+        .execute(&self.pool)
+        .await
+        .map_err(sql_err("ending the session"))?;
         Ok(())
     }
 
@@ -1082,6 +1094,8 @@ impl Store {
             return Ok(false);
         }
         let mut metrics = f.extra_metrics.clone();
+        // (each name once, the last value winning: PostgreSQL refuses a
+        // multi-row upsert that touches a key twice)
         if let Some(rep) = f.report {
             metrics.extend([
                 ("val.accuracy".to_string(), rep.accuracy),
@@ -1149,6 +1163,11 @@ impl Store {
                     .map_err(sql_err("confusion cells"))?;
             }
         }
+        let metrics: Vec<(String, f64)> = metrics
+            .into_iter()
+            .collect::<std::collections::BTreeMap<String, f64>>()
+            .into_iter()
+            .collect();
         for chunk in metrics.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO final_metrics (trial_id, name, value, value_kind) VALUES {} ON CONFLICT (trial_id, name) DO UPDATE SET value = excluded.value, value_kind = excluded.value_kind",

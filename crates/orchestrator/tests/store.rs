@@ -409,10 +409,15 @@ fn a_hundred_class_report_lands_whole() {
         rt().block_on(async {
             let k = 120;
             let names: Vec<String> = (0..k).map(|i| format!("class{i}")).collect();
+            // Asymmetric, with distinct counts: a swapped column or a lost row
+            // shows.
+            // (column 0 also collects t % 4 extra mistakes per row, so that
+            // precision and recall differ)
+            let count = |t: u32, p: u32| (t * 7 + p * 3 + 1) % 5 + if p == 0 { t % 4 } else { 0 };
             let mut cm = sweep_train::metrics::Confusion::new(k);
             for t in 0..k as u32 {
                 for p in 0..k as u32 {
-                    if (t + p) % 3 != 1 {
+                    for _ in 0..count(t, p) {
                         cm.add(t, p);
                     }
                 }
@@ -444,6 +449,27 @@ fn a_hundred_class_report_lands_whole() {
                     .await
                     .unwrap();
             assert_eq!(classes, k as i64);
+            let (one,): (i64,) = sqlx::query_as(
+                "SELECT count FROM confusion_cells WHERE trial_id = $1 AND true_index = 2 AND predicted_index = 1",
+            )
+            .bind(c.id)
+            .fetch_one(s.pool())
+            .await
+            .unwrap();
+            assert_eq!((one, count(2, 1), count(1, 2)), (3, 3, 4));
+            let (precision, recall, support): (f64, f64, i64) = sqlx::query_as(
+                "SELECT precision, recall, support FROM class_metrics WHERE trial_id = $1 AND class_index = 0",
+            )
+            .bind(c.id)
+            .fetch_one(s.pool())
+            .await
+            .unwrap();
+            let want = &report.classes[0];
+            assert_eq!(
+                (precision, recall, support),
+                (want.precision, want.recall, want.support as i64)
+            );
+            assert_ne!(want.precision, want.recall, "the check can tell them apart");
             let (auc_kind,): (String,) = sqlx::query_as(
                 "SELECT value_kind FROM final_metrics WHERE trial_id = $1 AND name = 'val.macro_auc'",
             )
