@@ -1,8 +1,10 @@
 //! Sweep on a real Slurm cluster with a real PostgreSQL server as the shared store
 //! (started by `scripts/cluster-up`, which `.ci/run` calls): a job array of
-//! workers whose results equal a local run's, a worker killed mid-trial by
-//! `scancel` whose trial is reclaimed after its heartbeat lapses, and workers
-//! started by hand next to a reader. Every check reads the database.
+//! workers whose results equal a local run's, an array task frozen mid-trial
+//! whose trial is reclaimed after its lease and which `scancel` then ends, and
+//! workers started by hand next to a reader. Without a cluster: a worker killed
+//! with SIGKILL mid-trial, its trial reclaimed by another worker on the same
+//! SQLite file. Every check reads the database.
 //!
 //! Needs `SWEEP_TEST_PG` (a postgres:// URL on a server where this user may
 //! create databases) and `SWEEP_TEST_SLURM=1` (sbatch, squeue, scancel on PATH,
@@ -107,12 +109,13 @@ histogram_every = 0
     )
 }
 
+/// Rows of a query on a database (a postgres:// URL or a SQLite file path).
 fn query<T>(url: &str, sql: &str) -> Vec<T>
 where
     T: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
 {
     rt().block_on(async {
-        let s = Store::open_read_only(&DbLocation::Postgres(url.to_string()))
+        let s = Store::open_read_only(&DbLocation::parse(url).unwrap())
             .await
             .unwrap();
         let rows = sqlx::query_as::<_, T>(sql)
@@ -620,4 +623,96 @@ fn hand_started_workers_share_a_sweep_while_a_reader_follows() {
         "SELECT COUNT(DISTINCT session_id) FROM trial_attempts",
     )[0];
     assert_eq!(sessions, 2);
+}
+
+#[test]
+fn a_worker_killed_outright_loses_its_trial_after_its_lease() {
+    // No cluster needed: two `sweep worker` processes share a SQLite file on this
+    // machine. The first is killed with SIGKILL mid-trial (no chance to hand
+    // anything back, as on a node crash or an out-of-memory kill); the second
+    // takes its trial over once the first's lease has lapsed.
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("s.toml"), sized_spec("hard", 6, 150, 32, 256)).unwrap();
+    let rec = run(
+        d,
+        &[
+            "run",
+            "s.toml",
+            "--db",
+            "r.db",
+            "--results",
+            "res",
+            "--executor",
+            "none",
+        ],
+    );
+    assert!(rec.status.success(), "{}", text(&rec.stderr));
+    let db = d.join("r.db").display().to_string();
+    let worker = || {
+        sweep_cmd(
+            d,
+            &[
+                "worker",
+                "--db",
+                "r.db",
+                "--sweep",
+                "hard",
+                "--results",
+                "res",
+                "--jobs",
+                "1",
+                "--threads",
+                "1",
+                "--lease-seconds",
+                "3",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+    };
+    let mut a = worker();
+    let a_pid = a.id() as i64;
+    wait_for(
+        "the first worker mid-trial",
+        Duration::from_secs(120),
+        || {
+            let (n,): (i64,) = query(
+            &db,
+            "SELECT COUNT(*) FROM trials t JOIN epoch_metrics e ON e.trial_id = t.id AND e.epoch = 1 AND e.name = 'loss' AND e.split = 'train' WHERE t.state = 'running'",
+        )[0];
+            n >= 1
+        },
+    );
+    a.kill().unwrap();
+    a.wait().unwrap();
+    let lost: Vec<(i64,)> = query(&db, "SELECT number FROM trials WHERE state = 'running'");
+    assert_eq!(
+        lost.len(),
+        1,
+        "the killed worker's trial is left running: {lost:?}"
+    );
+    let b = worker().wait_with_output().unwrap();
+    let out = text(&b.stdout);
+    assert!(b.status.success(), "{out}\n{}", text(&b.stderr));
+    assert_each_trial_once(&db, 8);
+    let orphaned: Vec<(i64, i64)> = query(
+        &db,
+        "SELECT t.number, s.pid FROM trial_attempts a JOIN trials t ON t.id = a.trial_id JOIN sessions s ON s.id = a.session_id WHERE a.outcome = 'orphaned'",
+    );
+    assert_eq!(orphaned, vec![(lost[0].0, a_pid)], "{out}");
+    let ends: Vec<(i64, Option<String>)> =
+        query(&db, "SELECT pid, end_reason FROM sessions ORDER BY id");
+    assert!(
+        ends.contains(&(a_pid, None)),
+        "the killed worker never ended its session: {ends:?}"
+    );
+    assert_eq!(
+        ends.last().unwrap().1.as_deref(),
+        Some("finished"),
+        "{ends:?}"
+    );
 }
