@@ -226,6 +226,18 @@ fn local_slots(
     (jobs, per_device, threads.unwrap_or(cores() / jobs).max(1))
 }
 
+/// The runtime a scheduler (`sweep run`, `sweep worker --db`) runs on.
+fn scheduler_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: starting the runtime: {e}");
+            ExitCode::FAILURE
+        })
+}
+
 fn cores() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
@@ -328,16 +340,9 @@ pub fn run(a: RunArgs) -> ExitCode {
         threads_per_worker: threads,
         lease_seconds: a.lease_seconds,
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let rt = match scheduler_runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: starting the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let executor = a.executor;
@@ -824,16 +829,9 @@ fn shared_worker(a: WorkerArgs, db: &str) -> ExitCode {
         threads_per_worker: threads,
         lease_seconds: a.lease_seconds,
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let rt = match scheduler_runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: starting the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let result = rt.block_on(async {

@@ -151,7 +151,7 @@ pub async fn run(
     let mut job = None;
     let mut detached = false;
     if to_run > 0 {
-        let slurm_dir = results.join(&spec.name).join("slurm");
+        let slurm_dir = log_dir(&results, &spec.name);
         std::fs::create_dir_all(&slurm_dir).map_err(|e| Error::Io {
             path: slurm_dir.clone(),
             source: e,
@@ -398,7 +398,7 @@ pub async fn record_only(
     })
 }
 
-/// Where the worker logs of a sweep go.
+/// Where the worker script and the worker logs of a sweep go.
 pub fn log_dir(results: &Path, sweep: &str) -> PathBuf {
     results.join(sweep).join("slurm")
 }
