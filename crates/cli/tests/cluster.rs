@@ -45,9 +45,9 @@ fn postgres(test: &str) -> Option<String> {
             std::env::var("SWEEP_REQUIRE_PG").is_err(),
             "SWEEP_REQUIRE_PG is set but SWEEP_TEST_PG is not (run scripts/cluster-up)"
         );
-        eprintln!(
-            "note: {test} skipped: no PostgreSQL (SWEEP_TEST_PG; scripts/cluster-up starts one)"
-        );
+        visible(&format!(
+            "skipped: {test}: no PostgreSQL (SWEEP_TEST_PG; scripts/cluster-up starts one)"
+        ));
         return None;
     };
     let name = format!("sweep_cluster_{test}_{}", std::process::id());
@@ -72,9 +72,9 @@ fn cluster(test: &str) -> Option<String> {
             std::env::var("SWEEP_REQUIRE_PG").is_err(),
             "SWEEP_REQUIRE_PG is set but SWEEP_TEST_SLURM is not (run scripts/cluster-up)"
         );
-        eprintln!(
-            "note: {test} skipped: no Slurm (SWEEP_TEST_SLURM=1; scripts/cluster-up starts one)"
-        );
+        visible(&format!(
+            "skipped: {test}: no Slurm (SWEEP_TEST_SLURM=1; scripts/cluster-up starts one)"
+        ));
         return None;
     }
     postgres(test)
@@ -715,4 +715,11 @@ fn a_worker_killed_outright_loses_its_trial_after_its_lease() {
         Some("finished"),
         "{ends:?}"
     );
+}
+
+/// A line on the real standard error, past the test harness's capture, so that
+/// a skip shows in `cargo test`'s output even though the test passes.
+fn visible(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
