@@ -129,18 +129,23 @@ enum Command {
         /// The image folder (root/<class>/*.png|jpg|jpeg|bmp).
         #[arg(long)]
         data: PathBuf,
-        /// The results folder the sweep wrote (default results/).
-        #[arg(long, default_value = "results")]
-        results: PathBuf,
+        /// The results folder, when it moved since the sweep ran (default: the
+        /// folder the database recorded; results/ for older databases). Also the
+        /// default place of the database (DIR/sweep.db) when --db is not given.
+        #[arg(long)]
+        results: Option<PathBuf>,
         #[command(flatten)]
         out: results::Output,
     },
-    /// Write the sweep's self-contained HTML report (default results/<sweep>/report.html).
+    /// Write the sweep's self-contained HTML report (default <results>/<sweep>/report.html,
+    /// in the results folder the sweep recorded).
     Report {
         sweep: String,
-        /// The results folder (default results/).
-        #[arg(long, default_value = "results")]
-        results: PathBuf,
+        /// The results folder, when it moved since the sweep ran (default: the
+        /// folder the database recorded; results/ for older databases). Also the
+        /// default place of the database (DIR/sweep.db) when --db is not given.
+        #[arg(long)]
+        results: Option<PathBuf>,
         #[command(flatten)]
         out: results::Output,
     },
@@ -372,14 +377,14 @@ fn main() -> ExitCode {
             sweep,
             results: dir,
             out,
-        } => results::report_cmd(&sweep, &dir, &out),
+        } => results::report_cmd(&sweep, dir.as_deref(), &out),
         Command::Eval {
             sweep,
             trial,
             data,
             results: dir,
             out,
-        } => results::eval(&sweep, trial, &data, &dir, &out),
+        } => results::eval(&sweep, trial, &data, dir.as_deref(), &out),
         Command::Train {
             config,
             out,

@@ -27,6 +27,7 @@ pub fn stop_line(o: &TrialOutcome) -> String {
             format!("diverged: loss {loss} at epoch {epoch}, batch {batch}")
         }
         StopReason::Interrupted { epoch } => format!("interrupted during epoch {epoch}"),
+        StopReason::Pruned { rule, .. } => rule.clone(),
     };
     let best = o
         .best_epoch

@@ -35,9 +35,15 @@ pub struct Output {
 
 impl Output {
     fn db(&self) -> Result<DbLocation> {
+        self.db_in(None)
+    }
+
+    /// The database: --db, SWEEP_DB, else `sweep.db` in `results` (a
+    /// command's --results) or in results/.
+    fn db_in(&self, results: Option<&std::path::Path>) -> Result<DbLocation> {
         Ok(crate::sweep::resolve_db(
             self.db.as_deref(),
-            std::path::Path::new("results"),
+            results.unwrap_or(std::path::Path::new("results")),
         )?)
     }
 }
@@ -474,7 +480,13 @@ pub fn export(sweep: &str, table: &str, out: &Output) -> Result<()> {
         let s = open(out).await?;
         let info = query::sweep(&s, sweep).await?;
         let t = match table {
-            "trials" => query::trials_table(&query::trials(&s, info.id).await?),
+            "trials" => {
+                let dir = info
+                    .results_dir
+                    .as_ref()
+                    .map(|r| std::path::Path::new(r).join(&info.name));
+                query::trials_table(&query::trials(&s, info.id).await?, dir.as_deref())
+            }
             "epochs" => query::epochs(&s, info.id).await?,
             "confusion" => query::confusion(&s, info.id).await?,
             other => bail!("--table {other}: choose trials, epochs or confusion"),
@@ -557,7 +569,7 @@ pub fn trials(a: TrialsArgs, out: &Output) -> Result<()> {
         if let Some(n) = a.limit {
             rows.truncate(n);
         }
-        let mut t = query::trials_table(&rows);
+        let mut t = query::trials_table(&rows, None);
         // keep the columns people read in a listing: drop key, checkpoint and error
         if out.format == Format::Table {
             let keep: Vec<usize> = t
@@ -693,6 +705,7 @@ pub fn show(sweep: &str, number: i64, out: &Output) -> Result<()> {
         if let Some(e) = &t.error {
             text += &format!("error: {e}\n");
         }
+        text += &files_section(&info, t);
         text += "\nconfiguration:\n";
         let cfg: serde_json::Value = serde_json::from_str(&t.config_json)?;
         text += &serde_json::to_string_pretty(&cfg)?;
@@ -777,6 +790,35 @@ pub fn show(sweep: &str, number: i64, out: &Output) -> Result<()> {
     })
 }
 
+/// `show`'s list of a trial's files: its folder, artifacts and TensorBoard
+/// run, as absolute paths when the database recorded the results folder.
+fn files_section(info: &query::SweepInfo, t: &query::TrialRow) -> String {
+    let sweep_dir = info.results_dir(None).join(&info.name);
+    let mut text = format!("\nfiles (in {}", sweep_dir.display());
+    if info.results_dir.is_none() {
+        text += ", assumed: this database does not record where the sweep wrote them";
+    }
+    text += "):\n";
+    let trial_dir = sweep_dir.join(sweep_orchestrator::runner::trial_rel_dir(t.number));
+    let mut rows = vec![("folder".to_string(), trial_dir)];
+    rows.extend(
+        t.artifacts
+            .iter()
+            .map(|(kind, rel)| (kind.clone(), sweep_dir.join(rel))),
+    );
+    let tb = sweep_dir
+        .join("tensorboard")
+        .join(format!("{:04}", t.number));
+    if tb.is_dir() {
+        rows.push(("tensorboard".into(), tb));
+    }
+    for (kind, path) in rows {
+        let missing = if path.exists() { "" } else { "  (missing)" };
+        text += &format!("  {kind:<16} {}{missing}\n", path.display());
+    }
+    text
+}
+
 /// Writes the sweep's self-contained HTML report; returns its path.
 pub fn report(sweep: &str, db: &DbLocation, path: &std::path::Path) -> Result<()> {
     let html = runtime()?.block_on(async {
@@ -791,26 +833,38 @@ pub fn report(sweep: &str, db: &DbLocation, path: &std::path::Path) -> Result<()
     std::fs::write(path, html).with_context(|| format!("writing {}", path.display()))
 }
 
-pub fn report_cmd(sweep: &str, results_dir: &std::path::Path, out: &Output) -> Result<()> {
-    let path = out
-        .output
-        .clone()
-        .unwrap_or_else(|| results_dir.join(sweep).join("report.html"));
-    report(sweep, &out.db()?, &path)?;
+pub fn report_cmd(sweep: &str, results: Option<&std::path::Path>, out: &Output) -> Result<()> {
+    let db = out.db_in(results)?;
+    let path = match out.output.clone() {
+        Some(p) => p,
+        None => {
+            let info = runtime()?.block_on(async {
+                let s = Store::open_read_only(&db).await?;
+                let info = query::sweep(&s, sweep).await;
+                s.close().await;
+                anyhow::Ok(info?)
+            })?;
+            info.results_dir(results).join(sweep).join("report.html")
+        }
+    };
+    report(sweep, &db, &path)?;
     println!("report: {}", path.display());
     Ok(())
 }
 
 /// Evaluates a trial's checkpoint on another image folder with the same classes.
+/// The checkpoint is found through the results folder the database recorded
+/// (or `--results`, for a folder that moved).
 pub fn eval(
     sweep: &str,
     number: i64,
     data: &std::path::Path,
-    results_dir: &std::path::Path,
+    results: Option<&std::path::Path>,
     out: &Output,
 ) -> Result<()> {
+    let db = out.db_in(results)?;
     let (cfg_json, checkpoint, classes) = runtime()?.block_on(async {
-        let s = open(out).await?;
+        let s = Store::open_read_only(&db).await?;
         let info = query::sweep(&s, sweep).await?;
         let rows = query::trials(&s, info.id).await?;
         let classes = query::class_names(&s, info.id).await?;
@@ -824,13 +878,11 @@ pub fn eval(
                 t.state
             );
         };
-        Ok((t.config_json, results_dir.join(sweep).join(ck), classes))
+        let path = info
+            .locate(&ck, results)
+            .map_err(|e| anyhow::anyhow!("the checkpoint of trial {number}: {e}"))?;
+        Ok((t.config_json, path, classes))
     })?;
-    anyhow::ensure!(
-        checkpoint.is_file(),
-        "checkpoint {} not found (pass --results if the results folder moved)",
-        checkpoint.display()
-    );
     let mut cfg: sweep_train::TrialConfig =
         serde_json::from_str(&cfg_json).context("the stored trial config")?;
     cfg.data.root = Some(data.to_path_buf());

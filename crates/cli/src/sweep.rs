@@ -414,7 +414,91 @@ pub fn run(a: RunArgs) -> ExitCode {
     }
 }
 
+/// `--dry-run` of a search: the space, the budget, the pruner and the first
+/// configurations the sampler proposes (its startup draws need no history).
+fn dry_run_search(spec: &SweepSpec) -> ExitCode {
+    use sweep_orchestrator::search;
+    let s = &spec.search;
+    println!(
+        "sweep `{}`: {} search, {} configurations × {} seeds = at most {} trials",
+        spec.name,
+        s.method.as_str(),
+        s.trials,
+        spec.seeds.len(),
+        s.trials * spec.seeds.len()
+    );
+    println!(
+        "objective: {} ({})",
+        spec.objective,
+        spec.direction.as_str()
+    );
+    let p = &spec.pruner;
+    println!(
+        "pruner: {}",
+        match p.method {
+            search::PrunerMethod::None => "none".to_string(),
+            search::PrunerMethod::Median => format!(
+                "median (from epoch {}, after {} finished trials of a seed)",
+                p.min_epochs, p.startup_trials
+            ),
+            search::PrunerMethod::Asha => format!(
+                "asha (rungs at epochs {} × {}^k, keeping the top 1/{})",
+                p.min_epochs, p.reduction_factor, p.reduction_factor
+            ),
+        }
+    );
+    println!("\nspace:");
+    let width = spec
+        .space
+        .params
+        .iter()
+        .map(|(k, _)| k.len())
+        .max()
+        .unwrap_or(0);
+    for (k, d) in &spec.space.params {
+        println!("  {k:<width$}  {}", d.describe());
+    }
+    let Some(sampler) = search::sampler(s) else {
+        return ExitCode::SUCCESS;
+    };
+    let shown = 5.min(s.trials).min(if s.method == search::Method::Tpe {
+        s.startup_trials
+    } else {
+        usize::MAX
+    });
+    println!(
+        "\nthe first {shown} configurations it proposes{}:",
+        if s.method == search::Method::Tpe {
+            format!(
+                " (random until {} have finished; then TPE)",
+                s.startup_trials
+            )
+        } else {
+            String::new()
+        }
+    );
+    for n in 0..shown {
+        let mut rng = search::proposal_rng(s.seed, n);
+        let point = (0..100)
+            .map(|_| sampler.propose(&spec.space, &[], &mut rng))
+            .find(|p| spec.plans_for_point(p).is_ok());
+        let Some(point) = point else {
+            eprintln!("error: 100 draws in a row are not valid trials; narrow the [space]");
+            return ExitCode::from(2);
+        };
+        let text: Vec<String> = point
+            .iter()
+            .map(|(k, v)| format!("{k}={}", runner::param_text(v)))
+            .collect();
+        println!("  {n:>3}: {}", text.join(" "));
+    }
+    ExitCode::SUCCESS
+}
+
 fn dry_run(spec: &SweepSpec) -> ExitCode {
+    if spec.is_search() {
+        return dry_run_search(spec);
+    }
     match spec.expand() {
         Ok(plans) => {
             let combos = plans.len() / spec.seeds.len().max(1);
@@ -469,6 +553,8 @@ struct Renderer {
     drawn: usize,
     /// The "waiting for other workers" line was printed.
     waiting_shown: bool,
+    /// Trials the spec plans (a search's budget × seeds: more than recorded so far).
+    planned: i64,
 }
 
 fn short(s: &str, n: usize) -> String {
@@ -492,6 +578,7 @@ impl Renderer {
             running: Default::default(),
             drawn: 0,
             waiting_shown: false,
+            planned: 0,
         }
     }
 
@@ -504,12 +591,12 @@ impl Renderer {
 
     fn draw_block(&mut self, out: &mut impl Write) {
         let c = &self.counts;
-        let total = c.total().max(1);
+        let total = c.total().max(self.planned).max(1);
         let done = c.complete + c.pruned + c.failed;
         let width = 30;
-        let filled = (done as usize * width) / total as usize;
+        let filled = ((done as usize * width) / total as usize).min(width);
         let el = self.start.elapsed().as_secs_f64();
-        let remaining = (c.waiting + c.running) as f64;
+        let remaining = (total - done).max(0) as f64;
         let eta = if self.finished_here > 0 {
             format!("{:.0}s", el / self.finished_here as f64 * remaining)
         } else {
@@ -561,7 +648,20 @@ impl Renderer {
                     "{trials} trials in the spec: {added} new; {} already finished; {reclaimed} reclaimed from a stopped run; {requeued} failed ones retried",
                     counts.complete + counts.pruned
                 );
+                self.planned = trials as i64;
                 self.counts = counts;
+            }
+            Progress::Proposed { number, trials } => {
+                self.counts.waiting += trials as i64;
+                if !self.terminal {
+                    let _ = writeln!(
+                        out,
+                        "[{el:7.1}s] search: configuration {number} proposed ({trials} trials)"
+                    );
+                }
+            }
+            Progress::SearchDone { why } => {
+                let _ = writeln!(out, "[{el:7.1}s] search: no more proposals: {why}");
             }
             Progress::Started {
                 number,
@@ -891,8 +991,11 @@ fn trial_worker() -> ExitCode {
         libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_sigint as *const () as libc::sighandler_t);
     }
+    // The job is the first line; the rest of stdin carries the replies to
+    // each epoch when a pruner judges the trial.
+    let mut stdin = std::io::BufReader::new(std::io::stdin());
     let mut input = String::new();
-    if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut input) {
+    if let Err(e) = std::io::BufRead::read_line(&mut stdin, &mut input) {
         eprintln!("error: reading the job: {e}");
         return ExitCode::from(2);
     }
@@ -919,7 +1022,7 @@ fn trial_worker() -> ExitCode {
     });
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    match sweep_orchestrator::worker::run_job(&job, &mut out, &stop) {
+    match sweep_orchestrator::worker::run_job(&job, &mut out, &mut stdin, &stop) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -296,23 +296,142 @@ fn readers_work_while_a_sweep_runs() {
     assert!(saw_running, "ls never saw a running trial");
 }
 
+/// Three classes of 8×8 PNG images, `n` per class, in `root/<class>/`.
+fn write_images(root: &Path, n: u8) {
+    for (c, v) in [("bcc", 30u8), ("mel", 140), ("nv", 230)] {
+        std::fs::create_dir_all(root.join(c)).unwrap();
+        for i in 0..n {
+            image::RgbImage::from_fn(8, 8, |x, y| {
+                image::Rgb([v, v.wrapping_add((x * 7 + y * 3) as u8 + i * 5), 255 - v])
+            })
+            .save(root.join(c).join(format!("{i}.png")))
+            .unwrap();
+        }
+    }
+}
+
+/// The database records where the sweep wrote its files: eval, report, show and
+/// export find them from another working directory without --results; when the
+/// folder really moved, the error names where it looked and --results finds it.
+#[test]
+fn commands_find_the_sweeps_files_without_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let study = dir.path().join("study");
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    write_images(&study.join("train"), 10);
+    write_images(&elsewhere.join("test"), 4);
+    let spec = "name = \"img\"\nseeds = [1]\n[data]\nroot = \"train\"\nimage_size = 8\n[model]\nhidden = [16]\n[train]\nepochs = 2\n[grid]\ntrain.learning_rate = [0.001, 0.01]\n";
+    std::fs::write(study.join("s.toml"), spec).unwrap();
+    stdout(&sweep(
+        &study,
+        &["run", "s.toml", "--jobs", "2", "--results", "out"],
+    ));
+    let out = std::fs::canonicalize(study.join("out")).unwrap();
+    let db = out.join("sweep.db");
+    let db = db.to_str().unwrap();
+
+    let recorded = stdout(&sweep(
+        &elsewhere,
+        &[
+            "sql",
+            "SELECT results_dir FROM sweeps",
+            "--db",
+            db,
+            "--format",
+            "csv",
+        ],
+    ));
+    assert_eq!(recorded, format!("results_dir\n{}\n", out.display()));
+
+    // eval from another working directory, no --results
+    let text = stdout(&sweep(
+        &elsewhere,
+        &["eval", "img", "1", "--data", "test", "--db", db],
+    ));
+    assert!(text.contains("on test (12 images)"), "{text}");
+
+    // report: written into the recorded folder, not ./results
+    let rep = stdout(&sweep(&elsewhere, &["report", "img", "--db", db]));
+    let html = out.join("img/report.html");
+    assert!(rep.contains(&html.display().to_string()), "{rep}");
+    assert!(html.is_file());
+    assert!(!elsewhere.join("results").exists());
+
+    // show lists the trial's files, absolute, and they exist
+    let show = stdout(&sweep(&elsewhere, &["show", "img", "2", "--db", db]));
+    let ck = out.join("img/trials/0002");
+    assert!(
+        show.contains(&format!("folder           {}", ck.display())),
+        "{show}"
+    );
+    assert!(
+        show.contains("checkpoint       ") && !show.contains("(missing)"),
+        "{show}"
+    );
+
+    // export: the checkpoint column is an absolute path to a real file
+    let tr = csv(&stdout(&sweep(
+        &elsewhere,
+        &[
+            "export", "img", "--table", "trials", "--format", "csv", "--db", db,
+        ],
+    )));
+    let col = tr[0].iter().position(|h| h == "checkpoint").unwrap();
+    for row in &tr[1..] {
+        let p = Path::new(&row[col]);
+        assert!(p.is_absolute() && p.is_file(), "{row:?}");
+    }
+
+    // the folder moves: the error says where it looked; --results finds it (and
+    // the database in it)
+    let moved = dir.path().join("moved");
+    std::fs::rename(&out, &moved).unwrap();
+    let db_moved = moved.join("sweep.db");
+    let gone = sweep(
+        &elsewhere,
+        &[
+            "eval",
+            "img",
+            "1",
+            "--data",
+            "test",
+            "--db",
+            db_moved.to_str().unwrap(),
+        ],
+    );
+    let err = String::from_utf8_lossy(&gone.stderr);
+    assert!(!gone.status.success());
+    assert!(
+        err.contains("trials/0001/")
+            && err.contains(&format!(
+                "{} (recorded by the sweep)",
+                out.join("img").display()
+            ))
+            && err.contains("pass --results DIR"),
+        "{err}"
+    );
+    let text = stdout(&sweep(
+        &elsewhere,
+        &[
+            "eval",
+            "img",
+            "1",
+            "--data",
+            "test",
+            "--results",
+            moved.to_str().unwrap(),
+        ],
+    ));
+    assert!(text.contains("on test (12 images)"), "{text}");
+}
+
 /// status, trials (filters and sort), show and eval on a real sweep over an image
 /// folder; eval scores the trial's checkpoint on a held-out folder.
 #[test]
 fn status_trials_show_and_eval() {
     let dir = tempfile::tempdir().unwrap();
-    let make = |root: &Path, n: u8| {
-        for (c, v) in [("bcc", 30u8), ("mel", 140), ("nv", 230)] {
-            std::fs::create_dir_all(root.join(c)).unwrap();
-            for i in 0..n {
-                image::RgbImage::from_fn(8, 8, |x, y| {
-                    image::Rgb([v, v.wrapping_add((x * 7 + y * 3) as u8 + i * 5), 255 - v])
-                })
-                .save(root.join(c).join(format!("{i}.png")))
-                .unwrap();
-            }
-        }
-    };
+    let make = write_images;
     make(&dir.path().join("train"), 10);
     make(&dir.path().join("test"), 4);
     let spec = "name = \"img\"\nseeds = [1, 2]\n[data]\nroot = \"train\"\nimage_size = 8\n[model]\nhidden = [16]\n[train]\nepochs = 4\n[grid]\ntrain.learning_rate = [0.001, 0.01]\n";

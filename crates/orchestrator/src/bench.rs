@@ -26,6 +26,7 @@ pub async fn epoch_rows_per_second(db: &DbLocation, trials: usize, epochs: usize
             dataset_fingerprint: "0".into(),
             tool_version: env!("CARGO_PKG_VERSION").into(),
             git_commit: None,
+            results_dir: None,
             host: "bench".into(),
         })
         .await?;

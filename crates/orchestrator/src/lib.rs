@@ -10,6 +10,7 @@ pub mod protocol;
 pub mod query;
 pub mod report;
 pub mod runner;
+pub mod search;
 pub mod slurm;
 pub mod spec;
 pub mod stats;

@@ -1,5 +1,7 @@
-//! The worker protocol: the orchestrator writes one [`Job`] as JSON to a worker's
-//! stdin; the worker answers with JSON lines ([`Event`]) on stdout. Plain data only.
+//! The worker protocol: the orchestrator writes one [`Job`] as a JSON line to a
+//! worker's stdin; the worker answers with JSON lines ([`Event`]) on stdout.
+//! When a pruner judges the trial, the orchestrator answers each epoch event
+//! with a [`Reply`] line on the same stdin. Plain data only.
 
 use std::path::PathBuf;
 
@@ -23,6 +25,19 @@ pub struct Job {
     pub logging: crate::spec::Logging,
     /// The swept parameters' values (and the seed), for the hparams dashboard.
     pub hparams: Vec<(String, serde_json::Value)>,
+    /// A pruner judges this trial: after each epoch but the last, the worker
+    /// waits for one [`Reply`] line on stdin before going on.
+    #[serde(default)]
+    pub ask_after_epoch: bool,
+}
+
+/// The orchestrator's answer after an epoch, one JSON line on the worker's
+/// stdin. End of input means go on (the orchestrator is stopping or gone).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum Reply {
+    Continue,
+    Prune { rule: String },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -64,6 +64,8 @@ pub struct SweepInfo {
     pub direction: String,
     pub counts: StateCounts,
     pub best: Option<f64>,
+    /// Where the sweep's files are (absolute), when the database recorded it.
+    pub results_dir: Option<String>,
 }
 
 /// One trial with its swept parameters and final metrics.
@@ -95,14 +97,14 @@ fn err(what: &'static str) -> impl Fn(sqlx::Error) -> Error {
 }
 
 pub async fn sweeps(store: &Store) -> Result<Vec<SweepInfo>> {
-    let rows: Vec<(i64, String, String, String, String)> = sqlx::query_as(
-        "SELECT id, name, created_at, objective, direction FROM sweeps ORDER BY created_at",
+    let rows: Vec<(i64, String, String, String, String, Option<String>)> = sqlx::query_as(
+        "SELECT id, name, created_at, objective, direction, results_dir FROM sweeps ORDER BY created_at",
     )
     .fetch_all(store.pool())
     .await
     .map_err(err("reading sweeps"))?;
     let mut out = Vec::new();
-    for (id, name, created_at, objective, direction) in rows {
+    for (id, name, created_at, objective, direction, results_dir) in rows {
         let counts = store.counts(id).await?;
         let agg = if direction == "minimize" {
             "MIN"
@@ -125,6 +127,7 @@ pub async fn sweeps(store: &Store) -> Result<Vec<SweepInfo>> {
             direction,
             counts,
             best,
+            results_dir,
         });
     }
     Ok(out)
@@ -143,6 +146,59 @@ pub async fn sweep(store: &Store, name: &str) -> Result<SweepInfo> {
             }
         ))
     })
+}
+
+impl SweepInfo {
+    /// The results folder that holds this sweep's files (its `<name>/` folder is
+    /// inside): `results` when given (`--results`: the folder moved), else the one
+    /// the database recorded, else `results/` (sweeps recorded before the
+    /// database kept it).
+    pub fn results_dir(&self, results: Option<&std::path::Path>) -> std::path::PathBuf {
+        match (results, &self.results_dir) {
+            (Some(r), _) => r.to_path_buf(),
+            (None, Some(r)) => std::path::PathBuf::from(r),
+            (None, None) => std::path::PathBuf::from("results"),
+        }
+    }
+
+    /// Where a file the database names relative to the sweep's folder (an
+    /// artifact's path) is: the first of `--results` and the recorded folder
+    /// that has it, or the error that names every folder tried.
+    pub fn locate(
+        &self,
+        rel: &str,
+        results: Option<&std::path::Path>,
+    ) -> std::result::Result<std::path::PathBuf, String> {
+        let mut tried: Vec<(std::path::PathBuf, &str)> = Vec::new();
+        if let Some(r) = results {
+            tried.push((r.to_path_buf(), "--results"));
+        }
+        match &self.results_dir {
+            Some(r) => tried.push((r.into(), "recorded by the sweep")),
+            None if results.is_none() => tried.push(("results".into(), "the default")),
+            None => {}
+        }
+        for (dir, _) in &tried {
+            let p = dir.join(&self.name).join(rel);
+            if p.is_file() {
+                return Ok(p);
+            }
+        }
+        Err(format!(
+            "{rel} of sweep `{}` not found in {}{}",
+            self.name,
+            tried
+                .iter()
+                .map(|(d, why)| format!("{} ({why})", d.join(&self.name).display()))
+                .collect::<Vec<_>>()
+                .join(" nor in "),
+            if results.is_none() {
+                "; pass --results DIR if the results folder moved"
+            } else {
+                ""
+            }
+        ))
+    }
 }
 
 pub async fn trials(store: &Store, sweep_id: i64) -> Result<Vec<TrialRow>> {
@@ -353,8 +409,11 @@ pub async fn confusion(store: &Store, sweep_id: i64) -> Result<Table> {
     })
 }
 
-/// The export of `trials`: one row per trial, every swept parameter and final metric a column.
-pub fn trials_table(trials: &[TrialRow]) -> Table {
+/// The export of `trials`: one row per trial, every swept parameter and final
+/// metric a column. `sweep_dir` (the sweep's folder, when known) makes the
+/// checkpoint column an absolute path; without it the path is relative to the
+/// sweep's folder, as stored.
+pub fn trials_table(trials: &[TrialRow], sweep_dir: Option<&std::path::Path>) -> Table {
     let mut params: Vec<String> = trials
         .iter()
         .flat_map(|t| t.params.keys().cloned())
@@ -423,8 +482,10 @@ pub fn trials_table(trials: &[TrialRow]) -> Table {
             r.push(
                 t.artifacts
                     .get("checkpoint")
-                    .cloned()
-                    .map(Cell::Text)
+                    .map(|c| match sweep_dir {
+                        Some(d) => Cell::Text(d.join(c).display().to_string()),
+                        None => Cell::Text(c.clone()),
+                    })
                     .unwrap_or(Cell::Null),
             );
             r.push(opt_s(&t.error));

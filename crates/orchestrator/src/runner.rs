@@ -21,7 +21,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::cache;
 use crate::error::{Error, Result};
-use crate::protocol::{Event, Job};
+use crate::protocol::{Event, Job, Reply};
+use crate::search::driver::Proposed;
 use crate::spec::{Logging, SweepSpec, TrialPlan};
 use crate::store::{
     seconds_ago, Claimed, DbLocation, Finish, NewSweep, NewTrial, StateCounts, Store, TrialState,
@@ -102,6 +103,16 @@ pub enum Progress {
     /// `--executor slurm`: the counts changed (read from the database).
     Counts {
         counts: StateCounts,
+    },
+    /// A search recorded its next configuration (`number`, from 0) with this
+    /// many trials (one per seed).
+    Proposed {
+        number: i64,
+        trials: usize,
+    },
+    /// A search proposes no more configurations; the text says why.
+    SearchDone {
+        why: String,
     },
 }
 
@@ -262,12 +273,55 @@ impl Prepared {
     /// A trial's content address: its canonical config (seed included) and the
     /// fingerprint of the data set it decodes.
     pub fn key_of(&self, p: &TrialPlan) -> String {
-        let json = serde_json::to_value(&p.config)
-            .expect("config serializes")
-            .to_string();
-        let fp = &self.caches[&decode_key(&p.config)].1;
-        content_hash(format!("{json}\n{fp}").as_bytes())
+        trial_key(&p.config, &self.caches[&decode_key(&p.config)].1)
     }
+
+    /// Decode settings → data-set fingerprint.
+    pub fn fingerprints(&self) -> BTreeMap<String, String> {
+        self.caches
+            .iter()
+            .map(|(k, (_, fp))| (k.clone(), fp.clone()))
+            .collect()
+    }
+}
+
+/// A trial's content address from its canonical config and its data set's fingerprint.
+pub fn trial_key(config: &TrialConfig, fingerprint: &str) -> String {
+    let json = serde_json::to_value(config)
+        .expect("config serializes")
+        .to_string();
+    content_hash(format!("{json}\n{fingerprint}").as_bytes())
+}
+
+/// The row to insert for a trial plan: its key, canonical config and every
+/// parameter, flagged swept when it is one of `swept`.
+pub fn new_trial(p: &TrialPlan, key: String, swept: &[String]) -> NewTrial {
+    let json = serde_json::to_value(&p.config).expect("config serializes");
+    let text = json.to_string();
+    let mut flat = Vec::new();
+    flatten_params("", &json, &mut flat);
+    NewTrial {
+        key,
+        config_json: text,
+        seed: p.seed,
+        params: flat
+            .into_iter()
+            .map(|(n, k, t, v)| {
+                let s = swept.contains(&n);
+                (n, k, t, v, s)
+            })
+            .collect(),
+    }
+}
+
+/// A trial's swept values and seed as one line of text (`a=1 b=x seed=2`).
+pub fn params_line(swept: &BTreeMap<String, Json>, seed: u64) -> String {
+    swept
+        .iter()
+        .map(|(k, v)| format!("{k}={}", param_text(v)))
+        .chain(std::iter::once(format!("seed={seed}")))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// What running the trials of a sweep needs beyond each trial's row, written to
@@ -287,7 +341,14 @@ pub struct Manifest {
     pub caches: BTreeMap<String, String>,
     /// Trial key → its swept parameters and seed as text, for every trial of the
     /// current spec (others in the database, from an older spec, are left alone).
+    /// Empty for a search, whose trials are proposed as it goes.
     pub trials: BTreeMap<String, String>,
+    /// A search (random, TPE): what proposing needs.
+    #[serde(default)]
+    pub search: Option<crate::search::driver::SearchPlan>,
+    /// When trials are stopped early for losing.
+    #[serde(default)]
+    pub pruner: crate::search::PrunerSettings,
 }
 
 pub const MANIFEST: &str = "manifest.json";
@@ -306,25 +367,49 @@ impl Manifest {
         let trials = prep
             .plans
             .iter()
-            .map(|p| {
-                let text = p
-                    .swept
-                    .iter()
-                    .map(|(k, v)| format!("{k}={}", param_text(v)))
-                    .chain(std::iter::once(format!("seed={}", p.seed)))
-                    .collect::<Vec<_>>()
-                    .join(" ");
-                (prep.key_of(p), text)
-            })
+            .map(|p| (prep.key_of(p), params_line(&p.swept, p.seed)))
             .collect();
         Manifest {
             sweep: spec.name.clone(),
             objective: spec.objective.clone(),
             logging: spec.logging.clone(),
-            grid: spec.grid.iter().map(|(p, _)| p.clone()).collect(),
+            grid: spec.swept_keys(),
             caches,
             trials,
+            search: search_plan(spec, prep),
+            pruner: spec.pruner.clone(),
         }
+    }
+
+    /// Whether a waiting trial with this key is one this sweep runs: every
+    /// trial of a search (a rerun with another space is refused when
+    /// recording), the current spec's trials of a grid.
+    fn runs(&self, key: &str) -> bool {
+        self.search.is_some() || self.trials.contains_key(key)
+    }
+
+    /// A trial's swept values and seed as text, for progress lines.
+    fn params_of(&self, key: &str, config_json: &str) -> String {
+        if let Some(t) = self.trials.get(key) {
+            return t.clone();
+        }
+        let Ok(c) = serde_json::from_str::<Json>(config_json) else {
+            return String::new();
+        };
+        let swept = self
+            .grid
+            .iter()
+            .map(|p| {
+                (
+                    p.clone(),
+                    crate::spec::get_path(&c, p).cloned().unwrap_or(Json::Null),
+                )
+            })
+            .collect();
+        let seed = crate::spec::get_path(&c, "train.seed")
+            .and_then(Json::as_u64)
+            .unwrap_or(0);
+        params_line(&swept, seed)
     }
 
     /// Writes the manifest atomically (temporary file, then rename).
@@ -383,14 +468,49 @@ impl Manifest {
     }
 }
 
-/// Expands the spec and decodes each distinct data set once.
+/// What a search's workers need to propose (None for a grid).
+fn search_plan(spec: &SweepSpec, prep: &Prepared) -> Option<crate::search::driver::SearchPlan> {
+    spec.is_search().then(|| crate::search::driver::SearchPlan {
+        settings: spec.search.clone(),
+        space: spec.space.clone(),
+        base: spec.base.clone(),
+        seeds: spec.seeds.clone(),
+        objective: spec.objective.clone(),
+        maximize: spec.direction == crate::spec::Direction::Maximize,
+        space_hash: space_hash(spec),
+        fingerprints: prep.fingerprints(),
+    })
+}
+
+/// Identifies what a search's proposals depend on: the space, the base trial
+/// and the seeds (not the budget, the sampler or its seed: raising `trials`
+/// or switching from random to TPE continues the same search).
+pub fn space_hash(spec: &SweepSpec) -> String {
+    content_hash(
+        format!(
+            "{}\n{}\n{:?}",
+            spec.space.canonical(),
+            serde_json::to_string(&spec.base).expect("config serializes"),
+            spec.seeds
+        )
+        .as_bytes(),
+    )
+}
+
+/// Expands the spec (a grid's trials; a search's data sets) and decodes each
+/// distinct data set once.
 pub fn prepare(spec: &SweepSpec, results: &Path) -> Result<Prepared> {
-    let plans = spec.expand()?;
+    let variants = spec.decode_variants()?;
+    let plans = if spec.is_search() {
+        Vec::new()
+    } else {
+        variants.clone()
+    };
     let mut caches = HashMap::new();
     let mut classes = Vec::new();
     let mut base_fp = None;
     let base_key = decode_key(&spec.base);
-    for p in &plans {
+    for p in &variants {
         let k = decode_key(&p.config);
         if caches.contains_key(&k) {
             continue;
@@ -399,7 +519,7 @@ pub fn prepare(spec: &SweepSpec, results: &Path) -> Result<Prepared> {
         if classes.is_empty() {
             classes = ds.classes.iter().cloned().zip(ds.class_counts()).collect();
         }
-        check_against_data(spec, &plans, &ds)?;
+        check_against_data(spec, &variants, &ds)?;
         let fp = format!("{:016x}", ds.fingerprint());
         let path = results
             .join(&spec.name)
@@ -438,8 +558,8 @@ pub fn prepare(spec: &SweepSpec, results: &Path) -> Result<Prepared> {
 fn check_against_data(spec: &SweepSpec, plans: &[TrialPlan], ds: &Dataset) -> Result<()> {
     let origin = spec.path.display().to_string();
     let at = |key: &str, msg: String| {
-        let k = if spec.grid.iter().any(|(p, _)| p == key) {
-            format!("grid.{key}")
+        let k = if spec.swept_keys().iter().any(|p| p == key) {
+            format!("{}.{key}", if spec.is_search() { "space" } else { "grid" })
         } else {
             key.to_string()
         };
@@ -490,9 +610,28 @@ struct Running {
     reaped: Arc<std::sync::atomic::AtomicBool>,
     done: bool,
     epochs: usize,
+    /// The worker's stdin, kept open while a pruner judges the trial.
+    stdin: Option<tokio::process::ChildStdin>,
+    seed: i64,
+    /// The trial's epoch limit (the pruner never judges the last epoch).
+    max_epochs: usize,
+    /// The objective after each epoch so far, as losses (lower is better).
+    losses: Vec<f64>,
 }
 
 impl Running {
+    /// Sends the pruner's answer; a worker that is gone is not an error here
+    /// (its exit is handled when it is reaped).
+    async fn reply(&mut self, reply: &Reply) {
+        if let Some(w) = self.stdin.as_mut() {
+            let mut line = serde_json::to_vec(reply).expect("reply serializes");
+            line.push(b'\n');
+            if w.write_all(&line).await.is_err() || w.flush().await.is_err() {
+                self.stdin = None;
+            }
+        }
+    }
+
     /// Sends `signal` to the trial process unless it is already gone.
     fn signal(&self, signal: libc::c_int) {
         if let Some(pid) = self.pid {
@@ -586,31 +725,16 @@ pub(crate) async fn record(
                 })
             }),
             host: hostname(),
+            results_dir: recorded_results_dir(&settings.results)?,
         })
         .await?;
     store.set_classes(sweep_id, &prep.classes).await?;
-    let swept: Vec<&String> = spec.grid.iter().map(|(p, _)| p).collect();
+    check_search_continues(&store, sweep_id, spec).await?;
+    let swept = spec.swept_keys();
     let trials: Vec<NewTrial> = prep
         .plans
         .iter()
-        .map(|p| {
-            let json = serde_json::to_value(&p.config).expect("config serializes");
-            let text = json.to_string();
-            let mut flat = Vec::new();
-            flatten_params("", &json, &mut flat);
-            NewTrial {
-                key: prep.key_of(p),
-                config_json: text,
-                seed: p.seed,
-                params: flat
-                    .into_iter()
-                    .map(|(n, k, t, v)| {
-                        let s = swept.contains(&&n);
-                        (n, k, t, v, s)
-                    })
-                    .collect(),
-            }
-        })
+        .map(|p| new_trial(p, prep.key_of(p), &swept))
         .collect();
     let pid = std::process::id() as i64;
     let session = match hold {
@@ -637,6 +761,50 @@ pub(crate) async fn record(
     Ok((store, sweep_id, added, session))
 }
 
+/// A sweep is one kind of study for good: a grid's rerun finds no proposals,
+/// a search's rerun finds only proposals of the same space. Anything else is
+/// refused before it writes, with what to do instead.
+async fn check_search_continues(store: &Store, sweep_id: i64, spec: &SweepSpec) -> Result<()> {
+    let (grid_trials, other, _) = store.search_mismatch(sweep_id, &space_hash(spec)).await?;
+    let hint = "give the sweep another `name` (or use another --db) to keep both";
+    if spec.is_search() && grid_trials > 0 {
+        return Err(Error::Other(format!(
+            "sweep `{}` holds {grid_trials} grid trials; a search ([search] method = \"{}\") cannot continue it: {hint}",
+            spec.name,
+            spec.search.method.as_str()
+        )));
+    }
+    if spec.is_search() && other > 0 {
+        return Err(Error::Other(format!(
+            "sweep `{}` was searched over another space (or other base settings or seeds): {other} of its proposals were drawn for that one, and mixing them would make its history meaningless; {hint}. Raising [search] trials, or changing method, seed or [pruner], continues a search",
+            spec.name
+        )));
+    }
+    if !spec.is_search() {
+        let (_, proposals, _) = store.search_mismatch(sweep_id, "").await?;
+        if proposals > 0 {
+            return Err(Error::Other(format!(
+                "sweep `{}` is a search ({proposals} proposals); a grid cannot continue it: {hint}",
+                spec.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The results folder as the database records it: absolute and canonical (the
+/// folder is created). None for a path that is not UTF-8: later commands then
+/// need `--results`, as for sweeps recorded before the column existed.
+fn recorded_results_dir(results: &Path) -> Result<Option<String>> {
+    let io = |e| Error::Io {
+        path: results.to_path_buf(),
+        source: e,
+    };
+    std::fs::create_dir_all(results).map_err(io)?;
+    let dir = std::fs::canonicalize(results).map_err(io)?;
+    Ok(dir.to_str().map(str::to_string))
+}
+
 /// Decodes, records and writes the manifest and the TensorBoard experiment: what
 /// every executor does before trials run.
 pub(crate) async fn plan(
@@ -656,11 +824,16 @@ pub(crate) async fn plan(
             &results.join(&spec.name).join("tensorboard"),
             &spec.name,
             spec.description.as_deref().unwrap_or(""),
-            &spec.grid,
+            &spec.swept_domains(),
             &spec.seeds,
         )?;
     }
-    Ok((store, sweep_id, added, session, manifest, prep.plans.len()))
+    let planned = if spec.is_search() {
+        spec.search.trials * spec.seeds.len()
+    } else {
+        prep.plans.len()
+    };
+    Ok((store, sweep_id, added, session, manifest, planned))
 }
 
 /// Before trials run: trials of sessions that are gone go back to waiting, failed
@@ -864,6 +1037,13 @@ pub(crate) async fn execute(
     let every = std::time::Duration::from_secs_f64((settings.lease_seconds / 4.0).clamp(0.2, 15.0));
     let mut heartbeat = tokio::time::interval(every);
     let mut idle_once = false;
+    let mut search_done = false;
+    let pruner = crate::search::pruner(&manifest.pruner);
+    let maximize = manifest
+        .search
+        .as_ref()
+        .map(|s| s.maximize)
+        .unwrap_or(!manifest.objective.ends_with("loss"));
     let mut last_beat = std::time::Instant::now();
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     const DROPPED: &str = "another worker reclaimed this trial after this session's heartbeat lapsed; this attempt's result is dropped";
@@ -880,19 +1060,37 @@ pub(crate) async fn execute(
             let in_flight: Vec<i64> = running.keys().copied().collect();
             let Some(c) = store
                 .claim_next_where(sweep_id, session, &device, |id, key| {
-                    manifest.trials.contains_key(key) && !in_flight.contains(&id)
+                    manifest.runs(key) && !in_flight.contains(&id)
                 })
                 .await?
             else {
-                break;
+                // Nothing waiting: a search proposes the next configuration
+                // (recorded with its trials before any runs), then claims again.
+                match (&manifest.search, search_done) {
+                    (Some(plan), false) => {
+                        match propose(store, sweep_id, plan, &manifest.grid).await? {
+                            Proposed::Added { number, trials } => {
+                                progress(Progress::Proposed { number, trials });
+                                continue;
+                            }
+                            Proposed::Done(why) => {
+                                search_done = true;
+                                progress(Progress::SearchDone { why });
+                                break;
+                            }
+                        }
+                    }
+                    _ => break,
+                }
             };
             free.pop();
             // work found: the next time nothing is left, look twice again
             idle_once = false;
-            let params = manifest.trials.get(&c.key).cloned().unwrap_or_default();
+            let params = manifest.params_of(&c.key, &c.config_json);
             let pid = match manifest.cache_for(&c.config_json, results) {
                 Some(cache) => {
-                    spawn_worker(&c, &cache, &device, manifest, settings, tx.clone()).await
+                    let ask = pruner.is_some();
+                    spawn_worker(&c, &cache, &device, manifest, settings, ask, tx.clone()).await
                 }
                 None => Err(Error::Worker(format!(
                     "trial {}: its data set is not in the sweep's manifest",
@@ -900,13 +1098,13 @@ pub(crate) async fn execute(
                 ))),
             };
             match pid {
-                Ok((pid, reaped)) => {
+                Ok((pid, reaped, stdin)) => {
                     if let Some(p) = pid {
                         store.set_worker_pid(c.id, session, p as i64).await?;
                     }
-                    let epochs = serde_json::from_str::<TrialConfig>(&c.config_json)
-                        .map(|t| t.train.epochs)
-                        .unwrap_or(0);
+                    let (epochs, seed) = serde_json::from_str::<TrialConfig>(&c.config_json)
+                        .map(|t| (t.train.epochs, t.train.seed))
+                        .unwrap_or((0, 0));
                     progress(Progress::Started {
                         number: c.number,
                         params,
@@ -923,6 +1121,10 @@ pub(crate) async fn execute(
                                 reaped,
                                 done: false,
                                 epochs: 0,
+                                stdin,
+                                seed: seed as i64,
+                                max_epochs: epochs,
+                                losses: Vec::new(),
                             },
                             device,
                         ),
@@ -1001,6 +1203,12 @@ pub(crate) async fn execute(
                                 r.epochs = metrics.epoch;
                                 if store.record_epoch(id, session, &metrics).await? {
                                     progress(Progress::Epoch { number: r.number, epoch: metrics.epoch, epochs: 0, train_loss: metrics.train_loss, val_loss: metrics.val_loss });
+                                    r.losses.push(crate::search::driver::epoch_loss(&metrics, &manifest.objective, maximize));
+                                    // A pruner judges the trial: its worker waits for the answer.
+                                    if let (Some(p), true) = (&pruner, r.stdin.is_some() && metrics.epoch < r.max_epochs) {
+                                        let reply = judge_epoch(store, p.as_ref(), sweep_id, id, r, &manifest.objective, maximize).await?;
+                                        r.reply(&reply).await;
+                                    }
                                 } else {
                                     // reclaimed by another worker: stop this attempt
                                     r.done = true;
@@ -1095,14 +1303,59 @@ pub(crate) async fn execute(
                 if changed.is_err() || *stop.borrow() {
                     stopping = true;
                     progress(Progress::Stopping);
-                    for (r, _) in running.values() {
+                    for (r, _) in running.values_mut() {
                         r.signal(libc::SIGINT);
+                        // a worker waiting for a pruner's answer reads the end
+                        // of its input and goes on to see the interruption
+                        r.stdin = None;
                     }
                 }
             }
         }
     }
     Ok((any_failed, stopping))
+}
+
+/// A search's next configuration, recorded with its trials.
+async fn propose(
+    store: &Store,
+    sweep_id: i64,
+    plan: &crate::search::driver::SearchPlan,
+    swept: &[String],
+) -> Result<Proposed> {
+    crate::search::driver::propose_next(store, sweep_id, plan, |p| {
+        let fp = plan
+            .fingerprints
+            .get(&decode_key(&p.config))
+            .cloned()
+            .unwrap_or_default();
+        new_trial(p, trial_key(&p.config, &fp), swept)
+    })
+    .await
+}
+
+/// The pruner's answer for a running trial after its latest epoch.
+async fn judge_epoch(
+    store: &Store,
+    pruner: &dyn crate::search::Pruner,
+    sweep_id: i64,
+    id: i64,
+    r: &Running,
+    objective: &str,
+    maximize: bool,
+) -> Result<Reply> {
+    let epoch = r.losses.len();
+    if !pruner.judges(epoch, r.max_epochs) {
+        return Ok(Reply::Continue);
+    }
+    let d = crate::search::driver::judge(
+        store, pruner, sweep_id, id, r.seed, epoch, &r.losses, objective, maximize,
+    )
+    .await?;
+    Ok(match d {
+        crate::search::Decision::Continue => Reply::Continue,
+        crate::search::Decision::Prune(rule) => Reply::Prune { rule },
+    })
 }
 
 enum Tick {
@@ -1171,8 +1424,13 @@ async fn spawn_worker(
     device: &str,
     m: &Manifest,
     settings: &RunSettings,
+    ask_after_epoch: bool,
     tx: mpsc::UnboundedSender<WorkerMsg>,
-) -> Result<(Option<u32>, Arc<std::sync::atomic::AtomicBool>)> {
+) -> Result<(
+    Option<u32>,
+    Arc<std::sync::atomic::AtomicBool>,
+    Option<tokio::process::ChildStdin>,
+)> {
     let config: TrialConfig = serde_json::from_str(&c.config_json)
         .map_err(|e| Error::Worker(format!("stored config of trial {}: {e}", c.number)))?;
     let sweep_dir = settings.results.join(&m.sweep);
@@ -1206,6 +1464,7 @@ async fn spawn_worker(
         }),
         logging: m.logging.clone(),
         hparams,
+        ask_after_epoch,
     };
     let mut child = Command::new(&settings.worker_exe)
         .arg("worker")
@@ -1223,12 +1482,14 @@ async fn spawn_worker(
         .map_err(|e| Error::Worker(format!("{}: {e}", settings.worker_exe.display())))?;
     let pid = child.id();
     let mut stdin = child.stdin.take().expect("piped stdin");
-    let payload = serde_json::to_vec(&job).expect("job serializes");
+    let mut payload = serde_json::to_vec(&job).expect("job serializes");
+    payload.push(b'\n');
     stdin
         .write_all(&payload)
         .await
         .map_err(|e| Error::Worker(format!("sending the job: {e}")))?;
-    drop(stdin);
+    // Kept open only when the worker waits for a pruner's answers.
+    let stdin = ask_after_epoch.then_some(stdin);
     let stdout = child.stdout.take().expect("piped stdout");
     let mut stderr = child.stderr.take().expect("piped stderr");
     let id = c.id;
@@ -1304,7 +1565,7 @@ async fn spawn_worker(
         };
         let _ = tx.send(WorkerMsg::Exited(id, desc));
     });
-    Ok((pid, reaped))
+    Ok((pid, reaped, stdin))
 }
 
 /// The objective's value in an outcome (`val.macro_f1` → report macro-F1, ...).
@@ -1364,6 +1625,7 @@ async fn finish_trial(
             *epoch,
             format!("diverged at epoch {epoch}, batch {batch} (loss {loss})"),
         ),
+        StopReason::Pruned { epoch, rule } => (TrialState::Pruned, "pruned", *epoch, rule.clone()),
         StopReason::Interrupted { .. } => {
             let held = store.interrupt(id, session).await?;
             return Ok(held.then(|| (TrialState::Waiting, "interrupted".into())));
@@ -1393,6 +1655,7 @@ async fn finish_trial(
             &Finish {
                 state,
                 stop_reason: reason.into(),
+                stop_detail: matches!(o.stop, StopReason::Pruned { .. }).then(|| note.clone()),
                 stop_epoch: Some(epoch as i64),
                 best_epoch: o.best_epoch.map(|e| e as i64),
                 report_epoch: o.report_epoch.map(|e| e as i64),

@@ -14,6 +14,10 @@ use sweep_train::config::{
 };
 
 use crate::error::{Error, Result};
+use crate::search::space::parse_distribution;
+use crate::search::{
+    Distribution, Method, Point, PrunerMethod, PrunerSettings, SearchSettings, Space,
+};
 
 /// Metric names an objective may use.
 pub const OBJECTIVE_METRICS: &[&str] = &[
@@ -64,6 +68,12 @@ pub struct SweepSpec {
     pub logging: Logging,
     /// `[slurm]`: how `--executor slurm` submits workers (flags override).
     pub slurm: crate::slurm::SlurmOptions,
+    /// `[search]`: the grid (default), or a sampler with a budget.
+    pub search: SearchSettings,
+    /// `[space]`: the distributions a sampler draws from (empty for a grid).
+    pub space: Space,
+    /// `[pruner]`: when trials that are clearly losing are stopped.
+    pub pruner: PrunerSettings,
     /// The spec file's text and path, for provenance.
     pub text: String,
     pub path: PathBuf,
@@ -91,6 +101,9 @@ struct SpecTables {
     logging: Logging,
     #[serde(default)]
     slurm: crate::slurm::SlurmOptions,
+    search: Option<toml::Value>,
+    space: Option<toml::Value>,
+    pruner: Option<toml::Value>,
 }
 
 /// One trial of the expanded grid.
@@ -116,6 +129,9 @@ const TOP_KEYS: &[&str] = &[
     "exclude",
     "logging",
     "slurm",
+    "search",
+    "space",
+    "pruner",
 ];
 
 /// The `[logging]` table: what each trial writes to TensorBoard.
@@ -225,7 +241,7 @@ fn to_json(v: &toml::Value) -> Json {
 }
 
 /// Sets a dotted path in a JSON object, creating tables on the way.
-fn set_path(root: &mut Json, path: &str, value: Json) {
+pub(crate) fn set_path(root: &mut Json, path: &str, value: Json) {
     let mut cur = root;
     let parts: Vec<&str> = path.split('.').collect();
     for p in &parts[..parts.len() - 1] {
@@ -523,6 +539,37 @@ impl SweepSpec {
             }
         }
 
+        let search = parse_search(&doc, &origin, text)?;
+        let space = parse_space(&doc, &origin, text, &known)?;
+        let pruner = parse_pruner(&doc, &origin, text)?;
+        match search.method {
+            Method::Grid if !space.is_empty() => {
+                return Err(err_at(&origin, text, "space", "is a search space, but [search] method is \"grid\" (the default): set method = \"random\" or \"tpe\", or list candidates in [grid]"));
+            }
+            Method::Random | Method::Tpe if space.is_empty() => {
+                return Err(err_at(
+                    &origin,
+                    text,
+                    "search.method",
+                    format!(
+                        "\"{}\" needs a [space] of distributions to draw from",
+                        search.method.as_str()
+                    ),
+                ));
+            }
+            Method::Random | Method::Tpe if !grid.is_empty() => {
+                return Err(err_at(&origin, text, "grid", format!("cannot be combined with method = \"{}\": write each list as {{ choice = [...] }} in [space]", search.method.as_str())));
+            }
+            Method::Random | Method::Tpe if !exclude.is_empty() => {
+                return Err(err_at(
+                    &origin,
+                    text,
+                    "exclude",
+                    "applies to a grid; a sampled search has no [[exclude]]",
+                ));
+            }
+            _ => {}
+        }
         let spec = SweepSpec {
             name,
             description,
@@ -534,14 +581,18 @@ impl SweepSpec {
             exclude,
             logging,
             slurm,
+            search,
+            space,
+            pruner,
             text: text.to_string(),
             path: path.to_path_buf(),
         };
+        spec.check_space()?;
         // Validate the base and every candidate value now, before any work.
         spec.base
             .validate()
             .map_err(|i| err_at(&origin, text, &i.key, i.message))?;
-        let plans = spec.expand()?;
+        let plans = spec.decode_variants()?;
         let mut roots: Vec<&Path> = plans
             .iter()
             .filter_map(|p| p.config.data.root.as_deref())
@@ -570,7 +621,6 @@ impl SweepSpec {
     /// the seeds, canonicalized and de-duplicated (configurations that differ only in
     /// inactive settings run once).
     pub fn expand(&self) -> Result<Vec<TrialPlan>> {
-        let origin = self.path.display().to_string();
         let base_json = serde_json::to_value(&self.base).expect("config serializes");
         let mut plans: Vec<TrialPlan> = Vec::new();
         let mut seen = BTreeSet::new();
@@ -589,80 +639,407 @@ impl SweepSpec {
             }) {
                 continue;
             }
-            let mut j = base_json.clone();
-            for (p, v) in &point {
-                set_path(&mut j, p, v.clone());
-            }
-            let cfg: TrialConfig = serde_json::from_value(j).map_err(|e| {
-                let which = point
-                    .iter()
-                    .map(|(p, v)| format!("{p} = {v}"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                // Find the candidate that does not fit by trying each one alone.
-                let culprit = point.iter().find(|(p, v)| {
-                    let mut alone = base_json.clone();
-                    set_path(&mut alone, p, v.clone());
-                    serde_json::from_value::<TrialConfig>(alone).is_err()
-                });
-                match culprit {
-                    Some((p, v)) => err_at(
-                        &origin,
-                        &self.text,
-                        &format!("grid.{p}"),
-                        format!("has a candidate of the wrong type: {v}: {e}"),
-                    ),
-                    None => Error::Spec {
-                        location: origin.clone(),
-                        message: format!("the combination {which} is not a valid trial: {e}"),
-                    },
+            for plan in self.plans_for(&point, "grid", &base_json)? {
+                let text = serde_json::to_string(&plan.config).expect("config serializes");
+                if seen.insert(text) {
+                    plans.push(plan);
                 }
-            })?;
-            if let Err(i) = cfg.validate() {
-                let key = if point.iter().any(|(p, _)| *p == i.key) {
-                    format!("grid.{}", i.key)
-                } else {
-                    i.key.clone()
-                };
-                let which = point
-                    .iter()
-                    .map(|(p, v)| format!("{p} = {v}"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                return Err(err_at(
+            }
+        }
+        Ok(plans)
+    }
+}
+
+impl SweepSpec {
+    /// The swept settings' dotted paths: the grid's, or the search space's.
+    pub fn swept_keys(&self) -> Vec<String> {
+        if self.search.method == Method::Grid {
+            self.grid.iter().map(|(p, _)| p.clone()).collect()
+        } else {
+            self.space.params.iter().map(|(p, _)| p.clone()).collect()
+        }
+    }
+
+    /// The swept settings with their finite candidate values (empty for a
+    /// continuous distribution): TensorBoard's HParams domains.
+    pub fn swept_domains(&self) -> Vec<(String, Vec<Json>)> {
+        if self.search.method == Method::Grid {
+            return self.grid.clone();
+        }
+        self.space
+            .params
+            .iter()
+            .map(|(p, d)| match d {
+                Distribution::Choice { values } => (p.clone(), values.clone()),
+                _ => (p.clone(), Vec::new()),
+            })
+            .collect()
+    }
+
+    /// Whether configurations come from a sampler (random, TPE) rather than the grid.
+    pub fn is_search(&self) -> bool {
+        self.search.method != Method::Grid
+    }
+
+    /// The trials of one configuration (`point`: swept setting → value), one per
+    /// seed, canonical. `section` names the spec table in errors (`grid`, `space`).
+    pub fn plans_for(
+        &self,
+        point: &[(String, Json)],
+        section: &str,
+        base_json: &Json,
+    ) -> Result<Vec<TrialPlan>> {
+        let origin = self.path.display().to_string();
+        let mut j = base_json.clone();
+        for (p, v) in point {
+            set_path(&mut j, p, v.clone());
+        }
+        let which = || {
+            point
+                .iter()
+                .map(|(p, v)| format!("{p} = {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let cfg: TrialConfig = serde_json::from_value(j).map_err(|e| {
+            // Find the value that does not fit by trying each one alone.
+            let culprit = point.iter().find(|(p, v)| {
+                let mut alone = base_json.clone();
+                set_path(&mut alone, p, v.clone());
+                serde_json::from_value::<TrialConfig>(alone).is_err()
+            });
+            match culprit {
+                Some((p, v)) => err_at(
                     &origin,
                     &self.text,
-                    &key,
-                    format!("{} (in the combination {which})", i.message),
-                ));
+                    &format!("{section}.{p}"),
+                    format!(
+                        "has a {} of the wrong type: {v}: {e}",
+                        if section == "grid" {
+                            "candidate"
+                        } else {
+                            "value"
+                        }
+                    ),
+                ),
+                None => Error::Spec {
+                    location: origin.clone(),
+                    message: format!("the combination {} is not a valid trial: {e}", which()),
+                },
             }
-            for &seed in &self.seeds {
+        })?;
+        if let Err(i) = cfg.validate() {
+            let key = if point.iter().any(|(p, _)| *p == i.key) {
+                format!("{section}.{}", i.key)
+            } else {
+                i.key.clone()
+            };
+            return Err(err_at(
+                &origin,
+                &self.text,
+                &key,
+                format!("{} (in the combination {})", i.message, which()),
+            ));
+        }
+        let swept = self.swept_keys();
+        Ok(self
+            .seeds
+            .iter()
+            .map(|&seed| {
                 let mut c = cfg.clone();
                 c.train.seed = seed;
                 let c = canonicalize(c);
                 let canon = serde_json::to_value(&c).expect("config serializes");
-                let swept: BTreeMap<String, Json> = self
-                    .grid
+                let swept: BTreeMap<String, Json> = swept
                     .iter()
-                    .map(|(p, _)| {
+                    .map(|p| {
                         (
                             p.clone(),
                             get_path(&canon, p).cloned().unwrap_or(Json::Null),
                         )
                     })
                     .collect();
-                let text = canon.to_string();
-                if seen.insert(text) {
-                    plans.push(TrialPlan {
-                        config: c,
-                        swept,
-                        seed,
-                    });
+                TrialPlan {
+                    config: c,
+                    swept,
+                    seed,
                 }
+            })
+            .collect())
+    }
+
+    /// The trials of a sampled configuration.
+    pub fn plans_for_point(&self, point: &Point) -> Result<Vec<TrialPlan>> {
+        let base_json = serde_json::to_value(&self.base).expect("config serializes");
+        let pairs: Vec<(String, Json)> =
+            point.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        self.plans_for(&pairs, "space", &base_json)
+    }
+
+    /// One trial for every distinct data set the sweep can decode: the grid's
+    /// trials, or for a search the base with every combination of the `data.*`
+    /// choices (those are the only data settings a space may sample, so every
+    /// data set is decoded before the first trial).
+    pub fn decode_variants(&self) -> Result<Vec<TrialPlan>> {
+        if !self.is_search() {
+            return self.expand();
+        }
+        let base_json = serde_json::to_value(&self.base).expect("config serializes");
+        let data: Vec<(&String, &Vec<Json>)> = self
+            .space
+            .params
+            .iter()
+            .filter_map(|(p, d)| match d {
+                Distribution::Choice { values } if p.starts_with("data.") => Some((p, values)),
+                _ => None,
+            })
+            .collect();
+        let n: usize = data.iter().map(|(_, v)| v.len()).product();
+        let mut out = Vec::new();
+        for combo in 0..n {
+            let mut rest = combo;
+            let mut point = Vec::new();
+            for (p, vals) in data.iter().rev() {
+                point.push(((*p).clone(), vals[rest % vals.len()].clone()));
+                rest /= vals.len();
+            }
+            let mut j = base_json.clone();
+            for (p, v) in &point {
+                set_path(&mut j, p, v.clone());
+            }
+            let Ok(cfg) = serde_json::from_value::<TrialConfig>(j) else {
+                continue;
+            };
+            out.push(TrialPlan {
+                config: canonicalize(cfg),
+                swept: BTreeMap::new(),
+                seed: self.seeds[0],
+            });
+        }
+        Ok(out)
+    }
+
+    /// Every value a distribution can take at its ends (and every choice) must
+    /// make a valid trial with the base settings: checked before anything runs.
+    fn check_space(&self) -> Result<()> {
+        let base_json = serde_json::to_value(&self.base).expect("config serializes");
+        for (p, d) in &self.space.params {
+            let probes: Vec<Json> = match d {
+                Distribution::Choice { values } => values.clone(),
+                numeric => {
+                    let (lo, hi) = numeric.internal_bounds().expect("numeric");
+                    vec![numeric.value_at(lo), numeric.value_at(hi)]
+                }
+            };
+            for v in probes {
+                self.plans_for(&[(p.clone(), v)], "space", &base_json)?;
             }
         }
-        Ok(plans)
+        Ok(())
     }
+}
+
+/// The settings that decide how images are decoded: a search may only choose
+/// among listed values for them, so that each data set is decoded up front.
+const DECODE_KEYS: &[&str] = &[
+    "data.root",
+    "data.labels",
+    "data.file_column",
+    "data.label_column",
+    "data.image_dirs",
+    "data.image_size",
+    "data.channels",
+    "data.on_bad_image",
+];
+
+fn table_of<'a>(
+    doc: &'a toml::Table,
+    key: &str,
+    origin: &str,
+    text: &str,
+) -> Result<Option<&'a toml::Table>> {
+    match doc.get(key) {
+        None => Ok(None),
+        Some(toml::Value::Table(t)) => Ok(Some(t)),
+        Some(_) => Err(err_at(origin, text, key, "must be a table")),
+    }
+}
+
+fn parse_search(doc: &toml::Table, origin: &str, text: &str) -> Result<SearchSettings> {
+    let mut s = SearchSettings {
+        method: Method::Grid,
+        trials: 0,
+        seed: 0,
+        startup_trials: 10,
+        ei_candidates: 24,
+    };
+    let Some(t) = table_of(doc, "search", origin, text)? else {
+        return Ok(s);
+    };
+    const KEYS: &[&str] = &[
+        "method",
+        "trials",
+        "seed",
+        "startup_trials",
+        "ei_candidates",
+    ];
+    for (k, v) in t {
+        let key = format!("search.{k}");
+        let count = |min: i64| match v {
+            toml::Value::Integer(i) if *i >= min => Ok(*i as usize),
+            _ => Err(err_at(
+                origin,
+                text,
+                &key,
+                format!("must be an integer of at least {min}, got {v}"),
+            )),
+        };
+        match k.as_str() {
+            "method" => {
+                s.method = match v.as_str() {
+                    Some("grid") => Method::Grid,
+                    Some("random") => Method::Random,
+                    Some("tpe") => Method::Tpe,
+                    _ => {
+                        return Err(err_at(
+                            origin,
+                            text,
+                            &key,
+                            format!("must be \"grid\", \"random\" or \"tpe\", got {v}"),
+                        ))
+                    }
+                }
+            }
+            "trials" => s.trials = count(1)?,
+            "seed" => s.seed = count(0)? as u64,
+            "startup_trials" => s.startup_trials = count(1)?,
+            "ei_candidates" => s.ei_candidates = count(1)?,
+            _ => {
+                return Err(err_at(
+                    origin,
+                    text,
+                    &key,
+                    format!("is not a [search] key; expected one of {}", KEYS.join(", ")),
+                ));
+            }
+        }
+    }
+    match s.method {
+        Method::Grid if t.contains_key("trials") || t.contains_key("startup_trials") => {
+            Err(err_at(origin, text, if t.contains_key("trials") { "search.trials" } else { "search.startup_trials" }, "applies to random and tpe; the grid runs every combination"))
+        }
+        Method::Random | Method::Tpe if s.trials == 0 => Err(err_at(origin, text, "search", format!("method = \"{}\" needs a budget: trials = N (configurations to try, each once per seed)", s.method.as_str()))),
+        _ => Ok(s),
+    }
+}
+
+fn parse_space(
+    doc: &toml::Table,
+    origin: &str,
+    text: &str,
+    known: &BTreeSet<String>,
+) -> Result<Space> {
+    let mut space = Space::default();
+    let Some(t) = table_of(doc, "space", origin, text)? else {
+        return Ok(space);
+    };
+    // Keys are dotted paths (`train.learning_rate = {...}`): a nested table is
+    // a distribution when it has a distribution's key, else more path.
+    fn walk(prefix: &str, t: &toml::Table, out: &mut Vec<(String, toml::Value)>) {
+        for (k, v) in t {
+            let p = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            match v {
+                toml::Value::Table(inner)
+                    if !["uniform", "log_uniform", "int", "choice"]
+                        .iter()
+                        .any(|d| inner.contains_key(*d)) =>
+                {
+                    walk(&p, inner, out)
+                }
+                other => out.push((p, other.clone())),
+            }
+        }
+    }
+    let mut flat = Vec::new();
+    walk("", t, &mut flat);
+    for (p, v) in flat {
+        let key = format!("space.{p}");
+        if !known.contains(&p) {
+            return Err(err_at(
+                origin,
+                text,
+                &key,
+                format!("`{p}` is not a trial setting{}", suggest_path(&p, known)),
+            ));
+        }
+        if p == "train.seed" {
+            return Err(err_at(
+                origin,
+                text,
+                &key,
+                "seeds are swept with the top-level `seeds` list",
+            ));
+        }
+        let d = parse_distribution(&v).map_err(|m| err_at(origin, text, &key, m))?;
+        if DECODE_KEYS.contains(&p.as_str()) && !matches!(d, Distribution::Choice { .. }) {
+            return Err(err_at(origin, text, &key, format!("changes how images are decoded, so it must be a {{ choice = [...] }} (each data set is decoded once, before the first trial); got {}", d.describe())));
+        }
+        space.params.push((p, d));
+    }
+    Ok(space)
+}
+
+fn parse_pruner(doc: &toml::Table, origin: &str, text: &str) -> Result<PrunerSettings> {
+    let mut s = PrunerSettings::default();
+    let Some(t) = table_of(doc, "pruner", origin, text)? else {
+        return Ok(s);
+    };
+    const KEYS: &[&str] = &["method", "min_epochs", "reduction_factor", "startup_trials"];
+    for (k, v) in t {
+        let key = format!("pruner.{k}");
+        let count = |min: i64| match v {
+            toml::Value::Integer(i) if *i >= min => Ok(*i as usize),
+            _ => Err(err_at(
+                origin,
+                text,
+                &key,
+                format!("must be an integer of at least {min}, got {v}"),
+            )),
+        };
+        match k.as_str() {
+            "method" => {
+                s.method = match v.as_str() {
+                    Some("none") => PrunerMethod::None,
+                    Some("median") => PrunerMethod::Median,
+                    Some("asha") => PrunerMethod::Asha,
+                    _ => {
+                        return Err(err_at(
+                            origin,
+                            text,
+                            &key,
+                            format!("must be \"none\", \"median\" or \"asha\", got {v}"),
+                        ))
+                    }
+                }
+            }
+            "min_epochs" => s.min_epochs = count(1)?,
+            "reduction_factor" => s.reduction_factor = count(2)?,
+            "startup_trials" => s.startup_trials = count(1)?,
+            _ => {
+                return Err(err_at(
+                    origin,
+                    text,
+                    &key,
+                    format!("is not a [pruner] key; expected one of {}", KEYS.join(", ")),
+                ));
+            }
+        }
+    }
+    Ok(s)
 }
 
 fn json_eq(a: &Json, b: &Json) -> bool {

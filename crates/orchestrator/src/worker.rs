@@ -9,10 +9,12 @@ use sweep_train::{run_trial, Device, EpochMetrics, Observer, StopFlag, TrialOpti
 
 use crate::cache;
 use crate::error::{Error, Result};
-use crate::protocol::{Event, Job};
+use crate::protocol::{Event, Job, Reply};
 
 struct Lines<'a> {
     out: &'a mut dyn Write,
+    /// The orchestrator's replies after each epoch, when it judges this trial.
+    replies: Option<&'a mut dyn std::io::BufRead>,
     tb: Option<crate::tb::TrialLog>,
     /// The first TensorBoard write error (the trial goes on; the error is reported).
     tb_error: Option<String>,
@@ -45,6 +47,17 @@ impl Observer for Lines<'_> {
     fn on_histograms(&mut self, epoch: usize, hs: &[sweep_train::Histogram]) {
         if let Some(Err(e)) = self.tb.as_mut().map(|t| t.histograms(epoch, hs)) {
             self.tb_error.get_or_insert(e.to_string());
+        }
+    }
+    fn stop_after_epoch(&mut self, _metrics: &EpochMetrics) -> Option<String> {
+        let replies = self.replies.as_mut()?;
+        let mut line = String::new();
+        // End of input or an unreadable line: go on (the orchestrator is
+        // stopping, and its Ctrl-C or its death stops the trial anyway).
+        replies.read_line(&mut line).ok()?;
+        match serde_json::from_str::<Reply>(line.trim_end()).ok()? {
+            Reply::Continue => None,
+            Reply::Prune { rule } => Some(rule),
         }
     }
 }
@@ -120,11 +133,18 @@ pub fn device(name: &str) -> Result<Device> {
     }
 }
 
-/// Runs one job, writing events to `out`. Errors are reported as an `error` event
-/// and also returned.
-pub fn run_job(job: &Job, out: &mut dyn Write, stop: &StopFlag) -> Result<()> {
+/// Runs one job, writing events to `out` and, when the job asks after each
+/// epoch, reading the orchestrator's replies from `replies`. Errors are
+/// reported as an `error` event and also returned.
+pub fn run_job(
+    job: &Job,
+    out: &mut dyn Write,
+    replies: &mut dyn std::io::BufRead,
+    stop: &StopFlag,
+) -> Result<()> {
     let mut lines = Lines {
         out,
+        replies: job.ask_after_epoch.then_some(replies),
         tb: None,
         tb_error: None,
     };

@@ -35,6 +35,7 @@ fn sweep(name: &str) -> NewSweep {
         dataset_fingerprint: "fp1".into(),
         tool_version: "0".into(),
         git_commit: None,
+        results_dir: None,
         host: "h".into(),
     }
 }
@@ -61,9 +62,9 @@ fn postgres(test: &str) -> Option<DbLocation> {
             std::env::var("SWEEP_REQUIRE_PG").is_err(),
             "SWEEP_REQUIRE_PG is set but SWEEP_TEST_PG (a postgres:// URL) is not"
         );
-        eprintln!(
-            "note: {test}: PostgreSQL half skipped (set SWEEP_TEST_PG=postgres://... to run it)"
-        );
+        visible(&format!(
+            "skipped: {test}: the PostgreSQL half (no SWEEP_TEST_PG; set SWEEP_TEST_PG=postgres://... to run it)"
+        ));
         return None;
     };
     let name = format!("sweep_store_{test}_{}", std::process::id());
@@ -133,6 +134,7 @@ fn pruned() -> Finish<'static> {
     Finish {
         state: TrialState::Pruned,
         stop_reason: "diverged".into(),
+        stop_detail: None,
         stop_epoch: Some(1),
         best_epoch: None,
         report_epoch: None,
@@ -480,5 +482,97 @@ fn a_hundred_class_report_lands_whole() {
             assert_eq!(auc_kind, "nan", "no scores: AUC stored as an explicit NaN");
             s.close().await;
         });
+    });
+}
+
+/// A line on the real standard error, past the test harness's capture, so that
+/// a skip shows in `cargo test`'s output even though the test passes.
+fn visible(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// The results folder is recorded with the sweep, kept by a run that does not
+/// name one, replaced by one that does; a database from before the column
+/// (migrations 1–2) is migrated and its sweeps fall back to `results/`.
+#[test]
+fn the_results_folder_is_recorded_and_older_databases_fall_back() {
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    use std::borrow::Cow;
+    use sweep_orchestrator::query;
+
+    let dir = tempfile::tempdir().unwrap();
+    on_both("results_dir", dir.path(), |db| {
+        rt().block_on(async {
+            let s = Store::open(&db).await.unwrap();
+            let mut a = sweep("a");
+            a.results_dir = Some("/data/study/results".into());
+            s.upsert_sweep(&a).await.unwrap();
+            let info = query::sweep(&s, "a").await.unwrap();
+            assert_eq!(info.results_dir.as_deref(), Some("/data/study/results"));
+            assert_eq!(
+                info.results_dir(None),
+                Path::new("/data/study/results"),
+                "the recorded folder is the default"
+            );
+            assert_eq!(
+                info.results_dir(Some(Path::new("moved"))),
+                Path::new("moved"),
+                "--results overrides it"
+            );
+            s.upsert_sweep(&sweep("a")).await.unwrap();
+            let info = query::sweep(&s, "a").await.unwrap();
+            assert_eq!(info.results_dir.as_deref(), Some("/data/study/results"));
+            a.results_dir = Some("/elsewhere/results".into());
+            s.upsert_sweep(&a).await.unwrap();
+            let info = query::sweep(&s, "a").await.unwrap();
+            assert_eq!(info.results_dir.as_deref(), Some("/elsewhere/results"));
+            s.close().await;
+        })
+    });
+
+    // A database written before migration 3.
+    let old = dir.path().join("old.db");
+    rt().block_on(async {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::any::AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(&format!("sqlite://{}?mode=rwc", old.display()))
+            .await
+            .unwrap();
+        let before = Migrator {
+            migrations: Cow::Owned(
+                MIGRATIONS[..2]
+                    .iter()
+                    .map(|(v, d, sql)| {
+                        Migration::new(
+                            *v,
+                            Cow::Borrowed(*d),
+                            MigrationType::Simple,
+                            Cow::Borrowed(*sql),
+                            false,
+                        )
+                    })
+                    .collect(),
+            ),
+            ignore_missing: false,
+            locking: true,
+            no_tx: false,
+        };
+        before.run(&pool).await.unwrap();
+        sqlx::query("INSERT INTO sweeps (name, spec_path, spec_text, spec_hash, objective, direction, dataset, dataset_fingerprint, tool_version, host, created_at, updated_at) VALUES ('old', 's.toml', '', 'h', 'val.macro_f1', 'maximize', 'synthetic', 'fp', '0', 'h', '2026-01-01', '2026-01-01')")
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+
+        let s = Store::open(DbLocation::Sqlite(old.clone())).await.unwrap();
+        let info = query::sweep(&s, "old").await.unwrap();
+        assert_eq!(info.results_dir, None);
+        assert_eq!(info.results_dir(None), Path::new("results"));
+        let err = info.locate("trials/0001/last.safetensors", None).unwrap_err();
+        assert!(err.contains("not found in results/old (the default)"), "{err}");
+        assert!(err.contains("pass --results DIR"), "{err}");
+        s.close().await;
     });
 }

@@ -175,6 +175,12 @@ pub trait Observer {
     fn on_batch(&mut self, _epoch: usize, _batch: usize, _batches: usize) {}
     fn on_epoch(&mut self, _metrics: &EpochMetrics) {}
     fn on_histograms(&mut self, _epoch: usize, _histograms: &[Histogram]) {}
+    /// Asked after each epoch but the last (once `on_epoch` and `on_histograms`
+    /// have seen it): `Some(reason)` stops the trial there, as pruned (a search's
+    /// pruner answering from the trial's peers). The default never stops.
+    fn stop_after_epoch(&mut self, _metrics: &EpochMetrics) -> Option<String> {
+        None
+    }
 }
 
 /// An observer that ignores everything.
@@ -198,6 +204,8 @@ pub enum StopReason {
     },
     /// The stop flag was raised.
     Interrupted { epoch: usize },
+    /// Stopped after `epoch` by the observer (a pruner); `rule` says why.
+    Pruned { epoch: usize, rule: String },
 }
 
 /// The result of a trial.
@@ -615,12 +623,21 @@ pub fn run_trial(
             }
         }
         history.push(m.get(monitor));
+        let pruned = if epoch < cfg.train.epochs {
+            obs.stop_after_epoch(&m)
+        } else {
+            None
+        };
         epochs.push(m);
         if early_stop::best_epoch(&history, mode, min_delta) == Some(epoch - 1) {
             best_snapshot = Some(model.snapshot()?);
             best = Some((epoch, ev.report.clone()));
         }
         last_report = Some(ev.report);
+        if let Some(rule) = pruned {
+            stop_reason = StopReason::Pruned { epoch, rule };
+            break;
+        }
         if let Some(e) = es {
             if early_stop::should_stop(&history, e) && epoch < cfg.train.epochs {
                 stop_reason = StopReason::EarlyStopping { epoch };

@@ -241,6 +241,58 @@ fn the_stop_flag_interrupts_between_batches() {
     assert_eq!(out.epochs.len(), 2);
 }
 
+/// A pruner's answer after an epoch ends the trial there: the outcome keeps
+/// the epochs run, reports the last one's weights and says which rule stopped it.
+/// The last epoch is never asked.
+#[test]
+fn an_observer_can_prune_after_an_epoch() {
+    let c = cfg("", "epochs = 4");
+    let ds = Dataset::load(&c.data).unwrap();
+    struct PruneAt(usize, Vec<usize>);
+    impl Observer for PruneAt {
+        fn stop_after_epoch(&mut self, m: &EpochMetrics) -> Option<String> {
+            self.1.push(m.epoch);
+            (m.epoch == self.0).then(|| format!("rule at {}", m.epoch))
+        }
+    }
+    let mut obs = PruneAt(2, Vec::new());
+    let out = run_trial(
+        &c,
+        &ds,
+        &Device::Cpu,
+        &TrialOptions::default(),
+        &mut obs,
+        &StopFlag::new(),
+    )
+    .unwrap();
+    assert_eq!(
+        out.stop,
+        StopReason::Pruned {
+            epoch: 2,
+            rule: "rule at 2".into()
+        }
+    );
+    assert_eq!(out.epochs.len(), 2);
+    assert_eq!(out.report_epoch, Some(2));
+    assert!(out.report.is_some());
+    let mut never = PruneAt(99, Vec::new());
+    let full = run_trial(
+        &c,
+        &ds,
+        &Device::Cpu,
+        &TrialOptions::default(),
+        &mut never,
+        &StopFlag::new(),
+    )
+    .unwrap();
+    assert_eq!(full.stop, StopReason::EpochLimit);
+    assert_eq!(
+        never.1,
+        vec![1, 2, 3],
+        "asked after every epoch but the last"
+    );
+}
+
 #[test]
 fn cnn_with_batch_norm_trains_and_evaluates() {
     let c = cfg(

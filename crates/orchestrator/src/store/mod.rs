@@ -19,18 +19,31 @@ use sweep_train::{EpochMetrics, Report};
 
 use crate::error::{Error, Result};
 
+mod search;
+pub use search::{ProposalRow, Recorded};
+
 /// The SQLite migrations in `migrations/`, embedded at build time (build.rs re-runs
 /// when the folder changes; a test checks that every file there is listed here).
 pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (
         1,
         "initial",
-        include_str!("../../../migrations/0001_initial.sql"),
+        include_str!("../../../../migrations/0001_initial.sql"),
     ),
     (
         2,
         "session_lease",
-        include_str!("../../../migrations/0002_session_lease.sql"),
+        include_str!("../../../../migrations/0002_session_lease.sql"),
+    ),
+    (
+        3,
+        "results_dir",
+        include_str!("../../../../migrations/0003_results_dir.sql"),
+    ),
+    (
+        4,
+        "search",
+        include_str!("../../../../migrations/0004_search.sql"),
     ),
 ];
 
@@ -40,12 +53,22 @@ pub const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
         1,
         "initial",
-        include_str!("../../../migrations/postgres/0001_initial.sql"),
+        include_str!("../../../../migrations/postgres/0001_initial.sql"),
     ),
     (
         2,
         "session_lease",
-        include_str!("../../../migrations/postgres/0002_session_lease.sql"),
+        include_str!("../../../../migrations/postgres/0002_session_lease.sql"),
+    ),
+    (
+        3,
+        "results_dir",
+        include_str!("../../../../migrations/postgres/0003_results_dir.sql"),
+    ),
+    (
+        4,
+        "search",
+        include_str!("../../../../migrations/postgres/0004_search.sql"),
     ),
 ];
 
@@ -163,6 +186,9 @@ pub struct NewSweep {
     pub tool_version: String,
     pub git_commit: Option<String>,
     pub host: String,
+    /// The results folder, absolute (recorded so that later commands find the
+    /// sweep's files without `--results`); None keeps what is stored.
+    pub results_dir: Option<String>,
 }
 
 /// A trial to insert: content key, canonical config and its parameters.
@@ -206,6 +232,8 @@ impl StateCounts {
 pub struct Finish<'a> {
     pub state: TrialState,
     pub stop_reason: String,
+    /// The stop in words, when the code is not enough (a pruner's rule).
+    pub stop_detail: Option<String>,
     pub stop_epoch: Option<i64>,
     pub best_epoch: Option<i64>,
     pub report_epoch: Option<i64>,
@@ -592,7 +620,7 @@ impl Store {
                     s.name, s.dataset_fingerprint
                 )));
             }
-            sqlx::query("UPDATE sweeps SET description = $1, spec_path = $2, spec_text = $3, spec_hash = $4, objective = $5, direction = $6, tool_version = $7, git_commit = $8, host = $9, updated_at = $10 WHERE id = $11")
+            sqlx::query("UPDATE sweeps SET description = $1, spec_path = $2, spec_text = $3, spec_hash = $4, objective = $5, direction = $6, tool_version = $7, git_commit = $8, host = $9, updated_at = $10, results_dir = COALESCE($12, results_dir) WHERE id = $11")
                 .bind(&s.description)
                 .bind(&s.spec_path)
                 .bind(&s.spec_text)
@@ -604,6 +632,7 @@ impl Store {
                 .bind(&s.host)
                 .bind(&t)
                 .bind(id)
+                .bind(&s.results_dir)
                 .execute(&mut *tx)
                 .await
                 .map_err(sql_err("updating the sweep"))?;
@@ -612,7 +641,7 @@ impl Store {
         }
         // Two submitters recording a new sweep at the same moment: one inserts,
         // the other finds it (and checks the data set) on its second pass.
-        let inserted: Option<(i64,)> = sqlx::query_as("INSERT INTO sweeps (name, description, spec_path, spec_text, spec_hash, objective, direction, dataset, dataset_fingerprint, tool_version, git_commit, host, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT (name) DO NOTHING RETURNING id")
+        let inserted: Option<(i64,)> = sqlx::query_as("INSERT INTO sweeps (name, description, spec_path, spec_text, spec_hash, objective, direction, dataset, dataset_fingerprint, tool_version, git_commit, host, created_at, updated_at, results_dir) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) ON CONFLICT (name) DO NOTHING RETURNING id")
             .bind(&s.name)
             .bind(&s.description)
             .bind(&s.spec_path)
@@ -627,6 +656,7 @@ impl Store {
             .bind(&s.host)
             .bind(&t)
             .bind(&t)
+            .bind(&s.results_dir)
             .fetch_optional(&mut *tx)
             .await
             .map_err(sql_err("inserting the sweep"))?;
@@ -765,6 +795,21 @@ impl Store {
     /// Inserts the trials not yet present (by key); returns how many were new.
     pub async fn add_trials(&self, sweep_id: i64, trials: &[NewTrial]) -> Result<usize> {
         let mut tx = self.begin_write().await?;
+        let added = self.insert_trials(&mut tx, sweep_id, trials, None).await?;
+        tx.commit().await.map_err(sql_err("commit"))?;
+        Ok(added)
+    }
+
+    /// Inserts the trials not yet present (by key) inside `tx`, numbered after
+    /// the sweep's last, as part of `proposal` when given; returns how many were new.
+    pub(crate) async fn insert_trials(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        sweep_id: i64,
+        trials: &[NewTrial],
+        proposal: Option<i64>,
+    ) -> Result<usize> {
+        let tx = &mut **tx;
         if self.backend == Backend::Postgres {
             // Numbering reads MAX(number): one numbering transaction at a time.
             sqlx::query("SELECT id FROM sweeps WHERE id = $1 FOR NO KEY UPDATE")
@@ -782,13 +827,14 @@ impl Store {
         let t = now();
         let mut added = 0;
         for tr in trials {
-            let id: Option<(i64,)> = sqlx::query_as("INSERT INTO trials (sweep_id, number, key, config_json, seed, state, created_at) VALUES ($1, $2, $3, $4, $5, 'waiting', $6) ON CONFLICT (sweep_id, key) DO NOTHING RETURNING id")
+            let id: Option<(i64,)> = sqlx::query_as("INSERT INTO trials (sweep_id, number, key, config_json, seed, state, created_at, proposal) VALUES ($1, $2, $3, $4, $5, 'waiting', $6, $7) ON CONFLICT (sweep_id, key) DO NOTHING RETURNING id")
                 .bind(sweep_id)
                 .bind(next)
                 .bind(&tr.key)
                 .bind(&tr.config_json)
                 .bind(tr.seed as i64)
                 .bind(&t)
+                .bind(proposal)
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(sql_err("inserting a trial"))?;
@@ -811,7 +857,6 @@ impl Store {
             next += 1;
             added += 1;
         }
-        tx.commit().await.map_err(sql_err("commit"))?;
         Ok(added)
     }
 
@@ -1074,7 +1119,7 @@ impl Store {
     pub async fn finish(&self, trial_id: i64, session: i64, f: &Finish<'_>) -> Result<bool> {
         let mut tx = self.begin_write().await?;
         let t = now();
-        let r = sqlx::query("UPDATE trials SET state = $1, stop_reason = $2, stop_epoch = $3, best_epoch = $4, report_epoch = $5, num_parameters = $6, train_size = $7, val_size = $8, duration_seconds = $9, finished_at = $10, error = NULL WHERE id = $11 AND state = 'running' AND session_id = $12")
+        let r = sqlx::query("UPDATE trials SET state = $1, stop_reason = $2, stop_epoch = $3, best_epoch = $4, report_epoch = $5, num_parameters = $6, train_size = $7, val_size = $8, duration_seconds = $9, finished_at = $10, error = NULL, stop_detail = $13 WHERE id = $11 AND state = 'running' AND session_id = $12")
             .bind(f.state.as_str())
             .bind(&f.stop_reason)
             .bind(f.stop_epoch)
@@ -1087,6 +1132,7 @@ impl Store {
             .bind(&t)
             .bind(trial_id)
             .bind(session)
+            .bind(&f.stop_detail)
             .execute(&mut *tx)
             .await
             .map_err(sql_err("finishing a trial"))?;
