@@ -181,12 +181,73 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         epochs: usize,
     },
+    /// Sampler quality on Branin / Hartmann-6, and TPE's proposal time (used by
+    /// scripts/bench-search, which runs Optuna side by side).
+    #[command(hide = true)]
+    BenchSearch {
+        /// branin, hartmann6, or proposal (the time of one TPE proposal).
+        what: String,
+        /// tpe (multivariate, the default), tpe-univariate, or random.
+        #[arg(long, default_value = "tpe")]
+        method: String,
+        #[arg(long, default_value_t = 50)]
+        trials: usize,
+        /// Sampler seeds 0..N, one line each.
+        #[arg(long, default_value_t = 20)]
+        seeds: u64,
+        /// `proposal`: finished configurations before the timed proposals.
+        #[arg(long, default_value_t = 1000)]
+        history: usize,
+        #[arg(long, default_value_t = 6)]
+        params: usize,
+        #[arg(long, default_value_t = 20)]
+        repeats: usize,
+    },
     /// Measure the data path: batches with and without augmentation.
     #[command(hide = true)]
     BenchData {
         #[arg(long, default_value_t = 3)]
         epochs: usize,
     },
+}
+
+fn bench_search(
+    what: &str,
+    method: &str,
+    trials: usize,
+    seeds: u64,
+    history: usize,
+    params: usize,
+    repeats: usize,
+) -> Result<()> {
+    use sweep_orchestrator::search::{bench, Method};
+    if what == "proposal" {
+        let ms = bench::proposal_ms(history, params, repeats);
+        println!(
+            "{}",
+            serde_json::json!({"history": history, "params": params, "repeats": repeats, "ms_per_proposal": ms})
+        );
+        return Ok(());
+    }
+    let Some(problem) = bench::problem(what) else {
+        anyhow::bail!("bench-search {what}: choose branin, hartmann6 or proposal");
+    };
+    let (m, multivariate) = match method {
+        "tpe" => (Method::Tpe, true),
+        "tpe-univariate" => (Method::Tpe, false),
+        "random" => (Method::Random, false),
+        other => anyhow::bail!("--method {other}: choose tpe, tpe-univariate or random"),
+    };
+    for seed in 0..seeds {
+        let t = std::time::Instant::now();
+        let best = bench::minimize(&problem, m, multivariate, trials, seed);
+        println!(
+            "{}",
+            serde_json::json!({"function": what, "method": method, "seed": seed, "trials": trials,
+                "best": best, "regret": best - problem.minimum, "seconds": t.elapsed().as_secs_f64()})
+        );
+    }
+    Ok(())
 }
 
 fn bench_step(specs: Vec<String>, steps: usize, device: &str) -> Result<()> {
@@ -399,6 +460,15 @@ fn main() -> ExitCode {
             device,
         } => bench_step(specs, steps, &device),
         Command::BenchData { epochs } => bench_data(epochs),
+        Command::BenchSearch {
+            what,
+            method,
+            trials,
+            seeds,
+            history,
+            params,
+            repeats,
+        } => bench_search(&what, &method, trials, seeds, history, params, repeats),
         Command::BenchStore { db, trials, epochs } => bench_store(db, trials, epochs),
     };
     match result {

@@ -610,6 +610,9 @@ pub fn status(sweep: &str, out: &Output) -> Result<()> {
             c.running,
             c.waiting
         );
+        if let Some(ss) = query::search_status(&s, &info).await? {
+            text += &search_lines(&ss, &info.objective);
+        }
         let durations: Vec<f64> = rows
             .iter()
             .filter(|t| t.state == "complete" || t.state == "pruned")
@@ -788,6 +791,50 @@ pub fn show(sweep: &str, number: i64, out: &Output) -> Result<()> {
         }
         emit(out, &text)
     })
+}
+
+/// `status`'s lines on a search: budget used, best so far, where trials were pruned.
+fn search_lines(ss: &query::SearchStatus, objective: &str) -> String {
+    let mut text = String::new();
+    if ss.method != "grid" {
+        text += &format!(
+            "search ({}): {} of {} configurations proposed",
+            ss.method,
+            ss.proposed,
+            ss.budget
+                .map(|b| b.to_string())
+                .unwrap_or_else(|| "?".into())
+        );
+        match ss.best {
+            Some((n, v, k)) => {
+                text += &format!(
+                    "; best so far: configuration {n}, {objective} {} (mean of {k} seed{})\n",
+                    format_num(v),
+                    if k == 1 { "" } else { "s" }
+                )
+            }
+            None => text += "; none finished yet\n",
+        }
+    }
+    let pruned: i64 = ss.pruned_at.iter().map(|(_, n)| n).sum();
+    if pruned > 0 || ss.diverged > 0 {
+        let at = ss
+            .pruned_at
+            .iter()
+            .map(|(e, n)| format!("{n} at epoch {e}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        text += &format!(
+            "pruned by the pruner: {pruned}{}; diverged: {}\n",
+            if at.is_empty() {
+                String::new()
+            } else {
+                format!(" ({at})")
+            },
+            ss.diverged
+        );
+    }
+    text
 }
 
 /// `show`'s list of a trial's files: its folder, artifacts and TensorBoard

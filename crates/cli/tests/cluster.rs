@@ -625,6 +625,133 @@ fn hand_started_workers_share_a_sweep_while_a_reader_follows() {
     assert_eq!(sessions, 2);
 }
 
+/// A TPE search with ASHA recorded on PostgreSQL and run by two hand-started
+/// workers: each proposes from the history it reads, proposal numbers are
+/// unique, no configuration is run twice, every trial ends once (complete or
+/// pruned), and the budget is met exactly.
+#[test]
+fn two_workers_share_a_search_on_postgres() {
+    let _one = serial();
+    let Some(url) = postgres("search") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let spec = r#"
+name = "shared-search"
+seeds = [1, 2]
+[data]
+image_size = 12
+[data.synthetic]
+classes = 3
+per_class = 30
+image_size = 12
+[model]
+hidden = [32]
+[train]
+epochs = 6
+batch_size = 16
+[search]
+method = "tpe"
+trials = 8
+startup_trials = 3
+[space]
+train.learning_rate = { log_uniform = [1e-4, 3e-1] }
+model.dropout = { uniform = [0.0, 0.6] }
+[pruner]
+method = "asha"
+min_epochs = 1
+reduction_factor = 2
+[logging]
+histogram_every = 0
+"#;
+    std::fs::write(d.join("s.toml"), spec).unwrap();
+    let rec = run(
+        d,
+        &[
+            "run",
+            "s.toml",
+            "--db",
+            &url,
+            "--results",
+            "res",
+            "--executor",
+            "none",
+        ],
+    );
+    assert!(rec.status.success(), "{}", text(&rec.stderr));
+    let worker = || {
+        sweep_cmd(
+            d,
+            &[
+                "worker",
+                "--db",
+                &url,
+                "--sweep",
+                "shared-search",
+                "--results",
+                "res",
+                "--jobs",
+                "1",
+                "--threads",
+                "1",
+                "--lease-seconds",
+                "10",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+    };
+    let (w1, w2) = (worker(), worker());
+    for o in [
+        w1.wait_with_output().unwrap(),
+        w2.wait_with_output().unwrap(),
+    ] {
+        assert!(
+            o.status.success(),
+            "{}\n{}",
+            text(&o.stdout),
+            text(&o.stderr)
+        );
+    }
+    let proposals: Vec<(i64, String)> = query(
+        &url,
+        "SELECT number, params_json FROM proposals ORDER BY number",
+    );
+    assert_eq!(
+        proposals.iter().map(|p| p.0).collect::<Vec<_>>(),
+        (0..8).collect::<Vec<_>>()
+    );
+    let mut configs: Vec<&String> = proposals.iter().map(|p| &p.1).collect();
+    configs.sort();
+    configs.dedup();
+    assert_eq!(configs.len(), 8, "no configuration proposed twice");
+    let trials: Vec<(i64, i64, String, i64)> = query(
+        &url,
+        "SELECT proposal, seed, state, attempts FROM trials ORDER BY proposal, seed",
+    );
+    assert_eq!(trials.len(), 16, "{trials:?}");
+    for (p, seed, state, attempts) in &trials {
+        assert!(
+            (state == "complete" || state == "pruned") && *attempts == 1,
+            "proposal {p} seed {seed}: {state}, {attempts} attempts"
+        );
+    }
+    let ended: Vec<(i64, i64)> = query(
+        &url,
+        "SELECT trial_id, COUNT(*) FROM trial_attempts WHERE ended_at IS NOT NULL GROUP BY trial_id",
+    );
+    assert_eq!(ended.len(), 16);
+    assert!(ended.iter().all(|(_, n)| *n == 1), "{ended:?}");
+    let (sessions,): (i64,) = query(
+        &url,
+        "SELECT COUNT(DISTINCT session_id) FROM trial_attempts",
+    )[0];
+    assert_eq!(sessions, 2, "both workers ran trials");
+}
+
 #[test]
 fn a_worker_killed_outright_loses_its_trial_after_its_lease() {
     // No cluster needed: two `sweep worker` processes share a SQLite file on this

@@ -201,6 +201,77 @@ impl SweepInfo {
     }
 }
 
+/// Where a search stands: its method and budget (from the recorded spec), the
+/// configurations proposed, the best one so far (mean over its finished seeds)
+/// and the pruned trials by the epoch they were stopped at.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SearchStatus {
+    pub method: String,
+    pub budget: Option<usize>,
+    pub proposed: usize,
+    /// (proposal number, mean objective over its complete seeds, seeds)
+    pub best: Option<(i64, f64, usize)>,
+    /// (epoch, pruned trials stopped there)
+    pub pruned_at: Vec<(i64, i64)>,
+    pub diverged: i64,
+}
+
+pub async fn search_status(store: &Store, info: &SweepInfo) -> Result<Option<SearchStatus>> {
+    let (spec_text,): (String,) = sqlx::query_as("SELECT spec_text FROM sweeps WHERE id = $1")
+        .bind(info.id)
+        .fetch_one(store.pool())
+        .await
+        .map_err(err("reading the spec"))?;
+    let table: Option<toml::Table> = spec_text.parse().ok();
+    let search = table.as_ref().and_then(|t| t.get("search"));
+    let method = search
+        .and_then(|s| s.get("method"))
+        .and_then(|m| m.as_str())
+        .unwrap_or("grid")
+        .to_string();
+    let rows = store.proposal_history(info.id, &info.objective).await?;
+    let pruned_at = store.pruned_by_epoch(info.id).await?;
+    let (diverged,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM trials WHERE sweep_id = $1 AND state = 'pruned' AND stop_reason = 'diverged'",
+    )
+    .bind(info.id)
+    .fetch_one(store.pool())
+    .await
+    .map_err(err("counting diverged trials"))?;
+    if method == "grid" && rows.is_empty() && pruned_at.is_empty() {
+        return Ok(None);
+    }
+    let maximize = info.direction == "maximize";
+    let mut best: Option<(i64, f64, usize)> = None;
+    for r in &rows {
+        let vals: Vec<f64> = r
+            .trials
+            .iter()
+            .filter(|(_, st, _)| st == "complete")
+            .filter_map(|(_, _, v)| v.filter(|v| v.is_finite()))
+            .collect();
+        if vals.is_empty() || r.trials.iter().any(|(_, st, _)| st == "pruned") {
+            continue;
+        }
+        let mean = vals.iter().sum::<f64>() / vals.len() as f64;
+        let better = best.is_none_or(|(_, b, _)| if maximize { mean > b } else { mean < b });
+        if better {
+            best = Some((r.number, mean, vals.len()));
+        }
+    }
+    Ok(Some(SearchStatus {
+        method,
+        budget: search
+            .and_then(|s| s.get("trials"))
+            .and_then(|v| v.as_integer())
+            .map(|v| v as usize),
+        proposed: rows.len(),
+        best,
+        pruned_at,
+        diverged,
+    }))
+}
+
 pub async fn trials(store: &Store, sweep_id: i64) -> Result<Vec<TrialRow>> {
     trials_with(store, sweep_id, None).await
 }
@@ -515,18 +586,25 @@ fn group_key(t: &TrialRow, params: &[String]) -> String {
         .join(", ")
 }
 
-/// Groups complete trials by `rows` × `cols` parameters and summarizes `metric` over
-/// seeds; with a baseline (`param=value` pairs), adds differences and p-values.
-/// How many trials an aggregate left out, and why.
+/// How many trials an aggregate left out, and why (pruned by the pruner and
+/// diverged counted apart).
 pub fn excluded(trials: &[TrialRow], metric: &str) -> String {
     let count = |st: &str| trials.iter().filter(|t| t.state == st).count();
+    let stopped = |reason: &str| {
+        trials
+            .iter()
+            .filter(|t| t.state == "pruned" && t.stop_reason.as_deref() == Some(reason))
+            .count()
+    };
+    let diverged = count("pruned") - stopped("pruned");
     let no_value = trials
         .iter()
         .filter(|t| t.state == "complete" && !t.metrics.get(metric).is_some_and(|v| v.is_finite()))
         .count();
     let mut parts = Vec::new();
     for (n, what) in [
-        (count("pruned"), "pruned (diverged)"),
+        (stopped("pruned"), "pruned (stopped by the pruner)"),
+        (diverged, "diverged"),
         (count("failed"), "failed"),
         (count("running") + count("waiting"), "unfinished"),
         (no_value, "without a finite value"),
@@ -542,6 +620,8 @@ pub fn excluded(trials: &[TrialRow], metric: &str) -> String {
     }
 }
 
+/// Groups complete trials by `rows` × `cols` parameters and summarizes `metric` over
+/// seeds; with a baseline (`param=value` pairs), adds differences and p-values.
 pub fn compare(
     trials: &[TrialRow],
     rows: &[String],

@@ -283,6 +283,68 @@ fn config_key(t: &TrialRow) -> String {
 }
 
 /// Builds the report of sweep `name` from the (read-only) store.
+/// A search's optimization history (each configuration's mean objective over
+/// its finished seeds in proposal order, and the best so far) and where the
+/// pruner stopped trials. Empty for a grid without pruning.
+async fn search_section(
+    store: &Store,
+    info: &query::SweepInfo,
+    metric: &str,
+    maximize: bool,
+) -> Result<String> {
+    let Some(ss) = query::search_status(store, info).await? else {
+        return Ok(String::new());
+    };
+    let mut h = String::new();
+    if ss.method != "grid" {
+        let rows = store.proposal_history(info.id, metric).await?;
+        let mut each = Vec::new();
+        let mut best_line = Vec::new();
+        let mut best: Option<f64> = None;
+        for r in &rows {
+            let vals: Vec<f64> = r
+                .trials
+                .iter()
+                .filter(|(_, st, _)| st == "complete")
+                .filter_map(|(_, _, v)| v.filter(|v| v.is_finite()))
+                .collect();
+            if vals.is_empty() {
+                continue;
+            }
+            let mean = vals.iter().sum::<f64>() / vals.len() as f64;
+            each.push((r.number as f64, mean));
+            if r.trials.iter().all(|(_, st, _)| st == "complete") {
+                best = Some(match best {
+                    Some(b) if (maximize && b >= mean) || (!maximize && b <= mean) => b,
+                    _ => mean,
+                });
+            }
+            if let Some(b) = best {
+                best_line.push((r.number as f64, b));
+            }
+        }
+        let _ = write!(h, "<h2>Search</h2><p class=muted>{} search: {} of {} configurations proposed. Each configuration's {} is the mean over its finished seeds; the best so far counts configurations none of whose seeds was pruned.</p>",
+            esc(&ss.method), ss.proposed, ss.budget.map(|b| b.to_string()).unwrap_or_else(|| "?".into()), esc(metric));
+        h += &line_chart(
+            "optimization history",
+            &[
+                (format!("{metric} per configuration"), each, false),
+                ("best so far".into(), best_line, true),
+            ],
+            "configuration (in the order proposed)",
+            metric,
+        );
+    }
+    if !ss.pruned_at.is_empty() {
+        h += "<h3>Where the pruner stopped trials</h3><table><tr><th>after epoch</th><th>trials stopped</th></tr>";
+        for (e, n) in &ss.pruned_at {
+            let _ = write!(h, "<tr><td class=n>{e}</td><td class=n>{n}</td></tr>");
+        }
+        h += "</table>";
+    }
+    Ok(h)
+}
+
 pub async fn html(store: &Store, name: &str) -> Result<String> {
     let info = query::sweep(store, name).await?;
     let trials = query::trials_with(store, info.id, Some(&info.objective)).await?;
@@ -329,8 +391,12 @@ pre{{background:#f7f7f7;padding:.8rem;overflow:auto;font-size:.8rem}}
         esc(name)
     );
     let c = &info.counts;
-    let _ = write!(h, "<h1>Sweep <code>{}</code></h1><p class=\"muted\">{} trials: {} complete, {} pruned (diverged), {} failed, {} running, {} waiting · objective <b>{}</b> ({})</p>",
-        esc(name), c.total(), c.complete, c.pruned, c.failed, c.running, c.waiting, esc(&metric), esc(&info.direction));
+    let diverged = trials
+        .iter()
+        .filter(|t| t.state == "pruned" && t.stop_reason.as_deref() != Some("pruned"))
+        .count();
+    let _ = write!(h, "<h1>Sweep <code>{}</code></h1><p class=\"muted\">{} trials: {} complete, {} pruned by the pruner, {} diverged, {} failed, {} running, {} waiting · objective <b>{}</b> ({})</p>",
+        esc(name), c.total(), c.complete, c.pruned as usize - diverged, diverged, c.failed, c.running, c.waiting, esc(&metric), esc(&info.direction));
     let note = query::excluded(&trials, &metric);
     // leaderboard
     h += "<h2>Leaderboard</h2><table><tr><th>rank</th><th>configuration</th><th>mean</th><th>± std</th><th>seeds</th></tr>";
@@ -341,6 +407,7 @@ pre{{background:#f7f7f7;padding:.8rem;overflow:auto;font-size:.8rem}}
     if !note.is_empty() {
         let _ = write!(h, "<p class=muted>{}</p>", esc(&note));
     }
+    h += &search_section(store, &info, &metric, maximize).await?;
     // main effects
     h += "<h2>Main effects</h2><p class=muted>Mean of the objective for each value of a swept parameter, over every other setting and seed; bars are ± one standard deviation.</p>";
     let mut by_param: BTreeMap<String, Vec<(String, stats::Summary)>> = BTreeMap::new();

@@ -1316,6 +1316,32 @@ pub(crate) async fn execute(
     Ok((any_failed, stopping))
 }
 
+/// Trials of the current spec still to run: unfinished ones (waiting, running,
+/// failed with attempts left; older specs' trials left waiting are never
+/// claimed) plus, for a search, the trials of the configurations its budget
+/// has yet to propose.
+pub(crate) async fn left_to_run(
+    store: &Store,
+    sweep_id: i64,
+    manifest: &Manifest,
+    max_attempts: i64,
+) -> Result<usize> {
+    let unfinished = store
+        .unfinished_keys(sweep_id, max_attempts)
+        .await?
+        .iter()
+        .filter(|k| manifest.runs(k))
+        .count();
+    let to_propose = match &manifest.search {
+        Some(plan) => {
+            let proposed = store.proposal_count(sweep_id).await? as usize;
+            plan.settings.trials.saturating_sub(proposed) * plan.seeds.len()
+        }
+        None => 0,
+    };
+    Ok(unfinished + to_propose)
+}
+
 /// A search's next configuration, recorded with its trials.
 async fn propose(
     store: &Store,

@@ -136,18 +136,7 @@ pub async fn run(
     )
     .await?;
     let store = Arc::new(store);
-    // Only trials of the current spec count: older ones left waiting are never
-    // claimed by these workers.
-    let pending = |keys: Vec<String>| {
-        keys.iter()
-            .filter(|k| manifest.trials.contains_key(*k))
-            .count()
-    };
-    let to_run = pending(
-        store
-            .unfinished_keys(sweep_id, settings.max_attempts)
-            .await?,
-    );
+    let to_run = runner::left_to_run(&store, sweep_id, &manifest, settings.max_attempts).await?;
     let mut job = None;
     let mut detached = false;
     if to_run > 0 {
@@ -229,7 +218,7 @@ pub async fn run(
                 session,
                 &id,
                 &settings,
-                &pending,
+                &manifest,
                 &mut progress,
                 &mut stop,
             )
@@ -237,11 +226,7 @@ pub async fn run(
         }
     }
     let counts = store.counts(sweep_id).await?;
-    let left = pending(
-        store
-            .unfinished_keys(sweep_id, settings.max_attempts)
-            .await?,
-    );
+    let left = runner::left_to_run(&store, sweep_id, &manifest, settings.max_attempts).await?;
     store
         .end_session(session, if detached { "detached" } else { "finished" })
         .await?;
@@ -315,7 +300,7 @@ async fn follow(
     session: i64,
     job: &str,
     settings: &RunSettings,
-    unfinished: &impl Fn(Vec<String>) -> usize,
+    manifest: &runner::Manifest,
     progress: &mut impl FnMut(Progress),
     stop: &mut StopSignal,
 ) -> Result<bool> {
@@ -331,12 +316,7 @@ async fn follow(
         }
         // Done when nothing of this spec is left: not waiting, not running, and
         // no failed trial about to be retried.
-        if unfinished(
-            store
-                .unfinished_keys(sweep_id, settings.max_attempts)
-                .await?,
-        ) == 0
-        {
+        if runner::left_to_run(store, sweep_id, manifest, settings.max_attempts).await? == 0 {
             return Ok(false);
         }
         if !array_alive(job).await? {

@@ -872,6 +872,7 @@ fn parse_search(doc: &toml::Table, origin: &str, text: &str) -> Result<SearchSet
         seed: 0,
         startup_trials: 10,
         ei_candidates: 24,
+        multivariate: true,
     };
     let Some(t) = table_of(doc, "search", origin, text)? else {
         return Ok(s);
@@ -914,6 +915,16 @@ fn parse_search(doc: &toml::Table, origin: &str, text: &str) -> Result<SearchSet
             "seed" => s.seed = count(0)? as u64,
             "startup_trials" => s.startup_trials = count(1)?,
             "ei_candidates" => s.ei_candidates = count(1)?,
+            "multivariate" => {
+                s.multivariate = v.as_bool().ok_or_else(|| {
+                    err_at(
+                        origin,
+                        text,
+                        &key,
+                        format!("must be true or false, got {v}"),
+                    )
+                })?
+            }
             _ => {
                 return Err(err_at(
                     origin,

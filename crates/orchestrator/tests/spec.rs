@@ -167,6 +167,23 @@ fn bad_specs_name_file_line_and_key() {
         (format!("name = \"x\"\n{BASE}[slurm]\ncpus_per_task = 0\n"), "s.toml:5: `slurm.cpus_per_task` must be at least 1"),
         (format!("name = \"x\"\n{BASE}[slurm]\nmem = 4\n"), "s.toml:5: invalid type: integer `4`, expected a string"),
         (format!("name = \"x\"\n{BASE}[grid]\nmodel.arch = [\"cnn\"]\nmodel.conv_channels = [[8, 8, 8, 8, 8, 8, 8]]\n"), "`grid.model.conv_channels` 7 2×2 max-pools shrink a 64-pixel image"),
+        // search: [search], [space], [pruner]
+        (format!("name = \"x\"\n{BASE}[search]\nmethod = \"bayes\"\n"), "s.toml:5: `search.method` must be \"grid\", \"random\" or \"tpe\""),
+        (format!("name = \"x\"\n{BASE}[search]\nmethod = \"tpe\"\ntrials = 5\n"), "s.toml:5: `search.method` \"tpe\" needs a [space] of distributions"),
+        (format!("name = \"x\"\n{BASE}[search]\nmethod = \"tpe\"\n[space]\nmodel.dropout = {{ uniform = [0.0, 0.5] }}\n"), "s.toml:4: `search` method = \"tpe\" needs a budget: trials = N"),
+        (format!("name = \"x\"\n{BASE}[search]\nmethod = \"random\"\ntrials = 0\n"), "s.toml:6: `search.trials` must be an integer of at least 1"),
+        (format!("name = \"x\"\n{BASE}[search]\nmethod = \"random\"\ntrials = 4\ntrails = 4\n"), "s.toml:7: `search.trails` is not a [search] key"),
+        (format!("name = \"x\"\n{BASE}[space]\nmodel.dropout = {{ uniform = [0.0, 0.5] }}\n"), "s.toml:4: `space` is a search space, but [search] method is \"grid\""),
+        (format!("name = \"x\"\n{BASE}[search]\nmethod = \"tpe\"\ntrials = 4\n[grid]\nmodel.dropout = [0.1]\n[space]\nmodel.batch_norm = {{ choice = [true, false] }}\n"), "s.toml:7: `grid` cannot be combined with method = \"tpe\""),
+        (format!("name = \"x\"\n{BASE}[search]\nmethod = \"tpe\"\ntrials = 4\n[space]\ntrain.learning_rate = {{ log_uniform = [0.0, 0.1] }}\n"), "s.toml:8: `space.train.learning_rate` log_uniform = [0, 0.1]: a log scale needs a low bound above 0"),
+        (format!("name = \"x\"\n{BASE}[search]\nmethod = \"tpe\"\ntrials = 4\n[space]\nmodel.dropot = {{ uniform = [0.0, 0.5] }}\n"), "s.toml:8: `space.model.dropot` `model.dropot` is not a trial setting (did you mean `model.dropout`?)"),
+        (format!("name = \"x\"\n{BASE}[search]\nmethod = \"tpe\"\ntrials = 4\n[space]\nmodel.dropout = {{ uniform = [0.0, 1.0] }}\n"), "s.toml:8: `space.model.dropout` must be in [0, 1)"),
+        (format!("name = \"x\"\n{BASE}[search]\nmethod = \"tpe\"\ntrials = 4\n[space]\ntrain.batch_size = {{ choice = [32, \"big\"] }}\n"), "s.toml:8: `space.train.batch_size` has a value of the wrong type"),
+        (format!("name = \"x\"\n{BASE}[search]\nmethod = \"tpe\"\ntrials = 4\n[space]\ndata.image_size = {{ int = [8, 32] }}\n"), "s.toml:8: `space.data.image_size` changes how images are decoded, so it must be a { choice = [...] }"),
+        (format!("name = \"x\"\n{BASE}[search]\nmethod = \"tpe\"\ntrials = 4\n[space]\ntrain.seed = {{ int = [1, 9] }}\n"), "s.toml:8: `space.train.seed` seeds are swept with the top-level `seeds` list"),
+        (format!("name = \"x\"\n{BASE}[search]\nmethod = \"tpe\"\ntrials = 4\n[space]\nmodel.dropout = [0.1, 0.2]\n"), "s.toml:8: `space.model.dropout` must be a distribution"),
+        (format!("name = \"x\"\n{BASE}[pruner]\nmethod = \"hyperband\"\n"), "s.toml:5: `pruner.method` must be \"none\", \"median\" or \"asha\""),
+        (format!("name = \"x\"\n{BASE}[pruner]\nmethod = \"asha\"\nreduction_factor = 1\n"), "s.toml:6: `pruner.reduction_factor` must be an integer of at least 2"),
     ];
     assert!(cases.len() >= 20);
     for (text, want) in cases {

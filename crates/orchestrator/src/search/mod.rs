@@ -13,6 +13,7 @@
 //! validation split).
 
 pub mod asha;
+pub mod bench;
 pub mod driver;
 pub mod median;
 pub mod random;
@@ -36,6 +37,13 @@ pub struct SearchSettings {
     pub startup_trials: usize,
     /// Candidates TPE scores per proposal.
     pub ei_candidates: usize,
+    /// TPE models the settings jointly (true, Optuna 5's default) or one by one.
+    #[serde(default = "yes")]
+    pub multivariate: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,6 +124,7 @@ pub fn sampler(s: &SearchSettings) -> Option<Box<dyn Sampler>> {
         Method::Tpe => Some(Box::new(tpe::TpeSampler {
             startup_trials: s.startup_trials,
             ei_candidates: s.ei_candidates,
+            multivariate: s.multivariate,
         })),
     }
 }

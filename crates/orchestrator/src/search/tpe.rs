@@ -1,13 +1,15 @@
-//! The tree-structured Parzen estimator (Bergstra et al., 2011), univariate, as
-//! Optuna's `TPESampler` does it by default: after `startup_trials` random
+//! The tree-structured Parzen estimator (Bergstra et al., 2011) as Optuna's
+//! `TPESampler` does it with its defaults: after `startup_trials` random
 //! configurations, the finished ones are split into the best
 //! `min(ceil(0.1·n), 25)` ("below") and the rest ("above", pruned ones last);
-//! each setting gets two Parzen estimators, l(x) over the best and g(x) over the
-//! rest (truncated Gaussians at each observation, plus a prior over the whole
-//! range, bandwidths from the distances to neighbours clipped as Optuna's
-//! "magic clip"); `ei_candidates` draws from l(x) are scored by log l − log g
-//! and the best is proposed. Older observations weigh less once there are more
-//! than 25 (Optuna's `default_weights`).
+//! two Parzen estimators, l(x) over the best and g(x) over the rest (a
+//! truncated Gaussian at each observation, a categorical for choices, plus a
+//! prior over the whole range), and `ei_candidates` draws from l(x) scored by
+//! log l − log g: the best is proposed. Older observations weigh less once
+//! there are more than 25 (Optuna's `default_weights`). Multivariate (Optuna
+//! 5's default): one joint estimator whose kernels are products over the
+//! settings, so settings that work together are proposed together; otherwise
+//! one estimator per setting.
 
 use sweep_train::rng::Rng;
 
@@ -17,6 +19,9 @@ use super::{Distribution, Observation, Point, Sampler, Space};
 pub struct TpeSampler {
     pub startup_trials: usize,
     pub ei_candidates: usize,
+    /// One joint estimator over every setting (Optuna 5's default) instead of
+    /// one per setting.
+    pub multivariate: bool,
 }
 
 /// How many of `n` finished configurations count as "good".
@@ -45,7 +50,7 @@ pub fn weights(n: usize) -> Vec<f64> {
 
 impl Sampler for TpeSampler {
     fn propose(&self, space: &Space, history: &[Observation], rng: &mut Rng) -> Point {
-        // (proposal order, loss or pruned) of every configuration with a result
+        // (proposal order, observation) of every configuration with a result
         let mut done: Vec<(usize, &Observation)> = history
             .iter()
             .enumerate()
@@ -54,24 +59,31 @@ impl Sampler for TpeSampler {
         if done.len() < self.startup_trials.max(1) {
             return random::RandomSampler.propose(space, history, rng);
         }
+        // configurations still running count as bad ones (Optuna 5's default
+        // "constant liar"): parallel workers then propose away from each other
+        let running = history
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.loss.is_none() && !o.pruned);
         // best first; pruned configurations rank after every finished one
         done.sort_by(|(ia, a), (ib, b)| {
             let key = |o: &Observation| (o.pruned || o.loss.is_none(), o.loss.unwrap_or(0.0));
             let (ka, kb) = (key(a), key(b));
             ka.0.cmp(&kb.0).then(ka.1.total_cmp(&kb.1)).then(ia.cmp(ib))
         });
-        let finished = done.iter().filter(|(_, o)| !o.pruned).count();
-        let n_below = gamma(done.len()).min(finished.max(1)).min(done.len());
+        let n_below = gamma(done.len()).min(done.len());
         let (mut below, mut above) = (done[..n_below].to_vec(), done[n_below..].to_vec());
+        above.extend(running);
         // weights follow proposal order (older weigh less)
         below.sort_by_key(|(i, _)| *i);
         above.sort_by_key(|(i, _)| *i);
         let (wb, wa) = (weights(below.len()), weights(above.len()));
-        space
-            .params
-            .iter()
-            .map(|(name, d)| {
-                let coords = |group: &[(usize, &Observation)]| -> Vec<f64> {
+        // internal coordinates: coords[d][i] of observation i
+        let coords = |group: &[(usize, &Observation)]| -> Vec<Vec<f64>> {
+            space
+                .params
+                .iter()
+                .map(|(name, d)| {
                     group
                         .iter()
                         .map(|(_, o)| {
@@ -81,181 +93,243 @@ impl Sampler for TpeSampler {
                                 .unwrap_or(f64::NAN)
                         })
                         .collect()
-                };
-                let (xb, xa) = (coords(&below), coords(&above));
-                let v = match d {
-                    Distribution::Choice { values } => {
-                        let l = Categorical::new(values.len(), &xb, &wb);
-                        let g = Categorical::new(values.len(), &xa, &wa);
-                        let best = (0..self.ei_candidates.max(1))
-                            .map(|_| l.sample(rng))
-                            .max_by(|a, b| {
-                                (l.log_pdf(*a) - g.log_pdf(*a))
-                                    .total_cmp(&(l.log_pdf(*b) - g.log_pdf(*b)))
-                                    .then(b.cmp(a))
-                            })
-                            .expect("at least one candidate");
-                        values[best].clone()
-                    }
-                    numeric => {
-                        let (lo, hi) = numeric.internal_bounds().expect("numeric");
-                        let l = Parzen::new(&xb, &wb, lo, hi);
-                        let g = Parzen::new(&xa, &wa, lo, hi);
-                        let x = (0..self.ei_candidates.max(1))
-                            .map(|_| l.sample(rng))
-                            .map(|x| (x, l.log_pdf(x) - g.log_pdf(x)))
-                            .fold((f64::NAN, f64::NEG_INFINITY), |best, c| {
-                                if c.1 > best.1 || best.0.is_nan() {
-                                    c
-                                } else {
-                                    best
-                                }
-                            })
-                            .0;
-                        numeric.value_at(x)
-                    }
-                };
-                (name.clone(), v)
-            })
+                })
+                .collect()
+        };
+        let (xb, xa) = (coords(&below), coords(&above));
+        let dims: Vec<&Distribution> = space.params.iter().map(|(_, d)| d).collect();
+        let best = if self.multivariate {
+            let l = Parzen::new(&dims, &xb, &wb);
+            let g = Parzen::new(&dims, &xa, &wa);
+            pick_best(&l, &g, self.ei_candidates, rng)
+        } else {
+            // one estimator pair per setting, each choosing its own best candidate
+            (0..dims.len())
+                .map(|d| {
+                    let one = [dims[d]];
+                    let l = Parzen::new(&one, &xb[d..=d], &wb);
+                    let g = Parzen::new(&one, &xa[d..=d], &wa);
+                    pick_best(&l, &g, self.ei_candidates, rng)[0]
+                })
+                .collect()
+        };
+        space
+            .params
+            .iter()
+            .zip(best)
+            .map(|((name, d), x)| (name.clone(), d.value_at(x)))
             .collect()
     }
 }
 
-/// A mixture of Gaussians truncated to `[lo, hi]`: one per observation and a
-/// prior at the centre with the whole range as its spread.
+/// The candidate drawn from `l` with the highest log l − log g.
+fn pick_best(l: &Parzen, g: &Parzen, candidates: usize, rng: &mut Rng) -> Vec<f64> {
+    let mut best: Option<(Vec<f64>, f64)> = None;
+    for _ in 0..candidates.max(1) {
+        let x = l.sample(rng);
+        let score = l.log_pdf(&x) - g.log_pdf(&x);
+        if best.as_ref().is_none_or(|(_, s)| score > *s) {
+            best = Some((x, score));
+        }
+    }
+    best.expect("at least one candidate").0
+}
+
+/// One setting's part of every kernel.
+enum Axis {
+    /// Truncated Gaussians on `[lo, hi]`: centre, spread and the log of the
+    /// constant factor of each kernel's density.
+    Numeric {
+        lo: f64,
+        hi: f64,
+        mus: Vec<f64>,
+        sigmas: Vec<f64>,
+        log_norm: Vec<f64>,
+    },
+    /// Each kernel's probabilities of the choices.
+    Choice { log_probs: Vec<Vec<f64>> },
+}
+
+/// A Parzen estimator: a mixture with one kernel per observation plus a prior
+/// (centred, as wide as the range; uniform over choices). Each kernel is a
+/// product over the settings it covers.
 pub struct Parzen {
-    mus: Vec<f64>,
-    sigmas: Vec<f64>,
-    /// Mixture weights, normalized.
+    log_weights: Vec<f64>,
     weights: Vec<f64>,
-    lo: f64,
-    hi: f64,
+    axes: Vec<Axis>,
 }
 
 impl Parzen {
-    pub fn new(obs: &[f64], w: &[f64], lo: f64, hi: f64) -> Parzen {
-        let range = hi - lo;
-        let keep: Vec<(f64, f64)> = obs
-            .iter()
-            .zip(w)
-            .filter(|(x, _)| x.is_finite())
-            .map(|(x, w)| (x.clamp(lo, hi), *w))
-            .collect();
-        let prior = 0.5 * (lo + hi);
-        // bandwidth: the larger gap to a neighbour (the prior's centre included),
-        // the outermost ones measured inwards; clipped to [range / min(100, 1 + kernels), range]
-        let mut with_prior: Vec<(f64, usize)> = keep
-            .iter()
-            .map(|(x, _)| *x)
-            .chain(std::iter::once(prior))
-            .enumerate()
-            .map(|(i, x)| (x, i))
-            .collect();
-        with_prior.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let m = with_prior.len();
-        let mut ends = Vec::with_capacity(m + 2);
-        ends.push(lo);
-        ends.extend(with_prior.iter().map(|p| p.0));
-        ends.push(hi);
-        let mut sorted_sigmas: Vec<f64> = (1..=m)
-            .map(|i| (ends[i] - ends[i - 1]).max(ends[i + 1] - ends[i]))
-            .collect();
-        if ends.len() >= 4 {
-            sorted_sigmas[0] = ends[2] - ends[1];
-            sorted_sigmas[m - 1] = ends[m] - ends[m - 1];
-        }
-        let mut sigmas = vec![0.0; m];
-        for (s, (_, i)) in sorted_sigmas.iter().zip(&with_prior) {
-            sigmas[*i] = *s;
-        }
-        let min_sigma = range / (100f64).min(1.0 + m as f64);
-        let mut mus: Vec<f64> = keep.iter().map(|(x, _)| *x).collect();
-        let mut sig: Vec<f64> = sigmas[..keep.len()]
-            .iter()
-            .map(|s| s.clamp(min_sigma, range))
-            .collect();
-        let mut weights: Vec<f64> = keep.iter().map(|(_, w)| *w).collect();
-        mus.push(prior);
-        sig.push(range);
+    /// `obs[d][i]`: observation i's internal coordinate on setting d; `w[i]` its
+    /// weight. Bandwidths as Optuna 5: the larger gap to a neighbouring
+    /// observation (the range's ends included), clipped to
+    /// [range / min(100, kernels + 1), range]; each observation's categorical
+    /// kernel puts 1 on its choice over a 1/kernels floor.
+    pub fn new(dims: &[&Distribution], obs: &[Vec<f64>], w: &[f64]) -> Parzen {
+        let n = w.len();
+        let mut weights: Vec<f64> = w.to_vec();
         weights.push(1.0);
         let total: f64 = weights.iter().sum();
-        weights.iter_mut().for_each(|w| *w /= total);
-        Parzen {
-            mus,
-            sigmas: sig,
-            weights,
-            lo,
-            hi,
-        }
-    }
-
-    pub fn sample(&self, rng: &mut Rng) -> f64 {
-        let k = pick(&self.weights, rng);
-        let (mu, s) = (self.mus[k], self.sigmas[k]);
-        // rejection from the untruncated Gaussian: every centre lies inside the
-        // range and no spread exceeds it, so at least ~1/3 of draws land inside
-        for _ in 0..1000 {
-            let x = mu + s * rng.normal();
-            if (self.lo..=self.hi).contains(&x) {
-                return x;
-            }
-        }
-        mu
-    }
-
-    pub fn log_pdf(&self, x: f64) -> f64 {
-        let terms: Vec<f64> = (0..self.mus.len())
-            .map(|k| {
-                let (mu, s) = (self.mus[k], self.sigmas[k]);
-                let z = (x - mu) / s;
-                let mass = normal_cdf((self.hi - mu) / s) - normal_cdf((self.lo - mu) / s);
-                self.weights[k].ln()
-                    - 0.5 * z * z
-                    - s.ln()
-                    - 0.5 * (2.0 * std::f64::consts::PI).ln()
-                    - mass.max(1e-300).ln()
+        weights.iter_mut().for_each(|x| *x /= total);
+        let axes = dims
+            .iter()
+            .zip(obs)
+            .map(|(d, xs)| match d {
+                Distribution::Choice { values } => {
+                    let k = values.len();
+                    let floor = 1.0 / (n + 1) as f64;
+                    let mut log_probs: Vec<Vec<f64>> = xs
+                        .iter()
+                        .map(|x| {
+                            let row: Vec<f64> = (0..k)
+                                .map(|j| {
+                                    let hit = x.is_finite() && (*x as usize).min(k - 1) == j;
+                                    floor + f64::from(u8::from(hit))
+                                })
+                                .collect();
+                            let sum: f64 = row.iter().sum();
+                            row.iter().map(|p| (p / sum).ln()).collect()
+                        })
+                        .collect();
+                    log_probs.push(vec![(1.0 / k as f64).ln(); k]);
+                    Axis::Choice { log_probs }
+                }
+                numeric => {
+                    let (lo, hi) = numeric.internal_bounds().expect("numeric");
+                    let range = hi - lo;
+                    let prior = 0.5 * (lo + hi);
+                    let mut mus: Vec<f64> = xs
+                        .iter()
+                        .map(|x| {
+                            if x.is_finite() {
+                                x.clamp(lo, hi)
+                            } else {
+                                prior
+                            }
+                        })
+                        .collect();
+                    let min_sigma = range / (100f64).min(1.0 + (n + 1) as f64);
+                    let mut sigmas = neighbour_gaps(&mus, lo, hi);
+                    sigmas
+                        .iter_mut()
+                        .for_each(|s| *s = s.clamp(min_sigma, range));
+                    mus.push(prior);
+                    sigmas.push(range);
+                    let log_norm = mus
+                        .iter()
+                        .zip(&sigmas)
+                        .map(|(mu, s)| {
+                            let mass = normal_cdf((hi - mu) / s) - normal_cdf((lo - mu) / s);
+                            -s.ln()
+                                - 0.5 * (2.0 * std::f64::consts::PI).ln()
+                                - mass.max(1e-300).ln()
+                        })
+                        .collect();
+                    Axis::Numeric {
+                        lo,
+                        hi,
+                        mus,
+                        sigmas,
+                        log_norm,
+                    }
+                }
             })
             .collect();
+        Parzen {
+            log_weights: weights.iter().map(|w| w.ln()).collect(),
+            weights,
+            axes,
+        }
+    }
+
+    /// One draw: a kernel by weight, then each setting from that kernel.
+    pub fn sample(&self, rng: &mut Rng) -> Vec<f64> {
+        let k = pick(&self.weights, rng);
+        self.axes
+            .iter()
+            .map(|a| match a {
+                Axis::Numeric {
+                    lo,
+                    hi,
+                    mus,
+                    sigmas,
+                    ..
+                } => {
+                    // rejection from the untruncated Gaussian: every centre lies
+                    // inside the range and no spread exceeds it, so at least
+                    // ~1/3 of draws land inside
+                    for _ in 0..1000 {
+                        let x = mus[k] + sigmas[k] * rng.normal();
+                        if (*lo..=*hi).contains(&x) {
+                            return x;
+                        }
+                    }
+                    mus[k]
+                }
+                Axis::Choice { log_probs } => {
+                    let p: Vec<f64> = log_probs[k].iter().map(|l| l.exp()).collect();
+                    pick(&p, rng) as f64
+                }
+            })
+            .collect()
+    }
+
+    pub fn log_pdf(&self, x: &[f64]) -> f64 {
+        let mut terms = self.log_weights.clone();
+        for (a, xd) in self.axes.iter().zip(x) {
+            match a {
+                Axis::Numeric {
+                    mus,
+                    sigmas,
+                    log_norm,
+                    ..
+                } => {
+                    for (k, t) in terms.iter_mut().enumerate() {
+                        let z = (xd - mus[k]) / sigmas[k];
+                        *t += log_norm[k] - 0.5 * z * z;
+                    }
+                }
+                Axis::Choice { log_probs } => {
+                    let c = *xd as usize;
+                    for (k, t) in terms.iter_mut().enumerate() {
+                        *t += log_probs[k][c.min(log_probs[k].len() - 1)];
+                    }
+                }
+            }
+        }
         log_sum_exp(&terms)
     }
 }
 
-/// A mixture over choices: each observation puts weight 1 on its choice on top
-/// of a uniform share, plus a uniform prior.
-pub struct Categorical {
-    probs: Vec<f64>,
-}
-
-impl Categorical {
-    pub fn new(k: usize, obs: &[f64], w: &[f64]) -> Categorical {
-        // mixture of per-observation distributions, each (1/k + [c == obs]) / 2, and the prior
-        let mut probs = vec![0.0; k];
-        let mut total = 0.0;
-        for (x, w) in obs.iter().zip(w) {
-            if !x.is_finite() {
-                continue;
-            }
-            let c = (*x as usize).min(k - 1);
-            for (j, p) in probs.iter_mut().enumerate() {
-                *p += w * (1.0 / k as f64 + f64::from(u8::from(j == c))) / 2.0;
-            }
-            total += w;
-        }
-        for p in probs.iter_mut() {
-            *p += 1.0 / k as f64;
-        }
-        total += 1.0;
-        probs.iter_mut().for_each(|p| *p /= total);
-        Categorical { probs }
+/// Optuna's bandwidths: for each observation, the larger gap to its
+/// neighbours among the observations and the range's ends; the outermost ones
+/// measured inwards only.
+fn neighbour_gaps(mus: &[f64], lo: f64, hi: f64) -> Vec<f64> {
+    let mut sorted_obs: Vec<(f64, usize)> = mus
+        .iter()
+        .copied()
+        .enumerate()
+        .map(|(i, x)| (x, i))
+        .collect();
+    sorted_obs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let m = sorted_obs.len();
+    let mut ends = Vec::with_capacity(m + 2);
+    ends.push(lo);
+    ends.extend(sorted_obs.iter().map(|p| p.0));
+    ends.push(hi);
+    let mut sorted: Vec<f64> = (1..=m)
+        .map(|i| (ends[i] - ends[i - 1]).max(ends[i + 1] - ends[i]))
+        .collect();
+    if ends.len() >= 4 {
+        sorted[0] = ends[2] - ends[1];
+        sorted[m - 1] = ends[m] - ends[m - 1];
     }
-
-    pub fn sample(&self, rng: &mut Rng) -> usize {
-        pick(&self.probs, rng)
+    let mut out = vec![0.0; m];
+    for (s, (_, i)) in sorted.iter().zip(&sorted_obs) {
+        out[*i] = *s;
     }
-
-    pub fn log_pdf(&self, c: usize) -> f64 {
-        self.probs[c].ln()
-    }
+    out.truncate(mus.len());
+    out
 }
 
 fn pick(weights: &[f64], rng: &mut Rng) -> usize {
@@ -339,18 +413,35 @@ mod tests {
 
     #[test]
     fn the_parzen_density_integrates_to_one_and_samples_inside() {
-        let p = Parzen::new(&[0.1, 0.15, 0.9], &[1.0, 1.0, 1.0], 0.0, 1.0);
-        let n = 20_000;
-        let integral: f64 = (0..n)
-            .map(|i| p.log_pdf((i as f64 + 0.5) / n as f64).exp() / n as f64)
+        let d = Distribution::Uniform {
+            low: 0.0,
+            high: 1.0,
+        };
+        {
+            let p = Parzen::new(&[&d], &[vec![0.1, 0.15, 0.9]], &[1.0, 1.0, 1.0]);
+            let n = 20_000;
+            let integral: f64 = (0..n)
+                .map(|i| p.log_pdf(&[(i as f64 + 0.5) / n as f64]).exp() / n as f64)
+                .sum();
+            assert!((integral - 1.0).abs() < 1e-3, "{integral}");
+            let mut rng = Rng::new(1);
+            let xs: Vec<f64> = (0..5000).map(|_| p.sample(&mut rng)[0]).collect();
+            assert!(xs.iter().all(|x| (0.0..=1.0).contains(x)));
+            // two of the three kernels sit near 0.1: most mass is there
+            let near = xs.iter().filter(|x| **x < 0.4).count() as f64 / xs.len() as f64;
+            assert!(near > 0.5, "{near}");
+        }
+        // a joint estimator over a setting and a choice sums to one over both
+        let c = Distribution::Choice {
+            values: vec!["a".into(), "b".into()],
+        };
+        let p = Parzen::new(&[&d, &c], &[vec![0.2, 0.7], vec![0.0, 1.0]], &[1.0, 1.0]);
+        let n = 4000;
+        let total: f64 = (0..n)
+            .flat_map(|i| [0.0, 1.0].map(|c| ((i as f64 + 0.5) / n as f64, c)))
+            .map(|(x, c)| p.log_pdf(&[x, c]).exp() / n as f64)
             .sum();
-        assert!((integral - 1.0).abs() < 1e-3, "{integral}");
-        let mut rng = Rng::new(1);
-        let xs: Vec<f64> = (0..5000).map(|_| p.sample(&mut rng)).collect();
-        assert!(xs.iter().all(|x| (0.0..=1.0).contains(x)));
-        // two of the three kernels sit near 0.1: most mass is there
-        let near = xs.iter().filter(|x| **x < 0.4).count() as f64 / xs.len() as f64;
-        assert!(near > 0.5, "{near}");
+        assert!((total - 1.0).abs() < 1e-3, "{total}");
     }
 
     /// After its random start, TPE concentrates near the optimum of a simple
@@ -378,52 +469,69 @@ mod tests {
             let x = p["x"].as_f64().unwrap();
             (x - 0.3).powi(2) + if p["c"] == "b" { 0.0 } else { 0.05 }
         };
-        let tpe = TpeSampler {
-            startup_trials: 10,
-            ei_candidates: 24,
-        };
-        let mut history = Vec::new();
-        for n in 0..60 {
-            let p = tpe.propose(&space, &history, &mut proposal_rng(5, n));
-            history.push(Observation {
-                loss: Some(f(&p)),
-                point: p,
-                pruned: false,
-            });
-        }
-        let late = &history[40..];
-        let near = late
-            .iter()
-            .filter(|o| (o.point["x"].as_f64().unwrap() - 0.3).abs() < 0.1)
-            .count();
-        let b = late.iter().filter(|o| o.point["c"] == "b").count();
-        // random would put 20% of x within 0.1 and a third on "b"
-        assert!(near >= 12, "{near} of 20 late proposals near the optimum");
-        assert!(b >= 12, "{b} of 20 late proposals on the best choice");
-        let best = history
-            .iter()
-            .map(|o| o.loss.unwrap())
-            .fold(f64::INFINITY, f64::min);
-        assert!(best < 0.001, "{best}");
-        // and the same seed gives the same sequence
-        let again: Vec<Point> = {
-            let mut h = Vec::new();
-            for n in 0..15 {
-                let p = tpe.propose(&space, &h, &mut proposal_rng(5, n));
-                h.push(Observation {
-                    loss: Some(f(&p)),
-                    point: p,
-                    pruned: false,
-                });
+        for multivariate in [false, true] {
+            let tpe = TpeSampler {
+                startup_trials: 10,
+                ei_candidates: 24,
+                multivariate,
+            };
+            // over 8 sampler seeds, the 20 proposals after the 40th
+            let (mut near, mut b, mut best_all) = (0, 0, Vec::new());
+            let mut history = Vec::new();
+            for seed in 0..8 {
+                history = Vec::new();
+                for n in 0..60 {
+                    let p = tpe.propose(&space, &history, &mut proposal_rng(seed, n));
+                    history.push(Observation {
+                        loss: Some(f(&p)),
+                        point: p,
+                        pruned: false,
+                    });
+                }
+                let late = &history[40..];
+                near += late
+                    .iter()
+                    .filter(|o| (o.point["x"].as_f64().unwrap() - 0.3).abs() < 0.1)
+                    .count();
+                b += late.iter().filter(|o| o.point["c"] == "b").count();
+                best_all.push(
+                    history
+                        .iter()
+                        .map(|o| o.loss.unwrap())
+                        .fold(f64::INFINITY, f64::min),
+                );
             }
-            h.into_iter().map(|o| o.point).collect()
-        };
-        assert_eq!(
-            again,
-            history[..15]
-                .iter()
-                .map(|o| o.point.clone())
-                .collect::<Vec<_>>()
-        );
+            // random would put 20% of x within 0.1 of the optimum and a third on "b"
+            assert!(
+                near >= 64,
+                "{near} of 160 late proposals near the optimum (multivariate {multivariate})"
+            );
+            assert!(
+                b >= 80,
+                "{b} of 160 late proposals on the best choice (multivariate {multivariate})"
+            );
+            best_all.sort_by(f64::total_cmp);
+            assert!(best_all[4] < 0.002, "median best {best_all:?}");
+            // and the same seed gives the same sequence
+            let again: Vec<Point> = {
+                let mut h = Vec::new();
+                for n in 0..15 {
+                    let p = tpe.propose(&space, &h, &mut proposal_rng(7, n));
+                    h.push(Observation {
+                        loss: Some(f(&p)),
+                        point: p,
+                        pruned: false,
+                    });
+                }
+                h.into_iter().map(|o| o.point).collect()
+            };
+            assert_eq!(
+                again,
+                history[..15]
+                    .iter()
+                    .map(|o| o.point.clone())
+                    .collect::<Vec<_>>()
+            );
+        }
     }
 }

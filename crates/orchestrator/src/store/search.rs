@@ -59,6 +59,16 @@ impl Store {
         ))
     }
 
+    /// How many configurations the search has proposed.
+    pub async fn proposal_count(&self, sweep_id: i64) -> Result<i64> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM proposals WHERE sweep_id = $1")
+            .bind(sweep_id)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(sql_err("counting proposals"))?;
+        Ok(n)
+    }
+
     /// Every proposal of the sweep in order, with its trials (seed, state,
     /// final value of `objective`).
     pub async fn proposal_history(
