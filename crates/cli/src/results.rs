@@ -326,7 +326,7 @@ pub fn compare(a: CompareArgs, out: &Output) -> Result<()> {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
-                rows: query::effects(&trials, &metric)
+                rows: query::effects(&binned(&trials), &metric)
                     .into_iter()
                     .map(|(p, v, s)| {
                         vec![
@@ -357,7 +357,15 @@ pub fn compare(a: CompareArgs, out: &Output) -> Result<()> {
             r => r,
         };
         let baseline = parse_pairs(a.baseline.as_deref().unwrap_or(""), "--baseline")?;
-        let mut cells = query::compare(&trials, &rows, &cols, &metric, &baseline)?;
+        // grouping on chosen parameters: sampled (continuous) ones in quantile bins;
+        // the ranked list of whole configurations keeps exact values
+        let grouped = if a.rows.is_some() || !cols.is_empty() {
+            let keys: Vec<String> = rows.iter().chain(&cols).cloned().collect();
+            query::bin_continuous(&trials, &keys, 4)
+        } else {
+            trials.clone()
+        };
+        let mut cells = query::compare(&grouped, &rows, &cols, &metric, &baseline)?;
         let note = query::excluded(&trials, &metric);
         // the sweep's direction for its objective; other metrics: losses and times down, the rest up
         let maximize = if metric == info.objective {
@@ -791,6 +799,15 @@ pub fn show(sweep: &str, number: i64, out: &Output) -> Result<()> {
         }
         emit(out, &text)
     })
+}
+
+/// Every swept parameter with many distinct numeric values in 4 quantile bins.
+fn binned(trials: &[query::TrialRow]) -> Vec<query::TrialRow> {
+    let keys: Vec<String> = trials
+        .first()
+        .map(|t| t.params.keys().cloned().collect())
+        .unwrap_or_default();
+    query::bin_continuous(trials, &keys, 4)
 }
 
 /// `status`'s lines on a search: budget used, best so far, where trials were pruned.

@@ -697,6 +697,48 @@ pub fn compare(
 }
 
 /// Main effect of each swept parameter: mean metric per value over all complete trials.
+/// Sampled settings are continuous: every configuration has its own value, so
+/// grouping by them groups nothing. A copy of `trials` where each of `params`
+/// with more than `2 × bins` distinct numeric values is replaced by its
+/// quantile bin, labelled `q1 [low, high]` … `qN [low, high]` (labels sort in
+/// bin order; quantiles suit log-distributed settings as well).
+pub fn bin_continuous(trials: &[TrialRow], params: &[String], bins: usize) -> Vec<TrialRow> {
+    let mut out = trials.to_vec();
+    let bins = bins.max(1);
+    for p in params {
+        let mut vals: Vec<f64> = trials
+            .iter()
+            .filter_map(|t| t.params.get(p).and_then(|v| v.parse::<f64>().ok()))
+            .collect();
+        vals.sort_by(f64::total_cmp);
+        vals.dedup();
+        if vals.len() <= 2 * bins
+            || trials
+                .iter()
+                .any(|t| t.params.get(p).is_some_and(|v| v.parse::<f64>().is_err()))
+        {
+            continue;
+        }
+        // bin edges at the quantiles of the distinct values
+        let edge = |k: usize| vals[(k * (vals.len() - 1)) / bins];
+        let label = |x: f64| {
+            let k = (1..bins).take_while(|k| x >= edge(*k)).count();
+            format!(
+                "q{} [{}, {}]",
+                k + 1,
+                format_num(edge(k)),
+                format_num(edge(k + 1))
+            )
+        };
+        for t in out.iter_mut() {
+            if let Some(x) = t.params.get(p).and_then(|v| v.parse::<f64>().ok()) {
+                t.params.insert(p.clone(), label(x));
+            }
+        }
+    }
+    out
+}
+
 pub fn effects(trials: &[TrialRow], metric: &str) -> Vec<(String, String, Summary)> {
     let mut by: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
     for t in trials.iter().filter(|t| t.state == "complete") {
@@ -847,5 +889,74 @@ mod time_tests {
         let e = seconds_since("1970-01-01T00:00:10.500Z").unwrap();
         assert!((e - (now_s - 10.5)).abs() < 1.0, "{e}");
         assert_eq!(seconds_since("yesterday"), None);
+    }
+}
+
+#[cfg(test)]
+mod bin_tests {
+    use super::*;
+
+    fn row(number: i64, lr: f64, arch: &str) -> TrialRow {
+        TrialRow {
+            id: number,
+            number,
+            key: String::new(),
+            seed: 1,
+            state: "complete".into(),
+            stop_reason: None,
+            stop_epoch: None,
+            best_epoch: None,
+            attempts: 1,
+            device: None,
+            started_at: None,
+            finished_at: None,
+            duration_seconds: None,
+            error: None,
+            config_json: String::new(),
+            params: [
+                ("train.learning_rate".to_string(), lr.to_string()),
+                ("model.arch".to_string(), arch.to_string()),
+            ]
+            .into_iter()
+            .collect(),
+            metrics: BTreeMap::new(),
+            artifacts: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn sampled_settings_group_in_quantile_bins_and_choices_stay() {
+        // 20 log-spread learning rates, 2 architectures
+        let trials: Vec<TrialRow> = (0..20)
+            .map(|i| {
+                row(
+                    i,
+                    1e-4 * 1.3f64.powi(i as i32),
+                    if i % 2 == 0 { "mlp" } else { "cnn" },
+                )
+            })
+            .collect();
+        let keys = vec!["train.learning_rate".to_string(), "model.arch".to_string()];
+        let b = bin_continuous(&trials, &keys, 4);
+        let labels: std::collections::BTreeSet<&String> =
+            b.iter().map(|t| &t.params["train.learning_rate"]).collect();
+        assert_eq!(labels.len(), 4, "{labels:?}");
+        assert!(labels.iter().all(|l| l.starts_with('q')));
+        // every bin holds 4 or 5 of the 20, in order of the value
+        let counts: Vec<usize> = labels
+            .iter()
+            .map(|l| {
+                b.iter()
+                    .filter(|t| &&t.params["train.learning_rate"] == l)
+                    .count()
+            })
+            .collect();
+        assert!(counts.iter().all(|c| (4..=6).contains(c)), "{counts:?}");
+        assert!(b[0].params["train.learning_rate"].starts_with("q1 ["));
+        assert!(b[19].params["train.learning_rate"].starts_with("q4 ["));
+        // a choice is not binned, nor a setting with few values
+        assert_eq!(b[3].params["model.arch"], "cnn");
+        let few = bin_continuous(&trials[..6], &keys, 4);
+        assert_eq!(few[5].params, trials[5].params);
     }
 }

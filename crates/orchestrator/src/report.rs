@@ -411,7 +411,11 @@ pre{{background:#f7f7f7;padding:.8rem;overflow:auto;font-size:.8rem}}
     // main effects
     h += "<h2>Main effects</h2><p class=muted>Mean of the objective for each value of a swept parameter, over every other setting and seed; bars are ± one standard deviation.</p>";
     let mut by_param: BTreeMap<String, Vec<(String, stats::Summary)>> = BTreeMap::new();
-    for (p, v, s) in query::effects(&trials, &metric) {
+    let keys: Vec<String> = trials
+        .first()
+        .map(|t| t.params.keys().cloned().collect())
+        .unwrap_or_default();
+    for (p, v, s) in query::effects(&query::bin_continuous(&trials, &keys, 4), &metric) {
         by_param.entry(p).or_default().push((v, s));
     }
     for (p, rows) in &by_param {
