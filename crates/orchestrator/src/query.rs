@@ -244,19 +244,12 @@ pub async fn search_status(store: &Store, info: &SweepInfo) -> Result<Option<Sea
     let maximize = info.direction == "maximize";
     let mut best: Option<(i64, f64, usize)> = None;
     for r in &rows {
-        let vals: Vec<f64> = r
-            .trials
-            .iter()
-            .filter(|(_, st, _)| st == "complete")
-            .filter_map(|(_, _, v)| v.filter(|v| v.is_finite()))
-            .collect();
-        if vals.is_empty() || r.trials.iter().any(|(_, st, _)| st == "pruned") {
+        let Some((mean, n)) = r.mean_complete().filter(|_| !r.any_pruned()) else {
             continue;
-        }
-        let mean = vals.iter().sum::<f64>() / vals.len() as f64;
+        };
         let better = best.is_none_or(|(_, b, _)| if maximize { mean > b } else { mean < b });
         if better {
-            best = Some((r.number, mean, vals.len()));
+            best = Some((r.number, mean, n));
         }
     }
     Ok(Some(SearchStatus {

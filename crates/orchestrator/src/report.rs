@@ -302,18 +302,11 @@ async fn search_section(
         let mut best_line = Vec::new();
         let mut best: Option<f64> = None;
         for r in &rows {
-            let vals: Vec<f64> = r
-                .trials
-                .iter()
-                .filter(|(_, st, _)| st == "complete")
-                .filter_map(|(_, _, v)| v.filter(|v| v.is_finite()))
-                .collect();
-            if vals.is_empty() {
+            let Some((mean, _)) = r.mean_complete() else {
                 continue;
-            }
-            let mean = vals.iter().sum::<f64>() / vals.len() as f64;
+            };
             each.push((r.number as f64, mean));
-            if r.trials.iter().all(|(_, st, _)| st == "complete") {
+            if !r.any_pruned() {
                 best = Some(match best {
                     Some(b) if (maximize && b >= mean) || (!maximize && b <= mean) => b,
                     _ => mean,

@@ -741,31 +741,7 @@ impl SweepSpec {
                 format!("{} (in the combination {})", i.message, which()),
             ));
         }
-        let swept = self.swept_keys();
-        Ok(self
-            .seeds
-            .iter()
-            .map(|&seed| {
-                let mut c = cfg.clone();
-                c.train.seed = seed;
-                let c = canonicalize(c);
-                let canon = serde_json::to_value(&c).expect("config serializes");
-                let swept: BTreeMap<String, Json> = swept
-                    .iter()
-                    .map(|p| {
-                        (
-                            p.clone(),
-                            get_path(&canon, p).cloned().unwrap_or(Json::Null),
-                        )
-                    })
-                    .collect();
-                TrialPlan {
-                    config: c,
-                    swept,
-                    seed,
-                }
-            })
-            .collect())
+        Ok(seed_plans(&cfg, &self.seeds, &self.swept_keys()))
     }
 
     /// The trials of a sampled configuration.
@@ -837,6 +813,34 @@ impl SweepSpec {
         }
         Ok(())
     }
+}
+
+/// One canonical trial of a valid configuration per seed, with the values of
+/// the `swept` settings as the canonical config has them.
+pub fn seed_plans(cfg: &TrialConfig, seeds: &[u64], swept: &[String]) -> Vec<TrialPlan> {
+    seeds
+        .iter()
+        .map(|&seed| {
+            let mut c = cfg.clone();
+            c.train.seed = seed;
+            let c = canonicalize(c);
+            let canon = serde_json::to_value(&c).expect("config serializes");
+            let swept: BTreeMap<String, Json> = swept
+                .iter()
+                .map(|p| {
+                    (
+                        p.clone(),
+                        get_path(&canon, p).cloned().unwrap_or(Json::Null),
+                    )
+                })
+                .collect();
+            TrialPlan {
+                config: c,
+                swept,
+                seed,
+            }
+        })
+        .collect()
 }
 
 /// The settings that decide how images are decoded: a search may only choose

@@ -497,9 +497,8 @@ fn visible(line: &str) {
 /// (migrations 1–2) is migrated and its sweeps fall back to `results/`.
 #[test]
 fn the_results_folder_is_recorded_and_older_databases_fall_back() {
-    use sqlx::migrate::{Migration, MigrationType, Migrator};
-    use std::borrow::Cow;
     use sweep_orchestrator::query;
+    use sweep_orchestrator::store::{migrator_through, Backend};
 
     let dir = tempfile::tempdir().unwrap();
     on_both("results_dir", dir.path(), |db| {
@@ -540,25 +539,7 @@ fn the_results_folder_is_recorded_and_older_databases_fall_back() {
             .connect(&format!("sqlite://{}?mode=rwc", old.display()))
             .await
             .unwrap();
-        let before = Migrator {
-            migrations: Cow::Owned(
-                MIGRATIONS[..2]
-                    .iter()
-                    .map(|(v, d, sql)| {
-                        Migration::new(
-                            *v,
-                            Cow::Borrowed(*d),
-                            MigrationType::Simple,
-                            Cow::Borrowed(*sql),
-                            false,
-                        )
-                    })
-                    .collect(),
-            ),
-            ignore_missing: false,
-            locking: true,
-            no_tx: false,
-        };
+        let before = migrator_through(Backend::Sqlite, 2);
         before.run(&pool).await.unwrap();
         sqlx::query("INSERT INTO sweeps (name, spec_path, spec_text, spec_hash, objective, direction, dataset, dataset_fingerprint, tool_version, host, created_at, updated_at) VALUES ('old', 's.toml', '', 'h', 'val.macro_f1', 'maximize', 'synthetic', 'fp', '0', 'h', '2026-01-01', '2026-01-01')")
             .execute(&pool)

@@ -56,34 +56,8 @@ pub fn plans_for_point(
     let cfg: TrialConfig = serde_json::from_value(j).map_err(|e| e.to_string())?;
     cfg.validate()
         .map_err(|i| format!("`{}` {}", i.key, i.message))?;
-    Ok(plan
-        .seeds
-        .iter()
-        .map(|&seed| {
-            let mut c = cfg.clone();
-            c.train.seed = seed;
-            let c = crate::spec::canonicalize(c);
-            let canon = serde_json::to_value(&c).expect("config serializes");
-            let swept = plan
-                .space
-                .params
-                .iter()
-                .map(|(p, _)| {
-                    (
-                        p.clone(),
-                        crate::spec::get_path(&canon, p)
-                            .cloned()
-                            .unwrap_or(serde_json::Value::Null),
-                    )
-                })
-                .collect();
-            TrialPlan {
-                config: c,
-                swept,
-                seed,
-            }
-        })
-        .collect())
+    let swept: Vec<String> = plan.space.params.iter().map(|(p, _)| p.clone()).collect();
+    Ok(crate::spec::seed_plans(&cfg, &plan.seeds, &swept))
 }
 
 /// The history a sampler sees: each proposal's point, its mean objective over
@@ -96,24 +70,13 @@ pub fn observations(
         .map(|r| {
             let point: Point = serde_json::from_str(&r.params_json)
                 .map_err(|e| Error::Store(format!("proposal {} is not readable: {e}", r.number)))?;
-            let done: Vec<f64> = r
-                .trials
-                .iter()
-                .filter(|(_, state, _)| state == "complete")
-                .filter_map(|(_, _, v)| v.filter(|v| v.is_finite()))
-                .collect();
-            let loss = (!done.is_empty()).then(|| {
-                let mean = done.iter().sum::<f64>() / done.len() as f64;
-                if maximize {
-                    -mean
-                } else {
-                    mean
-                }
-            });
+            let loss = r
+                .mean_complete()
+                .map(|(mean, _)| if maximize { -mean } else { mean });
             Ok(Observation {
                 point,
                 loss,
-                pruned: r.trials.iter().any(|(_, s, _)| s == "pruned"),
+                pruned: r.any_pruned(),
             })
         })
         .collect()

@@ -73,6 +73,12 @@ pub const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
 ];
 
 fn migrator(backend: Backend) -> Migrator {
+    migrator_through(backend, i64::MAX)
+}
+
+/// The migrations up to `version` (a database as an older Sweep left it, for
+/// the upgrade tests).
+pub fn migrator_through(backend: Backend, version: i64) -> Migrator {
     let list = match backend {
         Backend::Sqlite => MIGRATIONS,
         Backend::Postgres => PG_MIGRATIONS,
@@ -80,6 +86,7 @@ fn migrator(backend: Backend) -> Migrator {
     Migrator {
         migrations: Cow::Owned(
             list.iter()
+                .filter(|(v, _, _)| *v <= version)
                 .map(|(v, d, sql)| {
                     Migration::new(
                         *v,

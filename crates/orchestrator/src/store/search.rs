@@ -16,6 +16,25 @@ pub struct ProposalRow {
     pub trials: Vec<(i64, String, Option<f64>)>,
 }
 
+impl ProposalRow {
+    /// The mean objective over the seeds that completed with a finite value,
+    /// and how many did; None when none did.
+    pub fn mean_complete(&self) -> Option<(f64, usize)> {
+        let vals: Vec<f64> = self
+            .trials
+            .iter()
+            .filter(|(_, state, _)| state == "complete")
+            .filter_map(|(_, _, v)| v.filter(|v| v.is_finite()))
+            .collect();
+        (!vals.is_empty()).then(|| (vals.iter().sum::<f64>() / vals.len() as f64, vals.len()))
+    }
+
+    /// Some seed of it was pruned (by the pruner, or diverged).
+    pub fn any_pruned(&self) -> bool {
+        self.trials.iter().any(|(_, state, _)| state == "pruned")
+    }
+}
+
 /// What recording a proposal did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Recorded {
