@@ -139,6 +139,76 @@ fn line_chart(title: &str, series: &[Series], x_label: &str, y_label: &str) -> S
     s + "</svg>"
 }
 
+/// A slice plot: each configuration's objective against one sampled setting,
+/// on a log axis for log-distributed settings.
+fn slice_chart(param: &str, points: &[(f64, f64)], log: bool, metric: &str) -> String {
+    let (w, h, l, r, t, b) = (420.0, 220.0, 60.0, 20.0, 30.0, 40.0);
+    let pts: Vec<(f64, f64)> = points
+        .iter()
+        .filter(|(x, y)| y.is_finite() && x.is_finite() && (!log || *x > 0.0))
+        .map(|(x, y)| (if log { x.log10() } else { *x }, *y))
+        .collect();
+    if pts.is_empty() {
+        return String::new();
+    }
+    let fold = |f: fn(&(f64, f64)) -> f64| {
+        pts.iter()
+            .map(f)
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |a, v| {
+                (a.0.min(v), a.1.max(v))
+            })
+    };
+    let (x0, x1) = fold(|p| p.0);
+    let (mut y0, mut y1) = fold(|p| p.1);
+    if y1 - y0 < 1e-9 {
+        y0 -= 0.5;
+        y1 += 0.5;
+    }
+    let sx = |x: f64| l + if x1 > x0 { (x - x0) / (x1 - x0) } else { 0.5 } * (w - l - r);
+    let sy = |y: f64| h - b - (y - y0) / (y1 - y0) * (h - t - b);
+    let shown = |x: f64| format_num(if log { 10f64.powf(x) } else { x });
+    let mut s = format!(
+        r#"<svg class="chart" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img"><title>{} against {}</title><text x="{l}" y="18" class="ct">{} → {}{}</text>"#,
+        esc(metric),
+        esc(param),
+        esc(param),
+        esc(metric),
+        if log { " (log axis)" } else { "" }
+    );
+    for (v, y) in [(y0, sy(y0)), (y1, sy(y1))] {
+        let _ = write!(
+            s,
+            r##"<line x1="{l}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" class="grid"/><text x="{:.1}" y="{:.1}" class="tick" text-anchor="end">{}</text>"##,
+            w - r,
+            l - 6.0,
+            y + 4.0,
+            format_num(v)
+        );
+    }
+    let _ = write!(
+        s,
+        r##"<text x="{l}" y="{:.1}" class="tick">{}</text><text x="{:.1}" y="{:.1}" class="tick" text-anchor="end">{}</text>"##,
+        h - b + 16.0,
+        shown(x0),
+        w - r,
+        h - b + 16.0,
+        shown(x1)
+    );
+    for (x, y) in &pts {
+        let _ = write!(
+            s,
+            r##"<circle cx="{:.1}" cy="{:.1}" r="3.5" fill="{}" fill-opacity="0.7"><title>{} = {}: {}</title></circle>"##,
+            sx(*x),
+            sy(*y),
+            PALETTE[0],
+            esc(param),
+            shown(*x),
+            format_num(*y)
+        );
+    }
+    s + "</svg>"
+}
+
 /// Points with error bars (mean ± std) for each value of one parameter.
 fn effect_chart(param: &str, rows: &[(String, stats::Summary)], metric: &str) -> String {
     let (w, h, l, r, t, b) = (420.0, 220.0, 60.0, 20.0, 30.0, 50.0);
@@ -327,6 +397,27 @@ async fn search_section(
             "configuration (in the order proposed)",
             metric,
         );
+        // slice plots: the objective against each numeric sampled setting
+        let space = store.spec_space(info.id).await.unwrap_or_default();
+        let mut slices = String::new();
+        for (param, d) in space
+            .params
+            .iter()
+            .filter(|(_, d)| d.internal_bounds().is_some())
+        {
+            let points: Vec<(f64, f64)> = rows
+                .iter()
+                .filter_map(|r| {
+                    let point: crate::search::Point = serde_json::from_str(&r.params_json).ok()?;
+                    Some((point.get(param)?.as_f64()?, r.mean_complete()?.0))
+                })
+                .collect();
+            slices += &slice_chart(param, &points, d.is_log(), metric);
+        }
+        if !slices.is_empty() {
+            h += "<h3>The objective against each sampled setting</h3><p class=muted>One point per configuration (mean over its finished seeds).</p>";
+            h += &slices;
+        }
     }
     if !ss.pruned_at.is_empty() {
         h += "<h3>Where the pruner stopped trials</h3><table><tr><th>after epoch</th><th>trials stopped</th></tr>";

@@ -78,6 +78,43 @@ impl Store {
         ))
     }
 
+    /// The search space of the sweep's recorded spec (empty for a grid, or a
+    /// spec this version cannot read).
+    pub async fn spec_space(&self, sweep_id: i64) -> Result<crate::search::Space> {
+        let (text,): (String,) = sqlx::query_as("SELECT spec_text FROM sweeps WHERE id = $1")
+            .bind(sweep_id)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(sql_err("reading the spec"))?;
+        let mut space = crate::search::Space::default();
+        let Some(toml::Value::Table(t)) = text
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|d| d.get("space").cloned())
+        else {
+            return Ok(space);
+        };
+        fn walk(prefix: &str, t: &toml::Table, out: &mut crate::search::Space) {
+            for (k, v) in t {
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                match crate::search::space::parse_distribution(v) {
+                    Ok(d) => out.params.push((p, d)),
+                    Err(_) => {
+                        if let toml::Value::Table(inner) = v {
+                            walk(&p, inner, out)
+                        }
+                    }
+                }
+            }
+        }
+        walk("", &t, &mut space);
+        Ok(space)
+    }
+
     /// How many configurations the search has proposed.
     pub async fn proposal_count(&self, sweep_id: i64) -> Result<i64> {
         let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM proposals WHERE sweep_id = $1")
