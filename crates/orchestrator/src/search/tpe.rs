@@ -78,23 +78,27 @@ impl Sampler for TpeSampler {
         below.sort_by_key(|(i, _)| *i);
         above.sort_by_key(|(i, _)| *i);
         let (wb, wa) = (weights(below.len()), weights(above.len()));
-        // internal coordinates: coords[d][i] of observation i
+        // internal coordinates: coords[d][i] of observation i. A point's keys
+        // come sorted; so do these, so the settings are matched in one pass
+        let mut by_name: Vec<(&str, usize)> = space
+            .params
+            .iter()
+            .enumerate()
+            .map(|(d, (n, _))| (n.as_str(), d))
+            .collect();
+        by_name.sort();
         let coords = |group: &[(usize, &Observation)]| -> Vec<Vec<f64>> {
-            space
-                .params
-                .iter()
-                .map(|(name, d)| {
-                    group
-                        .iter()
-                        .map(|(_, o)| {
-                            o.point
-                                .get(name)
-                                .and_then(|v| d.coordinate_of(v))
-                                .unwrap_or(f64::NAN)
-                        })
-                        .collect()
-                })
-                .collect()
+            let mut out = vec![vec![f64::NAN; group.len()]; space.params.len()];
+            for (i, (_, o)) in group.iter().enumerate() {
+                let mut names = by_name.iter().peekable();
+                for (k, v) in &o.point {
+                    while names.next_if(|(n, _)| *n < k.as_str()).is_some() {}
+                    if let Some((_, d)) = names.next_if(|(n, _)| *n == k.as_str()) {
+                        out[*d][i] = space.params[*d].1.coordinate_of(v).unwrap_or(f64::NAN);
+                    }
+                }
+            }
+            out
         };
         let (xb, xa) = (coords(&below), coords(&above));
         let dims: Vec<&Distribution> = space.params.iter().map(|(_, d)| d).collect();
@@ -349,7 +353,15 @@ fn log_sum_exp(xs: &[f64]) -> f64 {
     if !m.is_finite() {
         return m;
     }
-    m + xs.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
+    // terms more than 40 below the largest add less than 1e-17 of it: skipped
+    // (exp's underflow path is slow, and most kernels of a large history are there)
+    m + xs
+        .iter()
+        .map(|x| x - m)
+        .filter(|d| *d > -40.0)
+        .map(f64::exp)
+        .sum::<f64>()
+        .ln()
 }
 
 /// Φ(z), the standard normal CDF, from erfc (W. J. Cody's rational
@@ -359,6 +371,13 @@ pub fn normal_cdf(z: f64) -> f64 {
 }
 
 fn erfc(x: f64) -> f64 {
+    // beyond ±27 erfc is 0 or 2 to double precision (and exp would underflow, slowly)
+    if x > 27.0 {
+        return 0.0;
+    }
+    if x < -27.0 {
+        return 2.0;
+    }
     let z = x.abs();
     let t = 1.0 / (1.0 + 0.5 * z);
     let r = t
