@@ -209,6 +209,124 @@ fn slice_chart(param: &str, points: &[(f64, f64)], log: bool, metric: &str) -> S
     s + "</svg>"
 }
 
+/// Parallel coordinates: one vertical axis per sampled setting (its whole
+/// range; a log axis for log distributions, evenly spaced choices) and one for
+/// the objective; each configuration is a line across them, darker the better.
+fn parallel_chart(
+    space: &crate::search::Space,
+    configs: &[(crate::search::Point, f64)],
+    metric: &str,
+    maximize: bool,
+) -> String {
+    if configs.is_empty() || space.params.is_empty() {
+        return String::new();
+    }
+    let axes = space.params.len() + 1;
+    let (l, r, t, b) = (70.0, 70.0, 40.0, 50.0);
+    let w = (140.0 * axes as f64).clamp(420.0, 1000.0);
+    let h = 300.0;
+    let ax = |i: usize| l + (w - l - r) * i as f64 / (axes - 1) as f64;
+    let ay = |u: f64| h - b - u.clamp(0.0, 1.0) * (h - t - b);
+    // a value's place on its axis, 0..1
+    let place = |d: &crate::search::Distribution, v: &serde_json::Value| -> Option<f64> {
+        let x = d.coordinate_of(v)?;
+        match d {
+            crate::search::Distribution::Choice { values } => Some(if values.len() > 1 {
+                x / (values.len() - 1) as f64
+            } else {
+                0.5
+            }),
+            numeric => {
+                let (lo, hi) = numeric.internal_bounds()?;
+                Some((x - lo) / (hi - lo))
+            }
+        }
+    };
+    let (y0, y1) = configs
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |a, c| {
+            (a.0.min(c.1), a.1.max(c.1))
+        });
+    let span = if y1 > y0 { y1 - y0 } else { 1.0 };
+    let mut s = format!(
+        r#"<svg class="chart" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img"><title>parallel coordinates</title><text x="{l}" y="18" class="ct">configurations across the sampled settings (darker: better {})</text>"#,
+        esc(metric)
+    );
+    // worst first, so that the best are drawn on top
+    let mut order: Vec<&(crate::search::Point, f64)> = configs.iter().collect();
+    order.sort_by(|a, b| {
+        let o = a.1.total_cmp(&b.1);
+        if maximize {
+            o
+        } else {
+            o.reverse()
+        }
+    });
+    for (point, v) in order {
+        let good = if maximize {
+            (v - y0) / span
+        } else {
+            (y1 - v) / span
+        };
+        let mut pts = Vec::new();
+        for (i, (name, d)) in space.params.iter().enumerate() {
+            if let Some(u) = point.get(name).and_then(|x| place(d, x)) {
+                pts.push(format!("{:.1},{:.1}", ax(i), ay(u)));
+            }
+        }
+        pts.push(format!("{:.1},{:.1}", ax(axes - 1), ay((v - y0) / span)));
+        let _ = write!(
+            s,
+            r##"<polyline fill="none" stroke="{}" stroke-opacity="{:.2}" stroke-width="1.5" points="{}"><title>{}: {}</title></polyline>"##,
+            PALETTE[0],
+            0.15 + 0.8 * good,
+            pts.join(" "),
+            esc(metric),
+            format_num(*v)
+        );
+    }
+    for (i, (name, d)) in space.params.iter().enumerate() {
+        let (lo, hi) = match d {
+            crate::search::Distribution::Choice { values } => (
+                values.first().map(|v| v.to_string()).unwrap_or_default(),
+                values.last().map(|v| v.to_string()).unwrap_or_default(),
+            ),
+            numeric => {
+                let (a, b2) = numeric.internal_bounds().unwrap_or((0.0, 1.0));
+                (
+                    numeric.value_at(a).to_string(),
+                    numeric.value_at(b2).to_string(),
+                )
+            }
+        };
+        let _ = write!(
+            s,
+            r##"<line x1="{x:.1}" y1="{t}" x2="{x:.1}" y2="{:.1}" stroke="#999"/><text x="{x:.1}" y="{:.1}" class="tick" text-anchor="middle">{}</text><text x="{x:.1}" y="{:.1}" class="tick" text-anchor="middle">{}</text><text x="{x:.1}" y="{:.1}" class="tick" text-anchor="middle">{}</text>"##,
+            h - b,
+            t - 6.0,
+            esc(&hi),
+            h - b + 14.0,
+            esc(&lo),
+            h - b + 30.0,
+            esc(name),
+            x = ax(i)
+        );
+    }
+    let x = ax(axes - 1);
+    let _ = write!(
+        s,
+        r##"<line x1="{x:.1}" y1="{t}" x2="{x:.1}" y2="{:.1}" stroke="#333"/><text x="{x:.1}" y="{:.1}" class="tick" text-anchor="middle">{}</text><text x="{x:.1}" y="{:.1}" class="tick" text-anchor="middle">{}</text><text x="{x:.1}" y="{:.1}" class="tick" text-anchor="middle">{}</text>"##,
+        h - b,
+        t - 6.0,
+        format_num(y1),
+        h - b + 14.0,
+        format_num(y0),
+        h - b + 30.0,
+        esc(metric)
+    );
+    s + "</svg>"
+}
+
 /// Points with error bars (mean ± std) for each value of one parameter.
 fn effect_chart(param: &str, rows: &[(String, stats::Summary)], metric: &str) -> String {
     let (w, h, l, r, t, b) = (420.0, 220.0, 60.0, 20.0, 30.0, 50.0);
@@ -418,6 +536,16 @@ async fn search_section(
             h += "<h3>The objective against each sampled setting</h3><p class=muted>One point per configuration (mean over its finished seeds).</p>";
             h += &slices;
         }
+        let configs: Vec<(crate::search::Point, f64)> = rows
+            .iter()
+            .filter_map(|r| {
+                Some((
+                    serde_json::from_str(&r.params_json).ok()?,
+                    r.mean_complete()?.0,
+                ))
+            })
+            .collect();
+        h += &parallel_chart(&space, &configs, metric, maximize);
     }
     if !ss.pruned_at.is_empty() {
         h += "<h3>Where the pruner stopped trials</h3><table><tr><th>after epoch</th><th>trials stopped</th></tr>";
