@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod cache;
 pub mod error;
+pub mod plan;
 pub mod protocol;
 pub mod query;
 pub mod report;
