@@ -869,6 +869,51 @@ fn table_of<'a>(
     }
 }
 
+/// One key of a small spec table (`[search]`, `[pruner]`): its value, and the
+/// file, line and key its errors name.
+struct Entry<'a> {
+    origin: &'a str,
+    text: &'a str,
+    key: String,
+    v: &'a toml::Value,
+}
+
+impl Entry<'_> {
+    fn err(&self, message: impl Into<String>) -> Error {
+        err_at(self.origin, self.text, &self.key, message)
+    }
+
+    fn count(&self, min: i64) -> Result<usize> {
+        match self.v {
+            toml::Value::Integer(i) if *i >= min => Ok(*i as usize),
+            v => Err(self.err(format!("must be an integer of at least {min}, got {v}"))),
+        }
+    }
+
+    fn one_of<T: Copy>(&self, options: &[(&str, T)]) -> Result<T> {
+        let found = self
+            .v
+            .as_str()
+            .and_then(|s| options.iter().find(|(name, _)| *name == s));
+        found.map(|(_, t)| *t).ok_or_else(|| {
+            let names: Vec<String> = options.iter().map(|(n, _)| format!("\"{n}\"")).collect();
+            let (last, first) = names.split_last().expect("options");
+            self.err(format!(
+                "must be {} or {last}, got {}",
+                first.join(", "),
+                self.v
+            ))
+        })
+    }
+
+    fn unknown(&self, table: &str, keys: &[&str]) -> Error {
+        self.err(format!(
+            "is not a [{table}] key; expected one of {}",
+            keys.join(", ")
+        ))
+    }
+}
+
 fn parse_search(doc: &toml::Table, origin: &str, text: &str) -> Result<SearchSettings> {
     let mut s = SearchSettings {
         method: Method::Grid,
@@ -887,56 +932,33 @@ fn parse_search(doc: &toml::Table, origin: &str, text: &str) -> Result<SearchSet
         "seed",
         "startup_trials",
         "ei_candidates",
+        "multivariate",
     ];
     for (k, v) in t {
-        let key = format!("search.{k}");
-        let count = |min: i64| match v {
-            toml::Value::Integer(i) if *i >= min => Ok(*i as usize),
-            _ => Err(err_at(
-                origin,
-                text,
-                &key,
-                format!("must be an integer of at least {min}, got {v}"),
-            )),
+        let e = Entry {
+            origin,
+            text,
+            key: format!("search.{k}"),
+            v,
         };
         match k.as_str() {
             "method" => {
-                s.method = match v.as_str() {
-                    Some("grid") => Method::Grid,
-                    Some("random") => Method::Random,
-                    Some("tpe") => Method::Tpe,
-                    _ => {
-                        return Err(err_at(
-                            origin,
-                            text,
-                            &key,
-                            format!("must be \"grid\", \"random\" or \"tpe\", got {v}"),
-                        ))
-                    }
-                }
+                s.method = e.one_of(&[
+                    ("grid", Method::Grid),
+                    ("random", Method::Random),
+                    ("tpe", Method::Tpe),
+                ])?
             }
-            "trials" => s.trials = count(1)?,
-            "seed" => s.seed = count(0)? as u64,
-            "startup_trials" => s.startup_trials = count(1)?,
-            "ei_candidates" => s.ei_candidates = count(1)?,
+            "trials" => s.trials = e.count(1)?,
+            "seed" => s.seed = e.count(0)? as u64,
+            "startup_trials" => s.startup_trials = e.count(1)?,
+            "ei_candidates" => s.ei_candidates = e.count(1)?,
             "multivariate" => {
-                s.multivariate = v.as_bool().ok_or_else(|| {
-                    err_at(
-                        origin,
-                        text,
-                        &key,
-                        format!("must be true or false, got {v}"),
-                    )
-                })?
+                s.multivariate = v
+                    .as_bool()
+                    .ok_or_else(|| e.err(format!("must be true or false, got {v}")))?
             }
-            _ => {
-                return Err(err_at(
-                    origin,
-                    text,
-                    &key,
-                    format!("is not a [search] key; expected one of {}", KEYS.join(", ")),
-                ));
-            }
+            _ => return Err(e.unknown("search", KEYS)),
         }
     }
     match s.method {
@@ -1015,43 +1037,24 @@ fn parse_pruner(doc: &toml::Table, origin: &str, text: &str) -> Result<PrunerSet
     };
     const KEYS: &[&str] = &["method", "min_epochs", "reduction_factor", "startup_trials"];
     for (k, v) in t {
-        let key = format!("pruner.{k}");
-        let count = |min: i64| match v {
-            toml::Value::Integer(i) if *i >= min => Ok(*i as usize),
-            _ => Err(err_at(
-                origin,
-                text,
-                &key,
-                format!("must be an integer of at least {min}, got {v}"),
-            )),
+        let e = Entry {
+            origin,
+            text,
+            key: format!("pruner.{k}"),
+            v,
         };
         match k.as_str() {
             "method" => {
-                s.method = match v.as_str() {
-                    Some("none") => PrunerMethod::None,
-                    Some("median") => PrunerMethod::Median,
-                    Some("asha") => PrunerMethod::Asha,
-                    _ => {
-                        return Err(err_at(
-                            origin,
-                            text,
-                            &key,
-                            format!("must be \"none\", \"median\" or \"asha\", got {v}"),
-                        ))
-                    }
-                }
+                s.method = e.one_of(&[
+                    ("none", PrunerMethod::None),
+                    ("median", PrunerMethod::Median),
+                    ("asha", PrunerMethod::Asha),
+                ])?
             }
-            "min_epochs" => s.min_epochs = count(1)?,
-            "reduction_factor" => s.reduction_factor = count(2)?,
-            "startup_trials" => s.startup_trials = count(1)?,
-            _ => {
-                return Err(err_at(
-                    origin,
-                    text,
-                    &key,
-                    format!("is not a [pruner] key; expected one of {}", KEYS.join(", ")),
-                ));
-            }
+            "min_epochs" => s.min_epochs = e.count(1)?,
+            "reduction_factor" => s.reduction_factor = e.count(2)?,
+            "startup_trials" => s.startup_trials = e.count(1)?,
+            _ => return Err(e.unknown("pruner", KEYS)),
         }
     }
     Ok(s)

@@ -187,6 +187,7 @@ fn bad_specs_name_file_line_and_key() {
         (format!("name = \"x\"\n{BASE}[search]\nmethod = \"tpe\"\ntrials = 4\n[space]\ndata.image_size = {{ int = [8, 32] }}\n"), "s.toml:8: `space.data.image_size` changes how images are decoded, so it must be a { choice = [...] }"),
         (format!("name = \"x\"\n{BASE}[search]\nmethod = \"tpe\"\ntrials = 4\n[space]\ntrain.seed = {{ int = [1, 9] }}\n"), "s.toml:8: `space.train.seed` seeds are swept with the top-level `seeds` list"),
         (format!("name = \"x\"\n{BASE}[search]\nmethod = \"tpe\"\ntrials = 4\n[space]\nmodel.dropout = [0.1, 0.2]\n"), "s.toml:8: `space.model.dropout` must be a distribution"),
+        (format!("name = \"x\"\n{BASE}[search]\nmethod = \"tpe\"\ntrials = 4\nmultivariate = \"yes\"\n"), "s.toml:7: `search.multivariate` must be true or false"),
         (format!("name = \"x\"\n{BASE}[pruner]\nmethod = \"hyperband\"\n"), "s.toml:5: `pruner.method` must be \"none\", \"median\" or \"asha\""),
         (format!("name = \"x\"\n{BASE}[pruner]\nmethod = \"asha\"\nreduction_factor = 1\n"), "s.toml:6: `pruner.reduction_factor` must be an integer of at least 2"),
     ];
