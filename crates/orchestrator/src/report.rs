@@ -27,6 +27,17 @@ const PALETTE: &[&str] = &[
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
 ];
 
+/// A horizontal grid line from `left` to `right` at `y`, labelled `value` at its left end.
+fn grid_line(s: &mut String, left: f64, right: f64, y: f64, value: f64) {
+    let _ = write!(
+        s,
+        r##"<line x1="{left}" y1="{y:.1}" x2="{right:.1}" y2="{y:.1}" class="grid"/><text x="{:.1}" y="{:.1}" class="tick" text-anchor="end">{}</text>"##,
+        left - 6.0,
+        y + 4.0,
+        format_num(value)
+    );
+}
+
 /// A line chart: series of (x, y) points, with axes and a legend.
 fn line_chart(title: &str, series: &[Series], x_label: &str, y_label: &str) -> String {
     // the legend goes below the plot, one row per series
@@ -79,15 +90,7 @@ fn line_chart(title: &str, series: &[Series], x_label: &str, y_label: &str) -> S
     );
     for i in 0..=4 {
         let v = y0 + (y1 - y0) * i as f64 / 4.0;
-        let y = sy(v);
-        let _ = write!(
-            s,
-            r##"<line x1="{l}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" class="grid"/><text x="{:.1}" y="{:.1}" class="tick" text-anchor="end">{}</text>"##,
-            w - r,
-            l - 6.0,
-            y + 4.0,
-            format_num(v)
-        );
+        grid_line(&mut s, l, w - r, sy(v), v);
     }
     let _ = write!(
         s,
@@ -175,15 +178,8 @@ fn slice_chart(param: &str, points: &[(f64, f64)], log: bool, metric: &str) -> S
         esc(metric),
         if log { " (log axis)" } else { "" }
     );
-    for (v, y) in [(y0, sy(y0)), (y1, sy(y1))] {
-        let _ = write!(
-            s,
-            r##"<line x1="{l}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" class="grid"/><text x="{:.1}" y="{:.1}" class="tick" text-anchor="end">{}</text>"##,
-            w - r,
-            l - 6.0,
-            y + 4.0,
-            format_num(v)
-        );
+    for v in [y0, y1] {
+        grid_line(&mut s, l, w - r, sy(v), v);
     }
     let _ = write!(
         s,
@@ -358,16 +354,7 @@ fn effect_chart(param: &str, rows: &[(String, stats::Summary)], metric: &str) ->
     );
     for i in 0..=3 {
         let v = y0 + (y1 - y0) * i as f64 / 3.0;
-        let _ = write!(
-            s,
-            r##"<line x1="{l}" y1="{:.1}" x2="{:.1}" y2="{:.1}" class="grid"/><text x="{:.1}" y="{:.1}" class="tick" text-anchor="end">{}</text>"##,
-            sy(v),
-            w - r,
-            sy(v),
-            l - 6.0,
-            sy(v) + 4.0,
-            format_num(v)
-        );
+        grid_line(&mut s, l, w - r, sy(v), v);
     }
     for (i, (v, st)) in rows.iter().enumerate() {
         let x = sx(i);
