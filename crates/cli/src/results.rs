@@ -838,7 +838,11 @@ fn search_lines(ss: &query::SearchStatus, objective: &str) -> String {
         let at = ss
             .pruned_at
             .iter()
-            .map(|(e, n)| format!("{n} at epoch {e}"))
+            .map(|(e, n)| match e {
+                // a configuration pruned on another seed first
+                0 => format!("{n} before they started"),
+                e => format!("{n} at epoch {e}"),
+            })
             .collect::<Vec<_>>()
             .join(", ");
         text += &format!(

@@ -155,10 +155,21 @@ fn a_search_killed_at_any_point_resumes_to_exactly_the_same_search() {
     for t in want.trials.iter().filter(|t| t.2 == "pruned") {
         let why = t.3.as_deref().unwrap_or_default();
         assert!(
-            why.starts_with("pruned by ASHA at epoch ")
+            (why.starts_with("pruned by ASHA at epoch ")
                 && why.contains("rung")
-                && why.contains("threshold"),
+                && why.contains("threshold")
+                && why.contains("compared by their mean over seed"))
+                || why.starts_with("pruned with its configuration"),
             "{why}"
+        );
+        // a configuration is pruned whole: none of its seeds completes
+        assert!(
+            want.trials
+                .iter()
+                .filter(|u| u.0 == t.0)
+                .all(|u| u.2 == "pruned"),
+            "configuration {} pruned on one seed only: {want:?}",
+            t.0
         );
     }
     // the configurations differ (TPE proposes; nothing repeats)

@@ -537,7 +537,11 @@ async fn search_section(
     if !ss.pruned_at.is_empty() {
         h += "<h3>Where the pruner stopped trials</h3><table><tr><th>after epoch</th><th>trials stopped</th></tr>";
         for (e, n) in &ss.pruned_at {
-            let _ = write!(h, "<tr><td class=n>{e}</td><td class=n>{n}</td></tr>");
+            let at = match e {
+                0 => "before starting (its configuration was pruned on another seed)".to_string(),
+                e => e.to_string(),
+            };
+            let _ = write!(h, "<tr><td class=n>{at}</td><td class=n>{n}</td></tr>");
         }
         h += "</table>";
     }

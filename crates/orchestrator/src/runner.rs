@@ -142,11 +142,11 @@ struct Running {
     epochs: usize,
     /// The worker's stdin, kept open while a pruner judges the trial.
     stdin: Option<tokio::process::ChildStdin>,
-    seed: i64,
     /// The trial's epoch limit (the pruner never judges the last epoch).
     max_epochs: usize,
-    /// The objective after each epoch so far, as losses (lower is better).
-    losses: Vec<f64>,
+    /// The trials of its configuration (one per seed), read when a pruner
+    /// first judges it.
+    configuration: Option<Vec<i64>>,
 }
 
 impl Running {
@@ -481,9 +481,9 @@ pub(crate) async fn execute(
                     if let Some(p) = pid {
                         store.set_worker_pid(c.id, session, p as i64).await?;
                     }
-                    let (epochs, seed) = serde_json::from_str::<TrialConfig>(&c.config_json)
-                        .map(|t| (t.train.epochs, t.train.seed))
-                        .unwrap_or((0, 0));
+                    let epochs = serde_json::from_str::<TrialConfig>(&c.config_json)
+                        .map(|t| t.train.epochs)
+                        .unwrap_or(0);
                     progress(Progress::Started {
                         number: c.number,
                         params,
@@ -501,9 +501,8 @@ pub(crate) async fn execute(
                                 done: false,
                                 epochs: 0,
                                 stdin,
-                                seed: seed as i64,
                                 max_epochs: epochs,
-                                losses: Vec::new(),
+                                configuration: None,
                             },
                             device,
                         ),
@@ -582,7 +581,6 @@ pub(crate) async fn execute(
                                 r.epochs = metrics.epoch;
                                 if store.record_epoch(id, session, &metrics).await? {
                                     progress(Progress::Epoch { number: r.number, epoch: metrics.epoch, epochs: 0, train_loss: metrics.train_loss, val_loss: metrics.val_loss });
-                                    r.losses.push(crate::search::driver::epoch_loss(&metrics, &manifest.objective, maximize));
                                     // A pruner judges the trial: its worker waits for the answer.
                                     if let (Some(p), true) = (&pruner, r.stdin.is_some() && metrics.epoch < r.max_epochs) {
                                         let reply = judge_epoch(store, p.as_ref(), sweep_id, id, r, &manifest.objective, maximize).await?;
@@ -745,16 +743,23 @@ async fn judge_epoch(
     pruner: &dyn crate::search::Pruner,
     sweep_id: i64,
     id: i64,
-    r: &Running,
+    r: &mut Running,
     objective: &str,
     maximize: bool,
 ) -> Result<Reply> {
-    let epoch = r.losses.len();
-    if !pruner.judges(epoch, r.max_epochs) {
-        return Ok(Reply::Continue);
+    if r.configuration.is_none() {
+        r.configuration = Some(store.configuration_trials(sweep_id, id).await?);
     }
     let d = crate::search::driver::judge(
-        store, pruner, sweep_id, id, r.seed, epoch, &r.losses, objective, maximize,
+        store,
+        pruner,
+        sweep_id,
+        id,
+        r.configuration.as_deref().unwrap_or_default(),
+        r.epochs,
+        r.max_epochs,
+        objective,
+        maximize,
     )
     .await?;
     Ok(match d {

@@ -557,3 +557,112 @@ fn the_results_folder_is_recorded_and_older_databases_fall_back() {
         s.close().await;
     });
 }
+
+/// A pruner judges a configuration, not a lone seed: on the mean over its seeds
+/// that reached the rung, against the other configurations averaged over those
+/// same seeds; and it prunes the configuration whole (its waiting seeds never
+/// start, its running ones stop at their next epoch). A grid's configurations
+/// are told apart by their swept settings.
+#[test]
+fn a_pruner_judges_and_prunes_whole_configurations_over_paired_seeds() {
+    use sweep_orchestrator::search::{asha::AshaPruner, driver::judge, Decision};
+    let dir = tempfile::tempdir().unwrap();
+    on_both("configurations", dir.path(), |db| {
+        rt().block_on(async {
+            let s = Store::open(&db).await.unwrap();
+            let id = s.upsert_sweep(&sweep("grid")).await.unwrap();
+            // three configurations (dropout) × seeds 1, 2, numbered seed-major
+            let configs = [("a", 0.0), ("b", 0.5), ("c", 0.2)];
+            let mut trials = Vec::new();
+            for seed in [1, 2] {
+                for (name, dropout) in configs {
+                    let mut t = trial(&format!("{name}{seed}"));
+                    t.seed = seed;
+                    t.params = vec![
+                        ("model.dropout".into(), "float".into(), format!("{dropout:?}"), Some(dropout), true),
+                        ("train.seed".into(), "int".into(), seed.to_string(), Some(seed as f64), false),
+                    ];
+                    trials.push(t);
+                }
+            }
+            assert_eq!(s.add_trials(id, &trials).await.unwrap(), 6);
+            let session = s.start_session(id, 1, "h").await.unwrap();
+            let mut ids = std::collections::BTreeMap::new();
+            for _ in 0..5 {
+                let c = s.claim_next(id, session, "cpu").await.unwrap().unwrap();
+                ids.insert(c.number, c.id);
+            }
+            let (a1, b1, c1, a2, b2) = (ids[&1], ids[&2], ids[&3], ids[&4], ids[&5]);
+            let epoch = |trial: i64, e: usize, f1: f64| {
+                let s = &s;
+                async move {
+                    let mut m = metrics();
+                    m.epoch = e;
+                    m.val_macro_f1 = f1;
+                    assert!(s.record_epoch(trial, session, &m).await.unwrap());
+                }
+            };
+            for (t, f1) in [(a1, 0.5), (b1, 0.3), (c1, 0.4), (a2, 0.1), (b2, 0.6)] {
+                epoch(t, 1, f1 / 2.0).await;
+                epoch(t, 2, f1).await;
+            }
+            let c_trials = s.configuration_trials(id, c1).await.unwrap();
+            assert_eq!(c_trials.len(), 2, "c on seeds 1 and 2: {c_trials:?}");
+            assert!(c_trials.contains(&c1));
+            let asha = AshaPruner {
+                min_epochs: 2,
+                reduction_factor: 2,
+            };
+            let j = |trial: i64, conf: Vec<i64>, e: usize| {
+                let (s, asha) = (&s, &asha);
+                async move {
+                    judge(s, asha, id, trial, &conf, e, 10, "val.macro_f1", true)
+                        .await
+                        .unwrap()
+                }
+            };
+            // c has reached epoch 2 on seed 1 only: against a and b on seed 1
+            // (0.5, 0.3) its 0.4 is not the best one of three
+            let Decision::Prune(why) = j(c1, c_trials.clone(), 2).await else {
+                panic!("c is not the best of three on seed 1")
+            };
+            assert!(why.contains("top 1 of 3 configurations"), "{why}");
+            assert!(why.ends_with("compared by their mean over seed 1"), "{why}");
+            // its seed 2 had not started: it never will
+            let (state, epoch_at, detail): (String, Option<i64>, Option<String>) =
+                sqlx::query_as("SELECT state, stop_epoch, stop_detail FROM trials WHERE number = 6")
+                    .fetch_one(s.pool())
+                    .await
+                    .unwrap();
+            assert_eq!((state.as_str(), epoch_at), ("pruned", Some(0)));
+            assert!(detail.unwrap().contains("its seed 1 was pruned at epoch 2"));
+            // b, judged on seeds 1 and 2: mean 0.45 against a's 0.3 (c has
+            // nothing on seed 2 and is left out) goes on; a does not, though its
+            // seed 1 alone (0.5) would have been the best
+            let a_trials = s.configuration_trials(id, a2).await.unwrap();
+            let b_trials = s.configuration_trials(id, b2).await.unwrap();
+            assert_eq!(j(b2, b_trials, 2).await, Decision::Continue);
+            let Decision::Prune(why) = j(a2, a_trials.clone(), 2).await else {
+                panic!("a's mean over seeds 1 and 2 is the worse one")
+            };
+            assert!(why.contains("top 1 of 2 configurations"), "{why}");
+            assert!(why.contains("mean over seeds 1, 2"), "{why}");
+            // once a's seed 2 is recorded as pruned, a's seed 1 stops at its next
+            // epoch, whether or not the rule looks at that epoch
+            let mut f = pruned();
+            f.stop_reason = "pruned".into();
+            f.stop_epoch = Some(2);
+            f.stop_detail = Some(why);
+            assert!(s.finish(a2, session, &f).await.unwrap());
+            epoch(a1, 3, 0.55).await;
+            let Decision::Prune(why) = j(a1, a_trials, 3).await else {
+                panic!("a's seed 1 goes on after a was pruned")
+            };
+            assert_eq!(
+                why,
+                "pruned with its configuration: trial 4 (seed 2) of the same configuration was pruned at epoch 2"
+            );
+            s.close().await;
+        })
+    });
+}

@@ -2,8 +2,8 @@
 //! `SuccessiveHalvingPruner` does it: rungs at epochs `min_epochs·r^k`
 //! (r = `reduction_factor`, below the trial's last epoch); at a rung, a trial
 //! goes on only if its value is among the top ⌊n/r⌋ (at least the best one) of
-//! the n trials of the same seed that have reached that rung so far, itself
-//! included. Nobody waits for a rung to fill: early trials are promoted
+//! the n configurations that have reached that rung so far on the same seeds,
+//! itself included (see [`super::driver::judge`]). Nobody waits for a rung to fill: early trials are promoted
 //! easily, later ones must beat more.
 
 use super::{shown, Decision, Peer, Pruner};
@@ -55,7 +55,7 @@ impl Pruner for AshaPruner {
             Decision::Continue
         } else {
             Decision::Prune(format!(
-                "pruned by ASHA at epoch {epoch} (rung {rung}): {metric} {} is not in the top {keep} of {} trials of the same seed at this rung (threshold {})",
+                "pruned by ASHA at epoch {epoch} (rung {rung}): {metric} {} is not in the top {keep} of {} configurations at this rung (threshold {})",
                 shown(mine, metric),
                 all.len(),
                 shown(threshold, metric)

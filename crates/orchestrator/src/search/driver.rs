@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use sweep_train::{EpochMetrics, TrialConfig};
+use sweep_train::TrialConfig;
 
 use super::{proposal_rng, Decision, Observation, Peer, Point, Pruner, SearchSettings, Space};
 use crate::error::{Error, Result};
@@ -166,45 +166,100 @@ pub async fn propose_next(
     ))
 }
 
-/// The objective's value in one epoch's metrics, as a loss (lower is better).
-pub fn epoch_loss(m: &EpochMetrics, objective: &str, maximize: bool) -> f64 {
-    let v = match objective {
-        "val.macro_f1" => m.val_macro_f1,
-        "val.accuracy" => m.val_accuracy,
-        "val.balanced_accuracy" => m.val_balanced_accuracy,
-        "train.loss" => m.train_loss,
-        _ => m.val_loss,
-    };
-    if maximize {
-        -v
-    } else {
-        v
-    }
-}
-
-/// The pruner's decision for a trial after `epoch`, from its peers of the same
-/// seed in the store. `own` holds the trial's losses for epochs 1..=epoch.
+/// The pruner's decision for a trial after `epoch`, made for its whole
+/// configuration. `configuration` holds the ids of the configuration's trials
+/// (one per seed, this one included; [`Store::configuration_trials`]).
+///
+/// - A configuration is pruned as a whole: once one of its trials has been
+///   pruned, its other trials stop at their next epoch and those not started
+///   never start (a configuration with a pruned seed has lost, so the rest of
+///   its epochs would be spent for nothing).
+/// - At an epoch the rule looks at, the configuration is judged on the mean
+///   over its seeds that have reached that epoch (S), against every other
+///   configuration that has reached it on all of S, averaged over the same S:
+///   seeds stay paired (each draws its own validation split), and a
+///   configuration is judged on more seeds as more of them get there.
 #[allow(clippy::too_many_arguments)]
 pub async fn judge(
     store: &Store,
     pruner: &dyn Pruner,
     sweep_id: i64,
     trial_id: i64,
-    seed: i64,
+    configuration: &[i64],
     epoch: usize,
-    own: &[f64],
+    epochs: usize,
     objective: &str,
     maximize: bool,
 ) -> Result<Decision> {
+    let others: Vec<i64> = configuration
+        .iter()
+        .copied()
+        .filter(|id| *id != trial_id)
+        .collect();
+    if let Some((number, seed, at, _)) = store.pruned_among(&others).await? {
+        return Ok(Decision::Prune(format!(
+            "pruned with its configuration: trial {number} (seed {seed}) of the same configuration was pruned at epoch {at}"
+        )));
+    }
+    if !pruner.judges(epoch, epochs) {
+        return Ok(Decision::Continue);
+    }
     let (split, name) = objective.split_once('.').unwrap_or(("val", "loss"));
-    let peers: Vec<Peer> = store
-        .peer_values(sweep_id, trial_id, seed, epoch as i64, split, name)
+    let as_loss = |v: f64| if maximize { -v } else { v };
+    // this configuration's seeds that reached `epoch`, and their mean per epoch
+    let mine = store
+        .values_through(configuration, epoch as i64, split, name)
+        .await?;
+    if !mine.iter().any(|(id, _, _)| *id == trial_id) {
+        return Ok(Decision::Continue);
+    }
+    let seeds: Vec<i64> = mine.iter().map(|(_, s, _)| *s).collect();
+    let own_seed = mine
+        .iter()
+        .find(|(id, _, _)| *id == trial_id)
+        .map_or(0, |(_, s, _)| *s);
+    let own: Vec<f64> = (0..epoch)
+        .map(|e| as_loss(mine.iter().map(|(_, _, v)| v[e]).sum::<f64>() / mine.len() as f64))
+        .collect();
+    // every other configuration's mean over the same seeds at `epoch`
+    let mut by_config: BTreeMap<String, BTreeMap<i64, (bool, f64)>> = BTreeMap::new();
+    for v in store
+        .rung_values(sweep_id, epoch as i64, split, name)
         .await?
-        .into_iter()
-        .map(|(finished, v)| Peer {
-            loss: if maximize { -v } else { v },
-            finished,
+    {
+        if !configuration.contains(&v.trial) {
+            by_config
+                .entry(v.configuration)
+                .or_default()
+                .insert(v.seed, (v.finished, v.value));
+        }
+    }
+    let peers: Vec<Peer> = by_config
+        .values()
+        .filter(|vals| seeds.iter().all(|s| vals.contains_key(s)))
+        .map(|vals| Peer {
+            loss: as_loss(seeds.iter().map(|s| vals[s].1).sum::<f64>() / seeds.len() as f64),
+            finished: seeds.iter().all(|s| vals[s].0),
         })
         .collect();
-    Ok(pruner.decide(epoch, own, &peers, objective))
+    let decision = pruner.decide(epoch, &own, &peers, objective);
+    if let Decision::Prune(rule) = &decision {
+        let listed = seeds
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let rule = format!(
+            "{rule}; configurations compared by their mean over seed{} {listed}",
+            if seeds.len() == 1 { "" } else { "s" }
+        );
+        store
+            .prune_waiting(
+                &others,
+                &format!("pruned with its configuration before it started: its seed {own_seed} was pruned at epoch {epoch}"),
+            )
+            .await?;
+        return Ok(Decision::Prune(rule));
+    }
+    Ok(decision)
 }

@@ -1,7 +1,8 @@
 //! The median rule (Optuna's `MedianPruner`): after `min_epochs`, a trial
 //! whose best value so far is worse than the median of its finished peers'
-//! values at the same epoch is stopped. Peers are trials of the same seed; the
-//! rule waits for `startup_trials` of them to have finished.
+//! values at the same epoch is stopped. Peers are the other configurations on
+//! the same seeds (see [`super::driver::judge`]); the rule waits for
+//! `startup_trials` of them to have finished.
 
 use super::{shown, Decision, Peer, Pruner};
 
@@ -34,7 +35,7 @@ impl Pruner for MedianPruner {
         let best = own.iter().copied().fold(f64::INFINITY, f64::min);
         if best > median || best.is_nan() {
             Decision::Prune(format!(
-                "pruned by the median rule at epoch {epoch}: best {metric} so far {} is worse than the median {} of {n} finished trials of the same seed at this epoch",
+                "pruned by the median rule at epoch {epoch}: best {metric} so far {} is worse than the median {} of {n} finished configurations at this epoch",
                 shown(best, metric),
                 shown(median, metric)
             ))

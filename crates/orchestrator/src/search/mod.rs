@@ -4,13 +4,14 @@
 //!   configurations so far (random, TPE). The grid needs no history: its
 //!   configurations are all recorded when the sweep starts ([`crate::spec`]).
 //! - [`Pruner`]: "should this trial go on after epoch k?", answered from the
-//!   values its peers of the same seed had at that epoch (median, ASHA).
+//!   values the other configurations had at that epoch (median, ASHA).
 //!
 //! The scheduler asks and never knows which strategy answers; strategies never
 //! see the store, a process or a tensor. Seeds are paired, not pooled: a
 //! sampler sees each configuration's mean over its finished seeds, a pruner
-//! compares a trial only with trials of the same seed (each seed draws its own
-//! validation split).
+//! judges a configuration on the mean over its seeds that reached the epoch,
+//! against other configurations averaged over the same seeds (each seed draws
+//! its own validation split), and prunes a configuration as a whole.
 
 pub mod asha;
 pub mod bench;
@@ -72,7 +73,7 @@ pub struct PrunerSettings {
     pub min_epochs: usize,
     /// ASHA keeps the top 1/`reduction_factor` at each rung.
     pub reduction_factor: usize,
-    /// The median rule waits for this many finished trials of the same seed.
+    /// The median rule waits for this many finished configurations.
     pub startup_trials: usize,
 }
 
@@ -137,7 +138,7 @@ pub fn proposal_rng(seed: u64, n: usize) -> Rng {
     )
 }
 
-/// Another trial of the same seed at the epoch being judged.
+/// Another configuration at the epoch being judged, averaged over the same seeds.
 #[derive(Clone, Copy, Debug)]
 pub struct Peer {
     /// Its objective at this epoch, as a loss (lower is better).
@@ -160,8 +161,9 @@ pub trait Pruner: Send + Sync {
     /// Whether the rule looks at epoch `epoch` of a trial of `epochs` at all (the
     /// scheduler reads peers only then). Never the last epoch.
     fn judges(&self, epoch: usize, epochs: usize) -> bool;
-    /// The decision after `epoch`, from this trial's own objective values so far
-    /// (`own[i]` = epoch i+1, as losses) and its peers' values at `epoch`.
+    /// The decision after `epoch`, from the configuration's objective values so
+    /// far (`own[i]` = epoch i+1, as losses, averaged over its seeds that reached
+    /// `epoch`) and its peers' values at `epoch`.
     /// `metric` names the objective in the reason.
     fn decide(&self, epoch: usize, own: &[f64], peers: &[Peer], metric: &str) -> Decision;
 }

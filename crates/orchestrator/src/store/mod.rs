@@ -20,7 +20,7 @@ use sweep_train::{EpochMetrics, Report};
 use crate::error::{Error, Result};
 
 mod search;
-pub use search::{ProposalRow, Recorded};
+pub use search::{ProposalRow, Recorded, RungValue};
 
 /// The SQLite migrations in `migrations/`, embedded at build time (build.rs re-runs
 /// when the folder changes; a test checks that every file there is listed here).

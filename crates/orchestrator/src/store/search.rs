@@ -35,6 +35,27 @@ impl ProposalRow {
     }
 }
 
+/// One trial's value at a pruner's epoch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RungValue {
+    pub trial: i64,
+    /// Identifies the trial's configuration among the sweep's (its proposal,
+    /// or a grid's swept settings).
+    pub configuration: String,
+    pub seed: i64,
+    /// It has finished (complete).
+    pub finished: bool,
+    pub value: f64,
+}
+
+/// Trial ids for an `IN (...)` list (integers: nothing to quote).
+fn id_list(ids: &[i64]) -> String {
+    ids.iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// What recording a proposal did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Recorded {
@@ -209,41 +230,179 @@ impl Store {
         Ok(Recorded::Added(added))
     }
 
-    /// The value of epoch metric `split.name` at `epoch` of every other trial of
-    /// the sweep with this seed that reached it (running, complete or pruned),
-    /// with whether that trial has finished (complete).
-    pub async fn peer_values(
+    /// The trials of the same configuration as `trial_id`, itself included, by
+    /// id: the same proposal in a search, the same swept settings in a grid
+    /// (its trials differ only in their seed).
+    pub async fn configuration_trials(&self, sweep_id: i64, trial_id: i64) -> Result<Vec<i64>> {
+        let (proposal,): (Option<i64>,) =
+            sqlx::query_as("SELECT proposal FROM trials WHERE id = $1 AND sweep_id = $2")
+                .bind(trial_id)
+                .bind(sweep_id)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(sql_err("reading a trial's proposal"))?;
+        let rows: Vec<(i64,)> = match proposal {
+            Some(p) => sqlx::query_as(
+                "SELECT id FROM trials WHERE sweep_id = $1 AND proposal = $2 ORDER BY id",
+            )
+            .bind(sweep_id)
+            .bind(p)
+            .fetch_all(&self.pool)
+            .await,
+            // every trial of a sweep has the same setting names; a sibling has
+            // no swept setting that differs
+            None => sqlx::query_as(
+                "SELECT t.id FROM trials t WHERE t.sweep_id = $1 AND t.proposal IS NULL AND NOT EXISTS (\
+                 SELECT 1 FROM trial_params a JOIN trial_params b ON b.trial_id = t.id AND b.name = a.name \
+                 WHERE a.trial_id = $2 AND a.swept = 1 AND b.value_text <> a.value_text) ORDER BY t.id",
+            )
+            .bind(sweep_id)
+            .bind(trial_id)
+            .fetch_all(&self.pool)
+            .await,
+        }
+        .map_err(sql_err("reading a configuration's trials"))?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    /// The first of `trials` that the pruner stopped, as (number, seed, epoch,
+    /// the rule's words).
+    pub async fn pruned_among(&self, trials: &[i64]) -> Result<Option<(i64, i64, i64, String)>> {
+        if trials.is_empty() {
+            return Ok(None);
+        }
+        let sql = format!(
+            "SELECT number, seed, stop_epoch, stop_detail FROM trials WHERE id IN ({}) AND state = 'pruned' AND stop_reason = 'pruned' ORDER BY finished_at, id LIMIT 1",
+            id_list(trials)
+        );
+        let row: Option<(i64, i64, Option<i64>, Option<String>)> = sqlx::query_as(&sql)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(sql_err("reading pruned trials"))?;
+        Ok(row.map(|(n, s, e, d)| (n, s, e.unwrap_or(0), d.unwrap_or_default())))
+    }
+
+    /// `waiting → pruned` for those of `trials` that have not started: their
+    /// configuration was pruned on another seed. Returns how many.
+    pub async fn prune_waiting(&self, trials: &[i64], detail: &str) -> Result<u64> {
+        if trials.is_empty() {
+            return Ok(0);
+        }
+        let sql = format!(
+            "UPDATE trials SET state = 'pruned', stop_reason = 'pruned', stop_epoch = 0, stop_detail = $1, finished_at = $2 WHERE id IN ({}) AND state = 'waiting'",
+            id_list(trials)
+        );
+        let r = sqlx::query(&sql)
+            .bind(detail)
+            .bind(now())
+            .execute(&self.pool)
+            .await
+            .map_err(sql_err("pruning waiting trials"))?;
+        Ok(r.rows_affected())
+    }
+
+    /// The values of epoch metric `split.name` at epochs 1..=`epoch` of `trials`,
+    /// as (trial, seed, values in epoch order); a trial appears only when it has
+    /// reached `epoch`.
+    pub async fn values_through(
         &self,
-        sweep_id: i64,
-        trial_id: i64,
-        seed: i64,
+        trials: &[i64],
         epoch: i64,
         split: &str,
         name: &str,
-    ) -> Result<Vec<(bool, f64)>> {
+    ) -> Result<Vec<(i64, i64, Vec<f64>)>> {
+        if trials.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT t.id, t.seed, m.epoch, m.value, m.value_kind FROM trials t \
+             JOIN epoch_metrics m ON m.trial_id = t.id AND m.split = $1 AND m.name = $2 AND m.epoch <= $3 \
+             WHERE t.id IN ({}) AND t.state IN ('running', 'complete', 'pruned') ORDER BY t.id, m.epoch",
+            id_list(trials)
+        );
+        let rows = sqlx::query(&sql)
+            .bind(split)
+            .bind(name)
+            .bind(epoch)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql_err("reading a configuration's values"))?;
+        let mut out: Vec<(i64, i64, Vec<f64>)> = Vec::new();
+        for r in rows {
+            let (id, seed): (i64, i64) = (r.get(0), r.get(1));
+            let v = from_value_kind(r.get(3), &r.get::<String, _>(4));
+            match out.last_mut() {
+                Some(last) if last.0 == id => last.2.push(v),
+                _ => out.push((id, seed, vec![v])),
+            }
+        }
+        out.retain(|(_, _, v)| v.len() as i64 == epoch);
+        Ok(out)
+    }
+
+    /// The value of epoch metric `split.name` at `epoch` of every trial of the
+    /// sweep that reached it (running, complete or pruned), with its
+    /// configuration, its seed and whether it has finished (complete).
+    pub async fn rung_values(
+        &self,
+        sweep_id: i64,
+        epoch: i64,
+        split: &str,
+        name: &str,
+    ) -> Result<Vec<RungValue>> {
         let rows = sqlx::query(
-            "SELECT t.state, m.value, m.value_kind FROM trials t \
+            "SELECT t.id, t.proposal, t.seed, t.state, m.value, m.value_kind FROM trials t \
              JOIN epoch_metrics m ON m.trial_id = t.id AND m.epoch = $1 AND m.split = $2 AND m.name = $3 \
-             WHERE t.sweep_id = $4 AND t.seed = $5 AND t.id <> $6 AND t.state IN ('running', 'complete', 'pruned')",
+             WHERE t.sweep_id = $4 AND t.state IN ('running', 'complete', 'pruned')",
         )
         .bind(epoch)
         .bind(split)
         .bind(name)
         .bind(sweep_id)
-        .bind(seed)
-        .bind(trial_id)
         .fetch_all(&self.pool)
         .await
-        .map_err(sql_err("reading peers' values"))?;
-        Ok(rows
+        .map_err(sql_err("reading values at a rung"))?;
+        let mut out: Vec<RungValue> = rows
             .into_iter()
             .map(|r| {
-                let state: String = r.get("state");
-                let v: Option<f64> = r.get("value");
-                let kind: String = r.get("value_kind");
-                (state == "complete", from_value_kind(v, &kind))
+                let proposal: Option<i64> = r.get(1);
+                let state: String = r.get(3);
+                RungValue {
+                    trial: r.get(0),
+                    configuration: proposal
+                        .map(|p| format!("proposal {p}"))
+                        .unwrap_or_default(),
+                    seed: r.get(2),
+                    finished: state == "complete",
+                    value: from_value_kind(r.get(4), &r.get::<String, _>(5)),
+                }
             })
-            .collect())
+            .collect();
+        if out.iter().any(|v| v.configuration.is_empty()) {
+            // a grid's configurations: their swept settings
+            let params: Vec<(i64, String, String)> = sqlx::query_as(
+                "SELECT p.trial_id, p.name, p.value_text FROM trial_params p \
+                 JOIN trials t ON t.id = p.trial_id AND t.sweep_id = $1 AND t.proposal IS NULL \
+                 JOIN epoch_metrics m ON m.trial_id = p.trial_id AND m.epoch = $2 AND m.split = $3 AND m.name = $4 \
+                 WHERE p.swept = 1 ORDER BY p.trial_id, p.name",
+            )
+            .bind(sweep_id)
+            .bind(epoch)
+            .bind(split)
+            .bind(name)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql_err("reading swept settings"))?;
+            let mut keys: std::collections::HashMap<i64, String> = Default::default();
+            for (id, k, v) in params {
+                let key = keys.entry(id).or_default();
+                key.push_str(&format!("{k}={v};"));
+            }
+            for v in out.iter_mut().filter(|v| v.configuration.is_empty()) {
+                v.configuration = keys.remove(&v.trial).unwrap_or_else(|| "grid".into());
+            }
+        }
+        Ok(out)
     }
 
     /// Pruned trials by the epoch they were stopped at (ASHA's rungs), for
