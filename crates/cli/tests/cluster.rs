@@ -728,22 +728,25 @@ histogram_every = 0
     configs.sort();
     configs.dedup();
     assert_eq!(configs.len(), 8, "no configuration proposed twice");
-    let trials: Vec<(i64, i64, String, i64)> = query(
+    let trials: Vec<(i64, i64, String, i64, Option<i64>)> = query(
         &url,
-        "SELECT proposal, seed, state, attempts FROM trials ORDER BY proposal, seed",
+        "SELECT proposal, seed, state, attempts, stop_epoch FROM trials ORDER BY proposal, seed",
     );
     assert_eq!(trials.len(), 16, "{trials:?}");
-    for (p, seed, state, attempts) in &trials {
+    for (p, seed, state, attempts, stop) in &trials {
+        // each ran once, or never: pruned with its configuration before it started
         assert!(
-            (state == "complete" || state == "pruned") && *attempts == 1,
-            "proposal {p} seed {seed}: {state}, {attempts} attempts"
+            ((state == "complete" || state == "pruned") && *attempts == 1)
+                || (state == "pruned" && *attempts == 0 && *stop == Some(0)),
+            "proposal {p} seed {seed}: {state}, {attempts} attempts, stopped at {stop:?}"
         );
     }
+    let ran = trials.iter().filter(|t| t.3 == 1).count();
     let ended: Vec<(i64, i64)> = query(
         &url,
         "SELECT trial_id, COUNT(*) FROM trial_attempts WHERE ended_at IS NOT NULL GROUP BY trial_id",
     );
-    assert_eq!(ended.len(), 16);
+    assert_eq!(ended.len(), ran);
     assert!(ended.iter().all(|(_, n)| *n == 1), "{ended:?}");
     let (sessions,): (i64,) = query(
         &url,
