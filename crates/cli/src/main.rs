@@ -146,6 +146,10 @@ enum Command {
         /// default place of the database (DIR/sweep.db) when --db is not given.
         #[arg(long)]
         results: Option<PathBuf>,
+        /// Configurations shown in the leaderboard and the stopping chart before
+        /// the rest is folded away.
+        #[arg(long, default_value_t = 20)]
+        top: usize,
         #[command(flatten)]
         out: results::Output,
     },
@@ -202,6 +206,17 @@ enum Command {
         params: usize,
         #[arg(long, default_value_t = 20)]
         repeats: usize,
+    },
+    /// Write a generated, finished study of N trials into a new database (used
+    /// by scripts/bench-report to measure the report at scale).
+    #[command(hide = true)]
+    GenerateStudy {
+        /// A database file to create (must not exist).
+        db: PathBuf,
+        #[arg(long, default_value_t = 1000)]
+        trials: usize,
+        #[arg(long, default_value = "big")]
+        name: String,
     },
     /// Measure the data path: batches with and without augmentation.
     #[command(hide = true)]
@@ -295,6 +310,19 @@ fn bench_store(db: String, trials: usize, epochs: usize) -> Result<()> {
         "RESULT {}",
         serde_json::json!({ "epoch_rows_per_s": rate, "trials": trials, "epochs": epochs })
     );
+    Ok(())
+}
+
+fn generate_study(db: &std::path::Path, trials: usize, name: &str) -> Result<()> {
+    anyhow::ensure!(!db.exists(), "{} exists; give a new file", db.display());
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(sweep_orchestrator::bench::generate_study(
+            &sweep_orchestrator::store::DbLocation::Sqlite(db.to_path_buf()),
+            name,
+            trials,
+        ))?;
     Ok(())
 }
 
@@ -437,8 +465,9 @@ fn main() -> ExitCode {
         Command::Report {
             sweep,
             results: dir,
+            top,
             out,
-        } => results::report_cmd(&sweep, dir.as_deref(), &out),
+        } => results::report_cmd(&sweep, dir.as_deref(), top, &out),
         Command::Eval {
             sweep,
             trial,
@@ -470,6 +499,7 @@ fn main() -> ExitCode {
             repeats,
         } => bench_search(&what, &method, trials, seeds, history, params, repeats),
         Command::BenchStore { db, trials, epochs } => bench_store(db, trials, epochs),
+        Command::GenerateStudy { db, trials, name } => generate_study(&db, trials, &name),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

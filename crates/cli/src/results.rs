@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
+use sweep_orchestrator::leaderboard;
 use sweep_orchestrator::query::{self, format_num, Cell, Table};
 use sweep_orchestrator::stats;
 use sweep_orchestrator::store::DbLocation;
@@ -263,16 +264,6 @@ pub fn ls(out: &Output) -> Result<()> {
     })
 }
 
-fn parse_pairs(s: &str, what: &str) -> Result<Vec<(String, String)>> {
-    s.split(',')
-        .filter(|p| !p.trim().is_empty())
-        .map(|p| match p.split_once('=') {
-            Some((k, v)) => Ok((k.trim().to_string(), v.trim().to_string())),
-            None => bail!("{what} `{p}` is not PARAM=VALUE"),
-        })
-        .collect()
-}
-
 pub struct CompareArgs {
     pub sweep: String,
     pub rows: Option<String>,
@@ -356,16 +347,25 @@ pub fn compare(a: CompareArgs, out: &Output) -> Result<()> {
                 .unwrap_or_default(),
             r => r,
         };
-        let baseline = parse_pairs(a.baseline.as_deref().unwrap_or(""), "--baseline")?;
+        let baseline = sweep_orchestrator::select::parse_conditions(
+            a.baseline.as_deref().unwrap_or(""),
+            "--baseline",
+        )?;
         // grouping on chosen parameters: sampled (continuous) ones in quantile bins;
         // the ranked list of whole configurations keeps exact values
         let grouped = if a.rows.is_some() || !cols.is_empty() {
-            let keys: Vec<String> = rows.iter().chain(&cols).cloned().collect();
+            // (a setting the baseline names keeps its exact values, to match them)
+            let keys: Vec<String> = rows
+                .iter()
+                .chain(&cols)
+                .filter(|k| !baseline.iter().any(|c| &c.param == *k))
+                .cloned()
+                .collect();
             query::bin_continuous(&trials, &keys, 4)
         } else {
             trials.clone()
         };
-        let mut cells = query::compare(&grouped, &rows, &cols, &metric, &baseline)?;
+        let cells = query::compare(&grouped, &rows, &cols, &metric, &baseline)?;
         let note = query::excluded(&trials, &metric);
         // the sweep's direction for its objective; other metrics: losses and times down, the rest up
         let maximize = if metric == info.objective {
@@ -374,22 +374,24 @@ pub fn compare(a: CompareArgs, out: &Output) -> Result<()> {
             !(metric.ends_with("loss") || metric == "train_seconds")
         };
         let t = if cols.is_empty() {
-            // a ranked list
-            cells.sort_by(|x, y| {
-                let o = x.summary.mean.total_cmp(&y.summary.mean);
-                if maximize {
-                    o.reverse()
-                } else {
-                    o
-                }
-            });
-            let mut headers = vec![
-                "rank".to_string(),
-                "configuration".into(),
-                "mean".into(),
-                "std".into(),
-                "n".into(),
-            ];
+            // a ranked list: one column per setting that differs, tested against the best
+            let only_rows: Vec<query::TrialRow> = grouped
+                .iter()
+                .map(|t| {
+                    let mut t = t.clone();
+                    t.params.retain(|k, _| rows.contains(k));
+                    t
+                })
+                .collect();
+            let board = leaderboard::leaderboard(&only_rows, &metric, maximize);
+            let people = matches!(out.format, Format::Table | Format::Markdown);
+            let mut headers = vec!["rank".to_string()];
+            if people {
+                headers.extend(leaderboard::short_names(&board.params));
+            } else {
+                headers.extend(board.params.iter().cloned());
+            }
+            headers.extend(["mean".into(), "std".into(), "n".into()]);
             if a.ci {
                 headers.extend([
                     "min".into(),
@@ -398,37 +400,81 @@ pub fn compare(a: CompareArgs, out: &Output) -> Result<()> {
                     "ci95_high".into(),
                 ]);
             }
+            let any_left_out = board.entries.iter().any(|e| e.left_out > 0);
+            if any_left_out {
+                headers.push("left_out".into());
+            }
+            headers.push(if people {
+                format!("vs best ({})", leaderboard::CORRECTION)
+            } else {
+                format!("p_vs_best_{}", leaderboard::CORRECTION.to_lowercase())
+            });
             if !baseline.is_empty() {
                 headers.extend(["delta".into(), "p_value".into()]);
             }
-            let rows = cells
+            let body = board
+                .entries
                 .iter()
                 .enumerate()
-                .map(|(i, c)| {
-                    let mut r = vec![
-                        Cell::Int(i as i64 + 1),
-                        Cell::Text(c.row.clone()),
-                        Cell::Num(c.summary.mean),
-                        Cell::Num(c.summary.std),
-                        Cell::Int(c.summary.n as i64),
-                    ];
+                .map(|(i, e)| {
+                    let mut r = vec![Cell::Int(i as i64 + 1)];
+                    for p in &board.params {
+                        let v = e.settings.get(p).cloned().unwrap_or_default();
+                        r.push(Cell::Text(if people {
+                            leaderboard::short_value(&v)
+                        } else {
+                            v
+                        }));
+                    }
+                    r.extend([
+                        Cell::Num(e.summary.mean),
+                        Cell::Num(e.summary.std),
+                        Cell::Int(e.summary.n as i64),
+                    ]);
                     if a.ci {
-                        let h = stats::ci95_half_width(&c.summary);
+                        let h = stats::ci95_half_width(&e.summary);
                         r.extend([
-                            Cell::Num(c.summary.min),
-                            Cell::Num(c.summary.max),
-                            Cell::Num(c.summary.mean - h),
-                            Cell::Num(c.summary.mean + h),
+                            Cell::Num(e.summary.min),
+                            Cell::Num(e.summary.max),
+                            Cell::Num(e.summary.mean - h),
+                            Cell::Num(e.summary.mean + h),
                         ]);
                     }
+                    if any_left_out {
+                        r.push(Cell::Int(e.left_out as i64));
+                    }
+                    r.push(if people {
+                        Cell::Text(e.verdict(i))
+                    } else {
+                        e.p_adjusted.map(Cell::Num).unwrap_or(Cell::Null)
+                    });
                     if !baseline.is_empty() {
-                        r.push(c.delta.map(Cell::Num).unwrap_or(Cell::Null));
-                        r.push(c.p_value.map(Cell::Num).unwrap_or(Cell::Null));
+                        // the same configuration in compare's cells (grouped by the same rows)
+                        let key = rows
+                            .iter()
+                            .map(|p| {
+                                format!(
+                                    "{p}={}",
+                                    e.settings.get(p).map(String::as_str).unwrap_or("-")
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                            .join(", ");
+                        let c = cells.iter().find(|c| c.row == key);
+                        r.push(c.and_then(|c| c.delta).map(Cell::Num).unwrap_or(Cell::Null));
+                        r.push(
+                            c.and_then(|c| c.p_value)
+                                .map(Cell::Num)
+                                .unwrap_or(Cell::Null),
+                        );
                     }
                     r
                 })
                 .collect();
-            Table { headers, rows }
+            Table {
+                headers,
+                rows: body,
+            }
         } else {
             // a grid: rows × columns, "mean ± std (n)" per cell
             let mut col_keys: Vec<String> = cells.iter().map(|c| c.col.clone()).collect();
@@ -542,17 +588,18 @@ pub fn trials(a: TrialsArgs, out: &Output) -> Result<()> {
         }
         let swept = swept_all;
         for f in &a.filters {
-            for (p, v) in parse_pairs(f, "--where")? {
-                if p == "seed" {
-                    rows.retain(|t| t.seed.to_string() == v);
+            for c in sweep_orchestrator::select::parse_conditions(f, "--where")? {
+                if c.param == "seed" {
+                    rows.retain(|t| c.matches(&t.seed.to_string()));
                     continue;
                 }
                 anyhow::ensure!(
-                    swept.contains(&p),
-                    "--where {p}: not a swept parameter; swept: seed, {}",
+                    swept.contains(&c.param),
+                    "--where {}: not a swept parameter; swept: seed, {}",
+                    c.param,
                     swept.join(", ")
                 );
-                rows.retain(|t| t.params.get(&p) == Some(&v));
+                rows.retain(|t| t.params.get(&c.param).is_some_and(|v| c.matches(v)));
             }
         }
         let sort = a.sort.clone().unwrap_or(info.objective.clone());
@@ -888,10 +935,15 @@ fn files_section(info: &query::SweepInfo, t: &query::TrialRow) -> String {
 }
 
 /// Writes the sweep's self-contained HTML report; returns its path.
-pub fn report(sweep: &str, db: &DbLocation, path: &std::path::Path) -> Result<()> {
+pub fn report(
+    sweep: &str,
+    db: &DbLocation,
+    path: &std::path::Path,
+    opts: &sweep_orchestrator::report::Options,
+) -> Result<()> {
     let html = runtime()?.block_on(async {
         let s = Store::open_read_only(db).await?;
-        let h = sweep_orchestrator::report::html(&s, sweep).await;
+        let h = sweep_orchestrator::report::html_with(&s, sweep, opts).await;
         s.close().await;
         h
     })?;
@@ -901,7 +953,13 @@ pub fn report(sweep: &str, db: &DbLocation, path: &std::path::Path) -> Result<()
     std::fs::write(path, html).with_context(|| format!("writing {}", path.display()))
 }
 
-pub fn report_cmd(sweep: &str, results: Option<&std::path::Path>, out: &Output) -> Result<()> {
+pub fn report_cmd(
+    sweep: &str,
+    results: Option<&std::path::Path>,
+    top: usize,
+    out: &Output,
+) -> Result<()> {
+    anyhow::ensure!(top > 0, "--top {top}: show at least one configuration");
     let db = out.db_in(results)?;
     let path = match out.output.clone() {
         Some(p) => p,
@@ -915,7 +973,12 @@ pub fn report_cmd(sweep: &str, results: Option<&std::path::Path>, out: &Output) 
             info.results_dir(results).join(sweep).join("report.html")
         }
     };
-    report(sweep, &db, &path)?;
+    report(
+        sweep,
+        &db,
+        &path,
+        &sweep_orchestrator::report::Options { top },
+    )?;
     println!("report: {}", path.display());
     Ok(())
 }

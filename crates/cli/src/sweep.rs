@@ -395,7 +395,12 @@ pub fn run(a: RunArgs) -> ExitCode {
                 println!("the job array ended with {} trial(s) unfinished (time limit or cancellation?); run the same command again to resume", summary.left);
             }
             let report = a.results.join(&summary.sweep).join("report.html");
-            match crate::results::report(&summary.sweep, &db, &report) {
+            match crate::results::report(
+                &summary.sweep,
+                &db,
+                &report,
+                &sweep_orchestrator::report::Options::default(),
+            ) {
                 Ok(()) => println!("report: {}", report.display()),
                 Err(e) => eprintln!("warning: the HTML report was not written: {e:#}"),
             }

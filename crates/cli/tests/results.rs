@@ -85,19 +85,23 @@ fn query_commands_answer_from_the_database() {
         cmp[0],
         [
             "rank",
-            "configuration",
+            "model.dropout",
             "mean",
             "std",
             "n",
             "min",
             "max",
             "ci95_low",
-            "ci95_high"
+            "ci95_high",
+            "p_vs_best_holm"
         ]
     );
     assert_eq!(cmp.len(), 3);
+    assert_eq!(cmp[1][9], "", "the best is not tested against itself");
+    let p: f64 = cmp[2][9].parse().unwrap();
+    assert!((0.0..=1.0).contains(&p), "{p}");
     for r in &cmp[1..] {
-        let v = &by[r[1].trim_start_matches("model.dropout=")];
+        let v = &by[&r[1]];
         let mean = v.iter().sum::<f64>() / 3.0;
         let std = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / 2.0).sqrt();
         assert!(
@@ -128,19 +132,13 @@ fn query_commands_answer_from_the_database() {
     )))
     .unwrap();
     let rows = base.as_array().unwrap();
-    let me = rows
-        .iter()
-        .find(|r| r["configuration"] == "model.dropout=0.0")
-        .unwrap();
+    let me = rows.iter().find(|r| r["model.dropout"] == "0.0").unwrap();
     assert_eq!(me["delta"], 0.0);
     assert!(
         (me["p_value"].as_f64().unwrap() - 1.0).abs() < 1e-12,
         "a configuration against itself: p = 1"
     );
-    let other = rows
-        .iter()
-        .find(|r| r["configuration"] == "model.dropout=0.5")
-        .unwrap();
+    let other = rows.iter().find(|r| r["model.dropout"] == "0.5").unwrap();
     let p = other["p_value"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&p));
 
@@ -534,4 +532,247 @@ fn csv_neutralises_formula_text_but_not_numbers() {
         ],
     ));
     assert_eq!(out, "f,n,i,a\n'=1+1,-0.5,-2,'@x\n");
+}
+
+/// `--where` and `--baseline` take TOML values and compare them as values: a
+/// list with its commas, `1e-3` against a stored `0.001`, a list of
+/// augmentations in any order; `compare` shows one column per setting.
+#[test]
+fn conditions_take_toml_values_and_compare_them_as_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = r#"
+name = "v"
+[data]
+image_size = 8
+[data.synthetic]
+classes = 2
+per_class = 10
+image_size = 8
+[train]
+epochs = 1
+batch_size = 8
+[grid]
+model.hidden = [[16], [32, 8]]
+train.learning_rate = [1e-3, 1e-2]
+data.augment = [[], ["vflip", "hflip"]]
+"#;
+    std::fs::write(dir.path().join("s.toml"), spec).unwrap();
+    stdout(&sweep(dir.path(), &["run", "s.toml", "--jobs", "2"]));
+    let count = |cond: &str| {
+        csv(&stdout(&sweep(
+            dir.path(),
+            &["trials", "v", "--where", cond, "--format", "csv"],
+        )))
+        .len()
+            - 1
+    };
+    assert_eq!(count("model.hidden=[32, 8]"), 4);
+    assert_eq!(count("model.hidden=[32,8]"), 4);
+    assert_eq!(
+        count("model.hidden=[8, 32]"),
+        0,
+        "a layer list keeps its order"
+    );
+    assert_eq!(count("train.learning_rate=1e-3"), 4);
+    assert_eq!(count("train.learning_rate=0.001"), 4);
+    assert_eq!(count("train.learning_rate=0.002"), 0);
+    assert_eq!(count("data.augment=[]"), 4);
+    assert_eq!(count(r#"data.augment=["hflip", "vflip"]"#), 4);
+    assert_eq!(count(r#"data.augment=["vflip","hflip"]"#), 4);
+    // several conditions in one option, commas inside lists kept
+    assert_eq!(
+        count("model.hidden=[32, 8],train.learning_rate=1e-2,data.augment=[]"),
+        1
+    );
+    let bad = sweep(dir.path(), &["trials", "v", "--where", "model.hidden=[32,"]);
+    assert!(
+        String::from_utf8_lossy(&bad.stderr)
+            .contains("--where model.hidden=[32,: the value is not TOML"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+
+    let base: serde_json::Value = serde_json::from_str(&stdout(&sweep(
+        dir.path(),
+        &[
+            "compare",
+            "v",
+            "--baseline",
+            "model.hidden=[32, 8],train.learning_rate=1e-3,data.augment=[]",
+            "--format",
+            "json",
+        ],
+    )))
+    .unwrap();
+    let rows = base.as_array().unwrap();
+    assert_eq!(rows.len(), 8);
+    let me = rows
+        .iter()
+        .find(|r| {
+            r["model.hidden"] == "[32,8]"
+                && r["train.learning_rate"] == "0.001"
+                && r["data.augment"] == "[]"
+        })
+        .unwrap();
+    assert_eq!(me["delta"], 0.0, "{rows:?}");
+    let base_mean = me["mean"].as_f64().unwrap();
+    for r in rows {
+        let d = r["delta"].as_f64().unwrap() - (r["mean"].as_f64().unwrap() - base_mean);
+        assert!(d.abs() < 1e-12, "{r:?}");
+    }
+    let none = sweep(
+        dir.path(),
+        &["compare", "v", "--baseline", "model.hidden=[64]"],
+    );
+    assert!(
+        String::from_utf8_lossy(&none.stderr)
+            .contains("no complete trial matches the baseline model.hidden=[64]"),
+        "{}",
+        String::from_utf8_lossy(&none.stderr)
+    );
+
+    // the terminal table: a column per setting, short labels, the test against the best
+    let table = stdout(&sweep(dir.path(), &["compare", "v"]));
+    let header = table.lines().next().unwrap();
+    for h in [
+        "rank",
+        "augment",
+        "hidden",
+        "learning_rate",
+        "mean",
+        "vs best (Holm)",
+    ] {
+        assert!(header.contains(h), "{h} missing: {header}");
+    }
+    for v in ["[32,8]", "hflip+vflip", "none", "best", "untested (1 seed)"] {
+        assert!(table.contains(v), "{v} missing:\n{table}");
+    }
+}
+
+/// The report at the scale of a real study: a generated 1,000-trial sweep (216
+/// configurations, 7 classes, early stopping, some diverged and failed trials)
+/// gives one self-contained file well under 2 MB whose long lists show their
+/// top rows and fold the rest away, and whose leaderboard agrees with `compare`.
+#[test]
+fn a_thousand_trial_report_stays_small_and_folds_what_is_long() {
+    let dir = tempfile::tempdir().unwrap();
+    stdout(&sweep(
+        dir.path(),
+        &["generate-study", "big.db", "--trials", "1000"],
+    ));
+    stdout(&sweep(
+        dir.path(),
+        &["report", "big", "--db", "big.db", "-o", "r.html"],
+    ));
+    stdout(&sweep(
+        dir.path(),
+        &[
+            "report", "big", "--db", "big.db", "-o", "r5.html", "--top", "5",
+        ],
+    ));
+    let html = std::fs::read_to_string(dir.path().join("r.html")).unwrap();
+    assert!(html.len() < 2_000_000, "{} bytes", html.len());
+    for bad in ["<script", "src=", "http:", "https:", "@import", "url("] {
+        assert!(!html.contains(bad), "not self-contained: {bad}");
+    }
+    let section = |h: &str, from: &str| -> String {
+        let start = h.find(from).unwrap_or_else(|| panic!("no {from}"));
+        let rest = &h[start + from.len()..];
+        rest[..rest.find("<h2>").unwrap_or(rest.len())].to_string()
+    };
+    // the leaderboard: the top 20 (or --top) rows, the other 196 folded
+    for (file, shown) in [("r.html", 20), ("r5.html", 5)] {
+        let h = std::fs::read_to_string(dir.path().join(file)).unwrap();
+        let board = section(&h, "<h2>Leaderboard</h2>");
+        let open = &board[..board.find("<details>").expect("the rest folded")];
+        assert_eq!(
+            open.matches("<tr").count(),
+            shown + 1,
+            "{file}: header + {shown}"
+        );
+        assert!(board.contains(&format!("the other {} configurations", 216 - shown)));
+        assert_eq!(
+            board.matches("<tr").count(),
+            216 + 2,
+            "every configuration, two headers"
+        );
+    }
+    let board = section(&html, "<h2>Leaderboard</h2>");
+    assert!(board.contains("216 configurations"), "{}", &board[..300]);
+    assert!(board.contains("adjusted for the number of comparisons by Holm's method"));
+    // columns per setting, short labels with the full value on hover
+    for h in [
+        "augment",
+        "arch",
+        "batch_norm",
+        "dropout",
+        "init",
+        "weight_decay",
+    ] {
+        assert!(board.contains(&format!(">{h}</th>")), "no column {h}");
+    }
+    assert!(board.contains(">4 ops</td>"));
+    // the best row is compare's best
+    let cmp: serde_json::Value = serde_json::from_str(&stdout(&sweep(
+        dir.path(),
+        &["compare", "big", "--db", "big.db", "--format", "json"],
+    )))
+    .unwrap();
+    let best_mean = cmp[0]["mean"].as_f64().unwrap();
+    let first_row = &board[board.find("<tr class=best>").unwrap()..];
+    let first_row = &first_row[..first_row.find("</tr>").unwrap()];
+    assert!(
+        first_row.contains(&format!("<b>{best_mean:.4} ± ")),
+        "{first_row} vs {best_mean}"
+    );
+    // interactions: 15 pairs of 6 settings, the 6 strongest shown
+    let inter = section(&html, "<h2>Interactions</h2>");
+    assert_eq!(inter.matches("<svg").count(), 15);
+    assert!(inter.contains("the other 9 pairs"));
+    // the generated interaction (batch-norm helps the CNN more) is among the first shown
+    let shown = &inter[..inter.find("<details>").unwrap()];
+    assert!(
+        shown.contains("batch_norm × arch") || shown.contains("arch × batch_norm"),
+        "{}",
+        shown.len()
+    );
+    // dark cells carry light text
+    assert!(inter.contains("style=\"fill:#fff\""));
+    // learning curves: loss, accuracy and macro-F1 with bands and seed counts
+    let curves = section(&html, "<h2>Learning curves</h2>");
+    assert_eq!(curves.matches("<svg").count(), 3);
+    assert!(curves.contains("<polygon"), "bands");
+    assert!(curves.contains(">n="), "seeds left where they drop out");
+    // the winner over all its seeds, and per class
+    let winner = section(&html, "<h2>What the best configuration gets wrong</h2>");
+    assert!(
+        winner.contains("over all its 5 seeds"),
+        "{}",
+        &winner[..400]
+    );
+    assert!(winner.contains("#1 recall") && winner.contains(">vasc</td>"));
+    // stopping: every configuration has a row; the rare trials are listed one by one
+    let stop = section(&html, "<h2>Where training stopped</h2>");
+    assert!(stop.contains("the other 196 configurations"));
+    let counts = csv(&stdout(&sweep(
+        dir.path(),
+        &[
+            "sql",
+            "SELECT COUNT(*) FROM trials WHERE state = 'failed' OR (state = 'pruned' AND stop_reason = 'diverged')",
+            "--db",
+            "big.db",
+            "--format",
+            "csv",
+        ],
+    )));
+    let rare: usize = counts[1][0].parse().unwrap();
+    assert!(rare > 0);
+    assert!(
+        stop.contains(&format!("Trials that diverged or failed ({rare})")),
+        "{rare}"
+    );
+    assert!(
+        !html.contains("early_stopping</td>"),
+        "early-stopped trials are not listed one by one"
+    );
 }

@@ -6,12 +6,14 @@
 pub mod bench;
 pub mod cache;
 pub mod error;
+pub mod leaderboard;
 pub mod plan;
 pub mod protocol;
 pub mod query;
 pub mod report;
 pub mod runner;
 pub mod search;
+pub mod select;
 pub mod slurm;
 pub mod spec;
 pub mod stats;

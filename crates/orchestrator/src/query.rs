@@ -620,7 +620,7 @@ pub fn compare(
     rows: &[String],
     cols: &[String],
     metric: &str,
-    baseline: &[(String, String)],
+    baseline: &[crate::select::Condition],
 ) -> Result<Vec<CompareCell>> {
     let swept: Vec<&String> = trials
         .first()
@@ -629,7 +629,7 @@ pub fn compare(
     for p in rows
         .iter()
         .chain(cols)
-        .chain(baseline.iter().map(|(p, _)| p))
+        .chain(baseline.iter().map(|c| &c.param))
     {
         if !swept.contains(&p) {
             return Err(Error::Other(format!(
@@ -652,14 +652,18 @@ pub fn compare(
             .entry((group_key(t, rows), group_key(t, cols)))
             .or_default()
             .push(v);
-        if !baseline.is_empty() && baseline.iter().all(|(p, val)| t.params.get(p) == Some(val)) {
+        if !baseline.is_empty()
+            && baseline
+                .iter()
+                .all(|c| t.params.get(&c.param).is_some_and(|v| c.matches(v)))
+        {
             base_vals.push(v);
         }
     }
     if !baseline.is_empty() && base_vals.is_empty() {
         let b = baseline
             .iter()
-            .map(|(p, v)| format!("{p}={v}"))
+            .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(",");
         return Err(Error::Other(format!(
