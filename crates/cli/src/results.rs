@@ -264,6 +264,83 @@ pub fn ls(out: &Output) -> Result<()> {
     })
 }
 
+/// The leaderboard as a table: rank, one column per setting that differs
+/// (`people`: short names and values; otherwise the full ones), mean, std, n,
+/// with `ci` min, max and the 95% interval, the trials left out when any, and
+/// the test against the best. At most `top` rows.
+pub fn leaderboard_table(
+    board: &leaderboard::Leaderboard,
+    people: bool,
+    ci: bool,
+    top: usize,
+) -> Table {
+    let mut headers = vec!["rank".to_string()];
+    if people {
+        headers.extend(leaderboard::short_names(&board.params));
+    } else {
+        headers.extend(board.params.iter().cloned());
+    }
+    headers.extend(["mean".into(), "std".into(), "n".into()]);
+    if ci {
+        headers.extend([
+            "min".into(),
+            "max".into(),
+            "ci95_low".into(),
+            "ci95_high".into(),
+        ]);
+    }
+    let any_left_out = board.entries.iter().any(|e| e.left_out > 0);
+    if any_left_out {
+        headers.push("left_out".into());
+    }
+    headers.push(if people {
+        format!("vs best ({})", leaderboard::CORRECTION)
+    } else {
+        format!("p_vs_best_{}", leaderboard::CORRECTION.to_lowercase())
+    });
+    let rows = board
+        .entries
+        .iter()
+        .take(top)
+        .enumerate()
+        .map(|(i, e)| {
+            let mut r = vec![Cell::Int(i as i64 + 1)];
+            for p in &board.params {
+                let v = e.settings.get(p).cloned().unwrap_or_default();
+                r.push(Cell::Text(if people {
+                    leaderboard::short_value(&v)
+                } else {
+                    v
+                }));
+            }
+            r.extend([
+                Cell::Num(e.summary.mean),
+                Cell::Num(e.summary.std),
+                Cell::Int(e.summary.n as i64),
+            ]);
+            if ci {
+                let h = stats::ci95_half_width(&e.summary);
+                r.extend([
+                    Cell::Num(e.summary.min),
+                    Cell::Num(e.summary.max),
+                    Cell::Num(e.summary.mean - h),
+                    Cell::Num(e.summary.mean + h),
+                ]);
+            }
+            if any_left_out {
+                r.push(Cell::Int(e.left_out as i64));
+            }
+            r.push(if people {
+                Cell::Text(e.verdict(i))
+            } else {
+                e.p_adjusted.map(Cell::Num).unwrap_or(Cell::Null)
+            });
+            r
+        })
+        .collect();
+    Table { headers, rows }
+}
+
 pub struct CompareArgs {
     pub sweep: String,
     pub rows: Option<String>,
@@ -385,96 +462,31 @@ pub fn compare(a: CompareArgs, out: &Output) -> Result<()> {
                 .collect();
             let board = leaderboard::leaderboard(&only_rows, &metric, maximize);
             let people = matches!(out.format, Format::Table | Format::Markdown);
-            let mut headers = vec!["rank".to_string()];
-            if people {
-                headers.extend(leaderboard::short_names(&board.params));
-            } else {
-                headers.extend(board.params.iter().cloned());
-            }
-            headers.extend(["mean".into(), "std".into(), "n".into()]);
-            if a.ci {
-                headers.extend([
-                    "min".into(),
-                    "max".into(),
-                    "ci95_low".into(),
-                    "ci95_high".into(),
-                ]);
-            }
-            let any_left_out = board.entries.iter().any(|e| e.left_out > 0);
-            if any_left_out {
-                headers.push("left_out".into());
-            }
-            headers.push(if people {
-                format!("vs best ({})", leaderboard::CORRECTION)
-            } else {
-                format!("p_vs_best_{}", leaderboard::CORRECTION.to_lowercase())
-            });
+            let mut t = leaderboard_table(&board, people, a.ci, usize::MAX);
             if !baseline.is_empty() {
-                headers.extend(["delta".into(), "p_value".into()]);
+                // the same configuration in compare's cells (grouped by the same rows)
+                t.headers.extend(["delta".into(), "p_value".into()]);
+                for (e, r) in board.entries.iter().zip(t.rows.iter_mut()) {
+                    let key = rows
+                        .iter()
+                        .map(|p| {
+                            format!(
+                                "{p}={}",
+                                e.settings.get(p).map(String::as_str).unwrap_or("-")
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    let c = cells.iter().find(|c| c.row == key);
+                    r.push(c.and_then(|c| c.delta).map(Cell::Num).unwrap_or(Cell::Null));
+                    r.push(
+                        c.and_then(|c| c.p_value)
+                            .map(Cell::Num)
+                            .unwrap_or(Cell::Null),
+                    );
+                }
             }
-            let body = board
-                .entries
-                .iter()
-                .enumerate()
-                .map(|(i, e)| {
-                    let mut r = vec![Cell::Int(i as i64 + 1)];
-                    for p in &board.params {
-                        let v = e.settings.get(p).cloned().unwrap_or_default();
-                        r.push(Cell::Text(if people {
-                            leaderboard::short_value(&v)
-                        } else {
-                            v
-                        }));
-                    }
-                    r.extend([
-                        Cell::Num(e.summary.mean),
-                        Cell::Num(e.summary.std),
-                        Cell::Int(e.summary.n as i64),
-                    ]);
-                    if a.ci {
-                        let h = stats::ci95_half_width(&e.summary);
-                        r.extend([
-                            Cell::Num(e.summary.min),
-                            Cell::Num(e.summary.max),
-                            Cell::Num(e.summary.mean - h),
-                            Cell::Num(e.summary.mean + h),
-                        ]);
-                    }
-                    if any_left_out {
-                        r.push(Cell::Int(e.left_out as i64));
-                    }
-                    r.push(if people {
-                        Cell::Text(e.verdict(i))
-                    } else {
-                        e.p_adjusted.map(Cell::Num).unwrap_or(Cell::Null)
-                    });
-                    if !baseline.is_empty() {
-                        // the same configuration in compare's cells (grouped by the same rows)
-                        let key = rows
-                            .iter()
-                            .map(|p| {
-                                format!(
-                                    "{p}={}",
-                                    e.settings.get(p).map(String::as_str).unwrap_or("-")
-                                )
-                            })
-                            .collect::<Vec<_>>()
-                            .join(", ");
-                        let c = cells.iter().find(|c| c.row == key);
-                        r.push(c.and_then(|c| c.delta).map(Cell::Num).unwrap_or(Cell::Null));
-                        r.push(
-                            c.and_then(|c| c.p_value)
-                                .map(Cell::Num)
-                                .unwrap_or(Cell::Null),
-                        );
-                    }
-                    r
-                })
-                .collect();
-            Table {
-                headers,
-                rows: body,
-            }
+            t
         } else {
             // a grid: rows × columns, "mean ± std (n)" per cell
             let mut col_keys: Vec<String> = cells.iter().map(|c| c.col.clone()).collect();

@@ -803,32 +803,21 @@ fn print_summary(s: &RunSummary, db: &DbLocation) {
         c.running,
         db.display()
     );
-    if s.best.is_empty() {
+    if s.best.entries.is_empty() {
         return;
     }
     println!();
     println!(
-        "best configurations by {} (mean ± std over seeds):",
-        s.objective
+        "best configurations by {} (mean ± std over seeds; {} of {}):",
+        s.objective,
+        s.best.entries.len().min(10),
+        s.best.entries.len()
     );
-    println!(
-        "{:>4}  {:>8}  {:>8}  {:>5}  configuration",
-        "rank", "mean", "std", "seeds"
+    let t = crate::results::leaderboard_table(&s.best, true, false, 10);
+    print!(
+        "{}",
+        crate::results::render(&t, crate::results::Format::Table)
     );
-    for (i, r) in s.best.iter().take(10).enumerate() {
-        println!(
-            "{:>4}  {:>8.4}  {:>8.4}  {:>5}  {}",
-            i + 1,
-            r.mean,
-            r.std,
-            r.n,
-            if r.params.is_empty() {
-                "(base)"
-            } else {
-                &r.params
-            }
-        );
-    }
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);

@@ -126,13 +126,29 @@ fn a_sweep_runs_and_a_second_run_resumes_without_rerunning() {
     );
     assert!(out.contains("4 trials in the spec: 4 new"), "{out}");
     assert!(
-        out.contains("best configurations by val.macro_f1 (mean ± std over seeds)"),
+        out.contains("best configurations by val.macro_f1 (mean ± std over seeds; 2 of 2)"),
         "{out}"
     );
+    // the leaderboard: a column per setting, the test against the best
+    let board: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("best configurations"))
+        .skip(1)
+        .take(3)
+        .collect();
     assert!(
-        out.contains("model.dropout=0.5") && out.contains("model.dropout=0.0"),
+        board[0].starts_with("rank")
+            && board[0].contains("dropout")
+            && board[0].contains("vs best (Holm)"),
         "{out}"
     );
+    let mut values: Vec<&str> = board[1..]
+        .iter()
+        .map(|l| l.split_whitespace().nth(1).unwrap())
+        .collect();
+    values.sort();
+    assert_eq!(values, ["0", "0.5"], "{out}");
+    assert!(board[1].contains("best"), "{out}");
     let db = db_of(dir.path());
     assert_eq!(
         trials(&db)

@@ -8,7 +8,7 @@
 //! Resume is the normal path: trials are content-addressed, finished ones are
 //! never re-run, orphaned ones are reclaimed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -96,15 +96,6 @@ pub enum Progress {
     },
 }
 
-/// One configuration's result over its seeds.
-#[derive(Clone, Debug)]
-pub struct SummaryRow {
-    pub params: String,
-    pub mean: f64,
-    pub std: f64,
-    pub n: usize,
-}
-
 #[derive(Clone, Debug)]
 pub struct RunSummary {
     pub sweep: String,
@@ -121,7 +112,8 @@ pub struct RunSummary {
     pub counts: StateCounts,
     pub interrupted: bool,
     pub objective: String,
-    pub best: Vec<SummaryRow>,
+    /// The configurations ranked over their seeds (complete trials).
+    pub best: crate::leaderboard::Leaderboard,
 }
 
 /// A cancellation level: 0 running, 1 stop gracefully.
@@ -173,46 +165,18 @@ impl Running {
     }
 }
 
-pub(crate) fn summary_rows(
-    rows: &[(i64, String, String, i64, Option<f64>)],
-    direction: crate::spec::Direction,
-) -> Vec<SummaryRow> {
-    let mut by: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    for (_, state, params, _, v) in rows {
-        if state == "complete" {
-            if let Some(v) = v.filter(|v| v.is_finite()) {
-                by.entry(params.clone()).or_default().push(v);
-            }
-        }
-    }
-    let mut out: Vec<SummaryRow> = by
-        .into_iter()
-        .map(|(params, vs)| {
-            let n = vs.len();
-            let mean = vs.iter().sum::<f64>() / n as f64;
-            let std = if n > 1 {
-                (vs.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
-            } else {
-                0.0
-            };
-            SummaryRow {
-                params,
-                mean,
-                std,
-                n,
-            }
-        })
-        .collect();
-    out.sort_by(|a, b| {
-        if direction.better(a.mean, b.mean) {
-            std::cmp::Ordering::Less
-        } else if direction.better(b.mean, a.mean) {
-            std::cmp::Ordering::Greater
-        } else {
-            std::cmp::Ordering::Equal
-        }
-    });
-    out
+/// The sweep's leaderboard, for the summary a run ends with.
+pub(crate) async fn ranked(
+    store: &Store,
+    sweep_id: i64,
+    spec: &crate::spec::SweepSpec,
+) -> Result<crate::leaderboard::Leaderboard> {
+    let trials = crate::query::trials_with(store, sweep_id, Some(&spec.objective)).await?;
+    Ok(crate::leaderboard::leaderboard(
+        &trials,
+        &spec.objective,
+        spec.direction == crate::spec::Direction::Maximize,
+    ))
 }
 
 /// Before trials run: trials of sessions that are gone go back to waiting, failed
@@ -301,7 +265,7 @@ async fn summarize(
     store
         .end_session(session, if stopping { "interrupted" } else { "finished" })
         .await?;
-    let rows = store.objective_rows(sweep_id, &spec.objective).await?;
+    let best = ranked(&store, sweep_id, spec).await?;
     let store = Arc::try_unwrap(store).map_err(|_| Error::Other("store still shared".into()))?;
     store.close().await;
     Ok(RunSummary {
@@ -313,7 +277,7 @@ async fn summarize(
         counts,
         interrupted: stopping,
         objective: spec.objective.clone(),
-        best: summary_rows(&rows, spec.direction),
+        best,
     })
 }
 

@@ -230,7 +230,7 @@ pub async fn run(
     store
         .end_session(session, if detached { "detached" } else { "finished" })
         .await?;
-    let rows = store.objective_rows(sweep_id, &spec.objective).await?;
+    let best = runner::ranked(&store, sweep_id, spec).await?;
     Ok(RunSummary {
         sweep: spec.name.clone(),
         job,
@@ -240,7 +240,7 @@ pub async fn run(
         counts,
         interrupted: false,
         objective: spec.objective.clone(),
-        best: runner::summary_rows(&rows, spec.direction),
+        best,
     })
 }
 
@@ -363,7 +363,7 @@ pub async fn record_only(
     )
     .await?;
     store.end_session(session, "recorded").await?;
-    let rows = store.objective_rows(sweep_id, &spec.objective).await?;
+    let best = runner::ranked(&store, sweep_id, spec).await?;
     store.close().await;
     Ok(RunSummary {
         sweep: spec.name.clone(),
@@ -374,7 +374,7 @@ pub async fn record_only(
         counts,
         interrupted: false,
         objective: spec.objective.clone(),
-        best: runner::summary_rows(&rows, spec.direction),
+        best,
     })
 }
 

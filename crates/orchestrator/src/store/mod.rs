@@ -14,7 +14,7 @@ use std::str::FromStr;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::AnyPool;
-use sqlx::{Any, Executor, Row, Transaction};
+use sqlx::{Any, Executor, Transaction};
 use sweep_train::{EpochMetrics, Report};
 
 use crate::error::{Error, Result};
@@ -1329,42 +1329,6 @@ impl Store {
             .await
             .map_err(sql_err("reading sweeps"))?;
         Ok(r.map(|r| r.0))
-    }
-
-    /// The objective per finished trial with its swept parameters (text) and seed:
-    /// (trial number, state, params "a=1, b=2", seed, objective value).
-    pub async fn objective_rows(
-        &self,
-        sweep_id: i64,
-        objective: &str,
-    ) -> Result<Vec<(i64, String, String, i64, Option<f64>)>> {
-        let rows = sqlx::query(
-            "SELECT t.number, t.state, t.seed, \
-                    (SELECT string_agg(name || '=' || value_text, ', ' ORDER BY name) FROM trial_params p WHERE p.trial_id = t.id AND p.swept = 1) AS params, \
-                    f.value, f.value_kind \
-             FROM trials t LEFT JOIN final_metrics f ON f.trial_id = t.id AND f.name = $1 \
-             WHERE t.sweep_id = $2 ORDER BY t.number",
-        )
-        .bind(objective)
-        .bind(sweep_id)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(sql_err("reading results"))?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                let kind: Option<String> = r.get("value_kind");
-                let v: Option<f64> = r.get("value");
-                let value = kind.map(|k| from_value_kind(v, &k));
-                (
-                    r.get("number"),
-                    r.get("state"),
-                    r.get::<Option<String>, _>("params").unwrap_or_default(),
-                    r.get("seed"),
-                    value,
-                )
-            })
-            .collect())
     }
 
     /// The database's own consistency check: SQLite's `PRAGMA integrity_check`
