@@ -558,9 +558,10 @@ fn the_results_folder_is_recorded_and_older_databases_fall_back() {
     });
 }
 
-/// A pruner judges a configuration, not a lone seed: on the mean over its seeds
-/// that reached the rung, against the other configurations averaged over those
-/// same seeds; and it prunes the configuration whole (its waiting seeds never
+/// A pruner judges a configuration, not a lone seed, once per rung (by its
+/// first trial to get there): on the mean over its seeds that reached the
+/// rung, against the other configurations averaged over those same seeds; and
+/// it prunes the configuration whole (its waiting seeds never
 /// start, its running ones stop at their next epoch). A grid's configurations
 /// are told apart by their swept settings.
 #[test]
@@ -636,31 +637,33 @@ fn a_pruner_judges_and_prunes_whole_configurations_over_paired_seeds() {
                     .unwrap();
             assert_eq!((state.as_str(), epoch_at), ("pruned", Some(0)));
             assert!(detail.unwrap().contains("its seed 1 was pruned at epoch 2"));
-            // b, judged on seeds 1 and 2: mean 0.45 against a's 0.3 (c has
-            // nothing on seed 2 and is left out) goes on; a does not, though its
-            // seed 1 alone (0.5) would have been the best
+            // a's seed 1 reached epoch 2 first: a's seed 2 is not tested again
             let a_trials = s.configuration_trials(id, a2).await.unwrap();
-            let b_trials = s.configuration_trials(id, b2).await.unwrap();
-            assert_eq!(j(b2, b_trials, 2).await, Decision::Continue);
-            let Decision::Prune(why) = j(a2, a_trials.clone(), 2).await else {
+            assert_eq!(j(a2, a_trials.clone(), 2).await, Decision::Continue);
+            // a judged by its first trial, now on both its seeds: mean 0.3
+            // against b's 0.45 (c has nothing on seed 2 and is left out), though
+            // a's seed 1 alone (0.5) was the best
+            let Decision::Prune(why) = j(a1, a_trials.clone(), 2).await else {
                 panic!("a's mean over seeds 1 and 2 is the worse one")
             };
             assert!(why.contains("top 1 of 2 configurations"), "{why}");
             assert!(why.contains("mean over seeds 1, 2"), "{why}");
-            // once a's seed 2 is recorded as pruned, a's seed 1 stops at its next
+            let b_trials = s.configuration_trials(id, b2).await.unwrap();
+            assert_eq!(j(b1, b_trials, 2).await, Decision::Continue);
+            // once a's seed 1 is recorded as pruned, a's seed 2 stops at its next
             // epoch, whether or not the rule looks at that epoch
             let mut f = pruned();
             f.stop_reason = "pruned".into();
             f.stop_epoch = Some(2);
             f.stop_detail = Some(why);
-            assert!(s.finish(a2, session, &f).await.unwrap());
-            epoch(a1, 3, 0.55).await;
-            let Decision::Prune(why) = j(a1, a_trials, 3).await else {
-                panic!("a's seed 1 goes on after a was pruned")
+            assert!(s.finish(a1, session, &f).await.unwrap());
+            epoch(a2, 3, 0.15).await;
+            let Decision::Prune(why) = j(a2, a_trials, 3).await else {
+                panic!("a's seed 2 goes on after a was pruned")
             };
             assert_eq!(
                 why,
-                "pruned with its configuration: trial 4 (seed 2) of the same configuration was pruned at epoch 2"
+                "pruned with its configuration: trial 1 (seed 1) of the same configuration was pruned at epoch 2"
             );
             s.close().await;
         })
