@@ -18,6 +18,13 @@ pub const PALETTE: &[&str] = &[
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
 ];
 
+/// The smallest and largest of `values` ((inf, -inf) when there are none).
+fn extent(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    values.fold((f64::INFINITY, f64::NEG_INFINITY), |a, v| {
+        (a.0.min(v), a.1.max(v))
+    })
+}
+
 /// Round ticks covering `lo..=hi`: about `target` of them, steps of 1, 2 or 5
 /// times a power of ten. Returns (axis start, axis end, ticks, step).
 pub fn ticks(lo: f64, hi: f64, target: usize) -> (f64, f64, Vec<f64>, f64) {
@@ -163,15 +170,8 @@ pub fn line_chart(
     }
     let (w, l, r, t) = (760.0, 64.0, 20.0, 30.0);
     let plot_bottom = 250.0;
-    let fold = |f: fn(&(f64, f64)) -> f64| {
-        pts.iter()
-            .map(f)
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |a, v| {
-                (a.0.min(v), a.1.max(v))
-            })
-    };
-    let (x0, x1) = fold(|p| p.0);
-    let (ylo, yhi) = fold(|p| p.1);
+    let (x0, x1) = extent(pts.iter().map(|p| p.0));
+    let (ylo, yhi) = extent(pts.iter().map(|p| p.1));
     let (y0, y1, yt, ys) = ticks(ylo, yhi, 5);
     let (x0, x1, xt, xs) = ticks(x0, x1, 8);
     let sx = |x: f64| l + (x - x0) / (x1 - x0) * (w - l - r);
@@ -322,15 +322,8 @@ pub fn slice_chart(param: &str, points: &[(f64, f64)], log: bool, metric: &str) 
     if pts.is_empty() {
         return String::new();
     }
-    let fold = |f: fn(&(f64, f64)) -> f64| {
-        pts.iter()
-            .map(f)
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |a, v| {
-                (a.0.min(v), a.1.max(v))
-            })
-    };
-    let (x0, x1) = fold(|p| p.0);
-    let (ylo, yhi) = fold(|p| p.1);
+    let (x0, x1) = extent(pts.iter().map(|p| p.0));
+    let (ylo, yhi) = extent(pts.iter().map(|p| p.1));
     let (y0, y1, yt, ys) = ticks(ylo, yhi, 4);
     // a log axis ticks at powers of ten (and their halves when the range is narrow)
     let (x0, x1, xt, xs) = if log {
@@ -409,11 +402,7 @@ pub fn parallel_chart(
             }
         }
     };
-    let (y0, y1) = configs
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |a, c| {
-            (a.0.min(c.1), a.1.max(c.1))
-        });
+    let (y0, y1) = extent(configs.iter().map(|c| c.1));
     let span = if y1 > y0 { y1 - y0 } else { 1.0 };
     let mut s = format!(
         r#"<svg class="chart" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img"><title>parallel coordinates</title><text x="{l}" y="18" class="ct">configurations across the sampled settings (darker: better {})</text>"#,
@@ -498,14 +487,8 @@ pub fn parallel_chart(
 pub fn effect_chart(param: &str, rows: &[(String, stats::Summary)], metric: &str) -> String {
     let (w, h, l, r, t, b) = (420.0, 220.0, 60.0, 20.0, 30.0, 50.0);
     let err = |s: &stats::Summary| if s.std.is_finite() { s.std } else { 0.0 };
-    let lo = rows
-        .iter()
-        .map(|(_, s)| s.mean - err(s))
-        .fold(f64::INFINITY, f64::min);
-    let hi = rows
-        .iter()
-        .map(|(_, s)| s.mean + err(s))
-        .fold(f64::NEG_INFINITY, f64::max);
+    let lo = extent(rows.iter().map(|(_, s)| s.mean - err(s))).0;
+    let hi = extent(rows.iter().map(|(_, s)| s.mean + err(s))).1;
     let (y0, y1, yt, ys) = ticks(lo, hi, 4);
     let sy = |y: f64| h - b - (y - y0) / (y1 - y0) * (h - t - b);
     let n = rows.len().max(1) as f64;
@@ -579,11 +562,7 @@ pub fn heat_map(
         .map(|c| c.0)
         .filter(|v| v.is_finite())
         .collect();
-    let (lo, hi) = vals
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |a, v| {
-            (a.0.min(*v), a.1.max(*v))
-        });
+    let (lo, hi) = extent(vals.iter().copied());
     let mut s = svg_open(w, h, title);
     let _ = write!(
         s,
