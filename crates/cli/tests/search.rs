@@ -228,6 +228,20 @@ fn a_search_killed_at_any_point_resumes_to_exactly_the_same_search() {
         "the same states, stops and results"
     );
 
+    // the report's parallel coordinates: an axis per sampled setting, short
+    // names with the full ones on hover
+    let html = std::fs::read_to_string(dir.path().join("results/search/report.html")).unwrap();
+    assert!(html.contains("configurations across the sampled settings"));
+    for (short, full) in [
+        ("dropout", "model.dropout"),
+        ("learning_rate", "train.learning_rate"),
+    ] {
+        assert!(
+            html.contains(&format!(">{short}<title>{full}</title>")),
+            "no axis {full}"
+        );
+    }
+
     // status tells the budget, the best so far and where trials were pruned
     let st = ok(&run(dir.path(), &["status", "search"]));
     assert!(

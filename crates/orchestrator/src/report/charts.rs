@@ -382,9 +382,9 @@ pub fn parallel_chart(
         return String::new();
     }
     let axes = space.params.len() + 1;
-    let (l, r, t, b) = (70.0, 70.0, 40.0, 50.0);
+    let (l, r, t, b) = (70.0, 70.0, 52.0, 62.0);
     let w = (140.0 * axes as f64).clamp(420.0, 1000.0);
-    let h = 300.0;
+    let h = 320.0;
     let ax = |i: usize| l + (w - l - r) * i as f64 / (axes - 1) as f64;
     let ay = |u: f64| h - b - u.clamp(0.0, 1.0) * (h - t - b);
     // a value's place on its axis, 0..1
@@ -442,28 +442,30 @@ pub fn parallel_chart(
         );
     }
     for (i, (name, d)) in space.params.iter().enumerate() {
+        // short labels (`4 ops`, `cnn`, `1.00e-4`), the full ones on hover;
+        // names alternate between two lines so that neighbours do not collide
+        let label = |v: &serde_json::Value| crate::leaderboard::short_value(&v.to_string());
         let (lo, hi) = match d {
             crate::search::Distribution::Choice { values } => (
-                values.first().map(|v| v.to_string()).unwrap_or_default(),
-                values.last().map(|v| v.to_string()).unwrap_or_default(),
+                values.first().map(label).unwrap_or_default(),
+                values.last().map(label).unwrap_or_default(),
             ),
             numeric => {
                 let (a, b2) = numeric.internal_bounds().unwrap_or((0.0, 1.0));
-                (
-                    numeric.value_at(a).to_string(),
-                    numeric.value_at(b2).to_string(),
-                )
+                (label(&numeric.value_at(a)), label(&numeric.value_at(b2)))
             }
         };
+        let short = name.rsplit('.').next().unwrap_or(name);
         let _ = write!(
             s,
-            r##"<line x1="{x:.1}" y1="{t}" x2="{x:.1}" y2="{:.1}" stroke="#999"/><text x="{x:.1}" y="{:.1}" class="tick" text-anchor="middle">{}</text><text x="{x:.1}" y="{:.1}" class="tick" text-anchor="middle">{}</text><text x="{x:.1}" y="{:.1}" class="tick" text-anchor="middle">{}</text>"##,
+            r##"<line x1="{x:.1}" y1="{t}" x2="{x:.1}" y2="{:.1}" stroke="#999"/><text x="{x:.1}" y="{:.1}" class="tick" text-anchor="middle">{}</text><text x="{x:.1}" y="{:.1}" class="tick" text-anchor="middle">{}</text><text x="{x:.1}" y="{:.1}" class="tick" text-anchor="middle">{}<title>{}</title></text>"##,
             h - b,
-            t - 6.0,
+            t - 6.0 - 11.0 * (i % 2) as f64,
             esc(&hi),
             h - b + 14.0,
             esc(&lo),
-            h - b + 30.0,
+            h - b + 30.0 + 12.0 * (i % 2) as f64,
+            esc(short),
             esc(name),
             x = ax(i)
         );
