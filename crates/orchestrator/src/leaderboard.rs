@@ -55,7 +55,8 @@ impl Entry {
     }
 }
 
-fn short_p(p: f64) -> String {
+/// A p-value as the outputs show it: three decimals, or "< 0.001".
+pub fn short_p(p: f64) -> String {
     if p < 0.001 {
         "< 0.001".into()
     } else {
@@ -275,30 +276,12 @@ mod tests {
     }
 
     fn trial(id: i64, dropout: &str, state: &str, v: f64) -> TrialRow {
-        TrialRow {
+        TrialRow::for_test(
             id,
-            number: id,
-            key: format!("k{id}"),
-            seed: id,
-            state: state.into(),
-            stop_reason: None,
-            stop_epoch: None,
-            best_epoch: None,
-            attempts: 1,
-            device: None,
-            started_at: None,
-            finished_at: None,
-            duration_seconds: None,
-            error: None,
-            config_json: "{}".into(),
-            params: [
-                ("model.dropout".to_string(), dropout.to_string()),
-                ("model.arch".to_string(), "mlp".to_string()),
-            ]
-            .into(),
-            metrics: [("val.macro_f1".to_string(), v)].into(),
-            artifacts: Default::default(),
-        }
+            state,
+            &[("model.dropout", dropout), ("model.arch", "mlp")],
+            &[("val.macro_f1", v)],
+        )
     }
 
     #[test]

@@ -31,6 +31,42 @@ impl Cell {
     }
 }
 
+#[cfg(test)]
+impl TrialRow {
+    /// A trial for unit tests: its number (also id and seed), state, swept
+    /// settings and final metrics; everything else empty.
+    pub(crate) fn for_test(
+        number: i64,
+        state: &str,
+        params: &[(&str, &str)],
+        metrics: &[(&str, f64)],
+    ) -> TrialRow {
+        TrialRow {
+            id: number,
+            number,
+            key: format!("k{number}"),
+            seed: number,
+            state: state.into(),
+            stop_reason: None,
+            stop_epoch: None,
+            best_epoch: None,
+            attempts: 1,
+            device: None,
+            started_at: None,
+            finished_at: None,
+            duration_seconds: None,
+            error: None,
+            config_json: "{}".into(),
+            params: params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            metrics: metrics.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            artifacts: BTreeMap::new(),
+        }
+    }
+}
+
 /// Numbers as people read them: 4 decimals, or scientific when tiny/huge.
 pub fn format_num(v: f64) -> String {
     if v.is_nan() {
@@ -894,31 +930,15 @@ mod bin_tests {
     use super::*;
 
     fn row(number: i64, lr: f64, arch: &str) -> TrialRow {
-        TrialRow {
-            id: number,
+        TrialRow::for_test(
             number,
-            key: String::new(),
-            seed: 1,
-            state: "complete".into(),
-            stop_reason: None,
-            stop_epoch: None,
-            best_epoch: None,
-            attempts: 1,
-            device: None,
-            started_at: None,
-            finished_at: None,
-            duration_seconds: None,
-            error: None,
-            config_json: String::new(),
-            params: [
-                ("train.learning_rate".to_string(), lr.to_string()),
-                ("model.arch".to_string(), arch.to_string()),
-            ]
-            .into_iter()
-            .collect(),
-            metrics: BTreeMap::new(),
-            artifacts: BTreeMap::new(),
-        }
+            "complete",
+            &[
+                ("train.learning_rate", &lr.to_string()),
+                ("model.arch", arch),
+            ],
+            &[],
+        )
     }
 
     #[test]

@@ -141,13 +141,7 @@ fn config_full(settings: &BTreeMap<String, String>) -> String {
 /// "best", "worse (p 0.003)", "within noise (p 1.000)" with the unadjusted p
 /// on hover, or "untested (1 seed)".
 fn verdict_html(e: &leaderboard::Entry, rank: usize) -> String {
-    let p = |v: f64| {
-        if v < 0.001 {
-            "&lt; 0.001".to_string()
-        } else {
-            format!("{v:.3}")
-        }
-    };
+    let p = |v: f64| esc(&leaderboard::short_p(v));
     match (e.p_adjusted, e.p_raw) {
         _ if rank == 0 => "best".into(),
         (Some(a), Some(r)) => format!(
