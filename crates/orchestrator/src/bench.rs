@@ -8,7 +8,7 @@ use sweep_train::EpochMetrics;
 use crate::error::Result;
 use crate::store::{DbLocation, NewSweep, NewTrial, Store};
 
-/// Writes `epochs` epochs of metrics (10 rows each) for each of `trials` trials into
+/// Writes `epochs` epochs of metrics (12 rows each) for each of `trials` trials into
 /// a fresh database, as `sweep run` does (one transaction per epoch). Returns rows
 /// per second.
 pub async fn epoch_rows_per_second(db: &DbLocation, trials: usize, epochs: usize) -> Result<f64> {
@@ -56,6 +56,8 @@ pub async fn epoch_rows_per_second(db: &DbLocation, trials: usize, epochs: usize
                 seconds: 0.1,
                 data_seconds: 0.01,
                 step_seconds: 0.08,
+                train_loss_std: 0.05,
+                train_loss_step_std: 0.07,
             };
             store.record_epoch(c.id, session, &m).await?;
             rows += crate::store::epoch_rows(&m).len();

@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod cache;
+pub mod diagnostics;
 pub mod error;
 pub mod leaderboard;
 pub mod plan;

@@ -561,7 +561,7 @@ pub(crate) async fn execute(
                                 r.done = true;
                                 let number = r.number;
                                 let dir = results.join(&manifest.sweep).join(trial_rel_dir(number));
-                                match finish_trial(store, id, session, &outcome, &dir).await? {
+                                match finish_trial(store, id, session, &outcome, &dir, (&manifest.objective, maximize)).await? {
                                     Some((state, note)) => {
                                         let objective = objective_of(&outcome, &manifest.objective);
                                         if state != TrialState::Waiting {
@@ -968,6 +968,7 @@ async fn finish_trial(
     session: i64,
     o: &TrialOutcome,
     dir: &Path,
+    (objective, maximize): (&str, bool),
 ) -> Result<Option<(TrialState, String)>> {
     let sweep_dir = dir
         .parent()
@@ -1021,6 +1022,16 @@ async fn finish_trial(
         extra.push(("val.loss".to_string(), e.val_loss));
         extra.push(("train.loss".to_string(), e.train_loss));
         extra.push(("train.accuracy".to_string(), e.train_accuracy));
+    }
+    extra.extend(crate::diagnostics::history_metrics(
+        &o.epochs,
+        objective,
+        maximize,
+        o.best_epoch,
+    ));
+    extra.extend(crate::diagnostics::probe_metrics(&o.probes));
+    if let Some(r) = &o.report {
+        extra.extend(crate::diagnostics::class_scores(r));
     }
     let held = store
         .finish(

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use sweep_tensorboard::{EventWriter, HValue, Histo};
-use sweep_train::{EpochMetrics, Histogram, Report, TrialConfig};
+use sweep_train::{EpochMetrics, Histogram, Probe, Report, TrialConfig};
 
 use crate::error::{Error, Result};
 
@@ -198,8 +198,33 @@ impl TrialLog {
             ("val/balanced_accuracy", m.val_balanced_accuracy),
             ("learning_rate", m.learning_rate),
             ("time/epoch_seconds", m.seconds),
+            ("stability/batch_loss_std", m.train_loss_std),
+            ("stability/batch_loss_step_std", m.train_loss_step_std),
         ] {
             self.w.scalar(tag, s, v as f32).map_err(tb_err)?;
+        }
+        self.w.flush().map_err(tb_err)
+    }
+
+    /// Initialization health as per-layer scalars (`health/hidden0/dead_share`, ...)
+    /// at step 0 (before the first update) and step 1 (after the first epoch),
+    /// beside the weight histograms.
+    pub fn probe(&mut self, p: &Probe) -> Result<()> {
+        let s = p.epoch as i64;
+        self.w
+            .scalar("health/loss", s, p.loss as f32)
+            .map_err(tb_err)?;
+        self.w
+            .scalar("health/loss_over_chance", s, (p.loss / p.chance_loss) as f32)
+            .map_err(tb_err)?;
+        for l in &p.layers {
+            for (stat, v) in crate::diagnostics::layer_stats(l) {
+                if v.is_finite() {
+                    self.w
+                        .scalar(&format!("health/{}/{stat}", l.layer), s, v as f32)
+                        .map_err(tb_err)?;
+                }
+            }
         }
         self.w.flush().map_err(tb_err)
     }

@@ -49,6 +49,11 @@ impl Observer for Lines<'_> {
             self.tb_error.get_or_insert(e.to_string());
         }
     }
+    fn on_probe(&mut self, probe: &sweep_train::Probe) {
+        if let Some(Err(e)) = self.tb.as_mut().map(|t| t.probe(probe)) {
+            self.tb_error.get_or_insert(e.to_string());
+        }
+    }
     fn stop_after_epoch(&mut self, _metrics: &EpochMetrics) -> Option<String> {
         let replies = self.replies.as_mut()?;
         let mut line = String::new();

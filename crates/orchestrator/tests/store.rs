@@ -127,6 +127,8 @@ fn metrics() -> EpochMetrics {
         seconds: 1.0,
         data_seconds: 0.1,
         step_seconds: 0.8,
+        train_loss_std: 0.05,
+        train_loss_step_std: f64::NAN,
     }
 }
 

@@ -18,6 +18,7 @@ use crate::loss::{balanced_weights, CrossEntropy};
 use crate::metrics::{Confusion, Report};
 use crate::model::Model;
 use crate::optim::{learning_rate_at, Optimizer};
+use crate::probe::{probe, Probe};
 use crate::rng::Rng;
 
 /// A cloneable flag that asks a running trial to stop between batches.
@@ -50,6 +51,9 @@ pub struct TrialOptions {
     /// Train through candle's generic autograd even on the CPU (the CPU engine
     /// is used otherwise); for comparisons and benchmarks.
     pub autograd: bool,
+    /// Measure initialization health (see [`crate::probe`]); on by default, off
+    /// only to measure what it costs.
+    pub probe: bool,
 }
 
 impl Default for TrialOptions {
@@ -60,6 +64,7 @@ impl Default for TrialOptions {
             checkpoint_dir: None,
             best_metric: Monitor::ValLoss,
             autograd: false,
+            probe: true,
         }
     }
 }
@@ -91,6 +96,35 @@ pub struct EpochMetrics {
     /// Of which: forward, loss, backward and optimizer steps.
     #[serde(with = "crate::serde_float")]
     pub step_seconds: f64,
+    /// Standard deviation (population) of the epoch's batch losses: how rough the
+    /// training curve is within the epoch. NaN with fewer than two batches.
+    #[serde(with = "crate::serde_float", default = "nan")]
+    pub train_loss_std: f64,
+    /// Standard deviation of the differences between successive batch losses
+    /// (batch-to-batch jumps, insensitive to the epoch's downward trend). NaN
+    /// with fewer than three batches.
+    #[serde(with = "crate::serde_float", default = "nan")]
+    pub train_loss_step_std: f64,
+}
+
+fn nan() -> f64 {
+    f64::NAN
+}
+
+/// The spread of a sequence of batch losses: (std of the values, std of their
+/// successive differences), both population standard deviations; NaN where the
+/// sequence is too short (fewer than 2 values, fewer than 2 differences).
+pub fn batch_loss_spread(losses: &[f64]) -> (f64, f64) {
+    fn std(v: &[f64]) -> f64 {
+        if v.len() < 2 {
+            return f64::NAN;
+        }
+        let n = v.len() as f64;
+        let m = v.iter().sum::<f64>() / n;
+        (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / n).sqrt()
+    }
+    let diffs: Vec<f64> = losses.windows(2).map(|w| w[1] - w[0]).collect();
+    (std(losses), std(&diffs))
 }
 
 impl EpochMetrics {
@@ -175,6 +209,9 @@ pub trait Observer {
     fn on_batch(&mut self, _epoch: usize, _batch: usize, _batches: usize) {}
     fn on_epoch(&mut self, _metrics: &EpochMetrics) {}
     fn on_histograms(&mut self, _epoch: usize, _histograms: &[Histogram]) {}
+    /// Initialization health (see [`crate::probe`]): before the first update and
+    /// after the first epoch.
+    fn on_probe(&mut self, _probe: &Probe) {}
     /// Asked after each epoch but the last (once `on_epoch` and `on_histograms`
     /// have seen it): `Some(reason)` stops the trial there, as pruned (a search's
     /// pruner answering from the trial's peers). The default never stops.
@@ -228,6 +265,10 @@ pub struct TrialOutcome {
     /// The weights that gave `report` (the best checkpoint, or `last.safetensors`).
     pub report_checkpoint: Option<PathBuf>,
     pub seconds: f64,
+    /// Initialization health before the first update and after the first epoch
+    /// (absent when the training split has fewer than two images).
+    #[serde(default)]
+    pub probes: Vec<Probe>,
 }
 
 impl TrialOutcome {
@@ -521,12 +562,40 @@ pub fn run_trial(
     let (c, s) = (ds.channels, ds.image_size);
     let mut stop_reason = StopReason::EpochLimit;
 
+    // The probe batch: `batch_size` images evenly spaced through the training
+    // split (which lists classes one after another, so every class is in it in
+    // proportion), never augmented, so no random stream is touched.
+    let probe_batch = {
+        let take = crate::probe::evenly_spaced(&split.train, bs);
+        (take.len() >= 2).then(|| {
+            let (mut pb, mut pl) = (Vec::new(), Vec::new());
+            batcher.fill(ds, &take, None, &mut pb, &mut pl);
+            (pb, pl)
+        })
+    };
+    let probe_batch = probe_batch.filter(|_| opts.probe);
+    let take_probe = |model: &mut Model, phase: &str, epoch: usize| -> Result<Option<Probe>> {
+        match &probe_batch {
+            Some((pb, pl)) => {
+                let x = Tensor::from_slice(pb, (pl.len(), c, s, s), device)?;
+                Ok(Some(probe(model, &x, pl, &ce, phase, epoch)?))
+            }
+            None => Ok(None),
+        }
+    };
+    let mut probes = Vec::new();
+    if let Some(p) = take_probe(&mut model, "init", 0)? {
+        obs.on_probe(&p);
+        probes.push(p);
+    }
+
     'epochs: for epoch in 1..=cfg.train.epochs {
         let t_epoch = Instant::now();
         let lr = learning_rate_at(&cfg.train, epoch - 1);
         shuffle_rng.shuffle(&mut order);
         let (mut data_s, mut step_s) = (0f64, 0f64);
         let (mut loss_sum, mut correct, mut seen) = (0f64, 0u64, 0usize);
+        let mut batch_losses = Vec::with_capacity(batches);
         let mut last_grads = None;
         for (b, chunk) in order.chunks(bs).enumerate() {
             // Batch-norm cannot normalize one sample (PyTorch refuses it); a final
@@ -581,12 +650,14 @@ pub fn run_trial(
             data_s += (t1 - t0).as_secs_f64();
             step_s += (t2 - t1).as_secs_f64();
             loss_sum += lv * n as f64;
+            batch_losses.push(lv);
             seen += n;
             for (row, y) in rows.chunks_exact(ds.num_classes()).zip(&labels) {
                 correct += u64::from(argmax(row) == *y);
             }
             obs.on_batch(epoch, b + 1, batches);
         }
+        let (train_loss_std, train_loss_step_std) = batch_loss_spread(&batch_losses);
         let ev = evaluate(
             &mut model,
             &mut Logits::new(engine.as_mut(), ds, device),
@@ -608,8 +679,16 @@ pub fn run_trial(
             seconds: t_epoch.elapsed().as_secs_f64(),
             data_seconds: data_s,
             step_seconds: step_s,
+            train_loss_std,
+            train_loss_step_std,
         };
         obs.on_epoch(&m);
+        if epoch == 1 {
+            if let Some(p) = take_probe(&mut model, "epoch1", 1)? {
+                obs.on_probe(&p);
+                probes.push(p);
+            }
+        }
         if let Some(every) = opts.histogram_every {
             if epoch % every.max(1) == 0 || epoch == cfg.train.epochs {
                 let grads = match (&engine, &last_grads) {
@@ -694,6 +773,7 @@ pub fn run_trial(
         checkpoint,
         report_checkpoint,
         seconds: t_start.elapsed().as_secs_f64(),
+        probes,
     })
 }
 

@@ -67,9 +67,9 @@ seed = 3
 "#;
     let root = common::digits();
     let ds = Dataset::load(&config(&base.replace("INIT", "kaiming_normal"), &root).data).unwrap();
-    let acc = |init: &str| {
+    let run = |init: &str| {
         let cfg = config(&base.replace("INIT", init), &root);
-        let out = run_trial(
+        run_trial(
             &cfg,
             &ds,
             &Device::Cpu,
@@ -77,18 +77,69 @@ seed = 3
             &mut NoObserver,
             &StopFlag::new(),
         )
-        .unwrap();
-        out.report.unwrap().accuracy
+        .unwrap()
     };
-    let (constant, kaiming) = (acc("constant"), acc("kaiming_normal"));
+    let (constant, kaiming) = (run("constant"), run("kaiming_normal"));
+    let acc = |o: &sweep_train::TrialOutcome| o.report.as_ref().unwrap().accuracy;
     eprintln!(
-        "digits, 8 epochs: constant init accuracy {constant:.4}, kaiming_normal {kaiming:.4}"
+        "digits, 8 epochs: constant init accuracy {:.4}, kaiming_normal {:.4}",
+        acc(&constant),
+        acc(&kaiming)
     );
-    assert!(kaiming > 0.85, "kaiming {kaiming}");
+    assert!(acc(&kaiming) > 0.85, "kaiming {}", acc(&kaiming));
     assert!(
-        constant < 0.5 && constant + 0.35 < kaiming,
-        "constant {constant} vs kaiming {kaiming}"
+        acc(&constant) < 0.5 && acc(&constant) + 0.35 < acc(&kaiming),
+        "constant {} vs kaiming {}",
+        acc(&constant),
+        acc(&kaiming)
     );
+
+    // The probes say why, before training and after the first epoch: under
+    // constant init every hidden layer's units are identical (and stay so), and
+    // the loss sits at ln(10), where a classifier that cannot tell classes apart
+    // is; kaiming_normal has neither.
+    let chance = 10f64.ln();
+    for (o, name) in [(&constant, "constant"), (&kaiming, "kaiming_normal")] {
+        let phases: Vec<&str> = o.probes.iter().map(|p| p.phase.as_str()).collect();
+        assert_eq!(phases, ["init", "epoch1"], "{name}");
+        for p in &o.probes {
+            eprintln!(
+                "{name} {}: loss {:.4} (ln 10 = {chance:.4}); {}",
+                p.phase,
+                p.loss,
+                p.layers
+                    .iter()
+                    .map(|l| format!(
+                        "{} identical {} dead {:.2} act std {:.3} grad {:.3e} w std {:.3}",
+                        l.layer, l.identical_units, l.dead_share, l.activation_std, l.gradient_norm, l.weight_std
+                    ))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+            assert_eq!(p.chance_loss, chance);
+            assert_eq!(p.layers.len(), 3);
+        }
+        let hidden_identical = |i: usize| o.probes[i].layers[..2].iter().all(|l| l.identical_units);
+        if name == "constant" {
+            assert!(hidden_identical(0) && hidden_identical(1), "constant init not flagged");
+            assert!((o.probes[0].loss - chance).abs() < 1e-4, "{}", o.probes[0].loss);
+            assert!(
+                (o.probes[1].loss - chance).abs() < 0.1 * chance,
+                "constant init's loss left ln(10) after an epoch: {}",
+                o.probes[1].loss
+            );
+        } else {
+            assert!(
+                o.probes.iter().all(|p| p.layers.iter().all(|l| !l.identical_units)),
+                "kaiming_normal flagged"
+            );
+            assert!(
+                o.probes[1].loss < 0.8 * chance,
+                "kaiming_normal's loss after an epoch: {}",
+                o.probes[1].loss
+            );
+        }
+    }
 }
 
 /// On the imbalanced skin set (60% one class), an MLP with batch-norm, dropout and

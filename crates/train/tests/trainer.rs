@@ -80,6 +80,46 @@ fn same_config_and_seed_give_identical_metrics() {
     );
 }
 
+/// The initialization-health probe reads the model and throws its gradients
+/// away: with and without it, a CNN with batch-norm, dropout and augmentation
+/// trains to the same numbers (its batch comes from no random stream, its
+/// batch-norm pass leaves the running statistics as they were).
+#[test]
+fn the_probe_changes_nothing_a_trial_computes() {
+    for model in [
+        "batch_norm = true\ndropout = 0.3",
+        "arch = \"cnn\"\nconv_channels = [4, 8]\nbatch_norm = true\ndropout = 0.2",
+    ] {
+        let c = cfg(model, "");
+        let with = run(&c, &TrialOptions::default(), &mut NoObserver);
+        let without = run(
+            &c,
+            &TrialOptions {
+                probe: false,
+                ..TrialOptions::default()
+            },
+            &mut NoObserver,
+        );
+        assert_eq!(with.probes.len(), 2, "{model}");
+        assert!(without.probes.is_empty());
+        assert_eq!(strip_times(&with.epochs), strip_times(&without.epochs), "{model}");
+        assert_eq!(with.report, without.report, "{model}");
+        // per-epoch batch-loss spreads are there, from the losses of the batches
+        assert!(with.epochs.iter().all(|m| m.train_loss_std > 0.0 && m.train_loss_step_std > 0.0));
+        let init = &with.probes[0];
+        assert_eq!((init.phase.as_str(), init.epoch, init.images), ("init", 0, 16));
+        let names: Vec<&str> = init.layers.iter().map(|l| l.layer.as_str()).collect();
+        let want: &[&str] = if model.contains("cnn") {
+            &["conv0", "conv1", "hidden0", "hidden1", "output"]
+        } else {
+            &["hidden0", "hidden1", "output"]
+        };
+        assert_eq!(names, want);
+        assert_eq!(init.layers[0].units, if model.contains("cnn") { 4 } else { 64 });
+        assert!(init.layers.iter().all(|l| l.gradient_norm > 0.0 && l.weight_std > 0.0));
+    }
+}
+
 #[test]
 fn a_diverging_trial_ends_as_diverged_not_a_panic() {
     let c = cfg(

@@ -1526,6 +1526,8 @@ pub fn epoch_rows(m: &EpochMetrics) -> Vec<(&'static str, &'static str, f64)> {
         ("train", "loss", m.train_loss),
         ("train", "accuracy", m.train_accuracy),
         ("train", "learning_rate", m.learning_rate),
+        ("train", "loss_std", m.train_loss_std),
+        ("train", "loss_step_std", m.train_loss_step_std),
         ("val", "loss", m.val_loss),
         ("val", "accuracy", m.val_accuracy),
         ("val", "macro_f1", m.val_macro_f1),

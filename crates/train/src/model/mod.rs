@@ -297,6 +297,36 @@ impl Model {
     /// Logits for a batch `[N, C, H, W]`. In training, batch-norm uses batch
     /// statistics and dropout masks are drawn from `dropout_rng`.
     pub fn forward_t(&mut self, xs: &Tensor, train: bool, dropout_rng: &mut Rng) -> Result<Tensor> {
+        self.forward_impl(xs, train, train.then_some(dropout_rng), None)
+    }
+
+    /// The training-mode forward pass without dropout and without touching the
+    /// batch-norm running statistics, keeping every layer's output (after its
+    /// activation, before pooling and dropout; the logits for `output`): what
+    /// [`crate::probe`] measures.
+    pub(crate) fn forward_capture(&mut self, xs: &Tensor) -> Result<(Tensor, Vec<(String, Tensor)>)> {
+        let saved: Vec<Option<(Tensor, Tensor)>> = self
+            .layers()
+            .map(|l| l.bn.as_ref().map(|b| (b.running_mean.clone(), b.running_var.clone())))
+            .collect();
+        let mut captured = Vec::new();
+        let logits = self.forward_impl(xs, true, None, Some(&mut captured));
+        for (l, s) in self.convs.iter_mut().chain(self.hidden.iter_mut()).zip(saved) {
+            if let (Some(bn), Some((m, v))) = (&mut l.bn, s) {
+                bn.running_mean = m;
+                bn.running_var = v;
+            }
+        }
+        Ok((logits?, captured))
+    }
+
+    fn forward_impl(
+        &mut self,
+        xs: &Tensor,
+        train: bool,
+        mut dropout_rng: Option<&mut Rng>,
+        mut capture: Option<&mut Vec<(String, Tensor)>>,
+    ) -> Result<Tensor> {
         let act = self.activation;
         let mut x = xs.clone();
         if self.arch == Arch::Cnn {
@@ -306,7 +336,11 @@ impl Model {
                 if let Some(bn) = &mut l.bn {
                     x = bn.forward_t(&x, train)?;
                 }
-                x = max_pool2(&activate(&x, act)?)?;
+                let a = activate(&x, act)?;
+                if let Some(c) = capture.as_deref_mut() {
+                    c.push((l.name.clone(), a.clone()));
+                }
+                x = max_pool2(&a)?;
             }
         }
         x = x.flatten_from(1)?;
@@ -318,13 +352,23 @@ impl Model {
                 x = bn.forward_t(&x, train)?;
             }
             x = activate(&x, act)?;
-            if train && self.dropout > 0.0 {
-                x = dropout(&x, self.dropout, dropout_rng)?;
+            if let Some(c) = capture.as_deref_mut() {
+                c.push((l.name.clone(), x.clone()));
+            }
+            if let Some(rng) = dropout_rng.as_deref_mut() {
+                if self.dropout > 0.0 {
+                    x = dropout(&x, self.dropout, rng)?;
+                }
             }
         }
         let o = &self.output;
-        Ok(x.matmul(&o.weight.as_tensor().t()?)?
-            .broadcast_add(o.bias.as_tensor())?)
+        let logits = x
+            .matmul(&o.weight.as_tensor().t()?)?
+            .broadcast_add(o.bias.as_tensor())?;
+        if let Some(c) = capture {
+            c.push((o.name.clone(), logits.clone()));
+        }
+        Ok(logits)
     }
 
     pub fn device(&self) -> &Device {
