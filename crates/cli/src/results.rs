@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use sweep_orchestrator::leaderboard;
+use sweep_orchestrator::{diagnostics, leaderboard};
 use sweep_orchestrator::query::{self, format_num, Cell, Table};
 use sweep_orchestrator::stats;
 use sweep_orchestrator::store::DbLocation;
@@ -448,7 +448,7 @@ pub fn compare(a: CompareArgs, out: &Output) -> Result<()> {
         let maximize = if metric == info.objective {
             info.direction != "minimize"
         } else {
-            !(metric.ends_with("loss") || metric == "train_seconds")
+            diagnostics::higher_is_better(&metric)
         };
         let t = if cols.is_empty() {
             // a ranked list: one column per setting that differs, tested against the best
@@ -618,7 +618,7 @@ pub fn trials(a: TrialsArgs, out: &Output) -> Result<()> {
         let desc = if sort == info.objective {
             info.direction != "minimize"
         } else {
-            !(sort.ends_with("loss") || sort == "train_seconds")
+            diagnostics::higher_is_better(&sort)
         };
         rows.sort_by(|x, y| {
             let (a, b) = (
@@ -787,6 +787,7 @@ pub fn show(sweep: &str, number: i64, out: &Output) -> Result<()> {
             "val.accuracy",
             "val.macro_f1",
             "val.balanced_accuracy",
+            "train.loss_std",
             "time.epoch_seconds",
         ];
         let ct = Table {
@@ -856,8 +857,73 @@ pub fn show(sweep: &str, number: i64, out: &Output) -> Result<()> {
             };
             text += &render(&mt, Format::Table);
         }
+        text += &diagnostics_section(t);
         emit(out, &text)
     })
+}
+
+/// `show`'s training diagnostics: the trial-level metrics by group, then the
+/// per-layer health before the first update and after the first epoch.
+fn diagnostics_section(t: &query::TrialRow) -> String {
+    if t.metrics_version.is_none() && !t.metrics.keys().any(|k| k.starts_with("speed.")) {
+        return "\ntraining diagnostics: none (the trial was recorded by an older Sweep)\n".into();
+    }
+    let mut text = "\ntraining diagnostics (definitions: docs/results.md):\n".to_string();
+    for (group, rows) in diagnostics::grouped(&t.metrics) {
+        text += &format!("{group}:\n");
+        for (name, v) in rows {
+            text += &format!("  {name:<34} {}\n", format_num(v));
+        }
+    }
+    let stats = [
+        "activation_mean",
+        "activation_std",
+        "dead_share",
+        "gradient_norm",
+        "weight_std",
+        "identical_units",
+    ];
+    let mut rows = Vec::new();
+    for phase in ["init", "epoch1"] {
+        let mut layers: Vec<&str> = t
+            .metrics
+            .keys()
+            .filter_map(|k| {
+                let rest = k.strip_prefix(phase)?.strip_prefix('.')?;
+                let (layer, stat) = rest.split_once('.')?;
+                (stat == "weight_std").then_some(layer)
+            })
+            .collect();
+        // conv0.., hidden0.., output: the order of the network
+        layers.sort_by_key(|l| (!l.starts_with("conv"), *l == "output", l.to_string()));
+        for layer in layers {
+            rows.push(
+                [Cell::Text(phase.into()), Cell::Text(layer.into())]
+                    .into_iter()
+                    .chain(stats.iter().map(|st| {
+                        t.metrics
+                            .get(&format!("{phase}.{layer}.{st}"))
+                            .filter(|v| v.is_finite())
+                            .map(|v| Cell::Num(*v))
+                            .unwrap_or(Cell::Null)
+                    }))
+                    .collect(),
+            );
+        }
+    }
+    if !rows.is_empty() {
+        text += "layer health (init: before the first update; epoch1: after the first epoch):\n";
+        let table = Table {
+            headers: ["phase", "layer"]
+                .iter()
+                .chain(&stats)
+                .map(|s| s.to_string())
+                .collect(),
+            rows,
+        };
+        text += &render(&table, Format::Table);
+    }
+    text
 }
 
 /// Every swept parameter with many distinct numeric values in 4 quantile bins.

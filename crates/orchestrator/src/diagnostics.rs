@@ -252,11 +252,12 @@ pub fn higher_is_better(metric: &str) -> bool {
 /// The diagnostic metrics a set of stored metric names holds, grouped for
 /// `sweep show`: (group, [(name, value)]) in a fixed order.
 pub fn grouped<'a>(metrics: &'a BTreeMap<String, f64>) -> Vec<(&'static str, Vec<(&'a str, f64)>)> {
-    let groups: [(&str, &str); 4] = [
+    let groups: [(&str, &str); 5] = [
         ("convergence speed", "speed."),
         ("stability", "stability."),
         ("overfitting", "overfit."),
         ("initialization (before the first update)", "init."),
+        ("after the first epoch", "epoch1."),
     ];
     let mut out = Vec::new();
     for (title, prefix) in groups {

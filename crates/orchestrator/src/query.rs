@@ -57,6 +57,7 @@ impl TrialRow {
             duration_seconds: None,
             error: None,
             config_json: "{}".into(),
+            metrics_version: Some(crate::store::METRICS_VERSION),
             params: params
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -122,6 +123,9 @@ pub struct TrialRow {
     pub duration_seconds: Option<f64>,
     pub error: Option<String>,
     pub config_json: String,
+    /// What the metrics were recorded with (`store::METRICS_VERSION`); `None`
+    /// for trials an older Sweep finished (no training diagnostics).
+    pub metrics_version: Option<i64>,
     /// swept parameters, by name (canonical text)
     pub params: BTreeMap<String, String>,
     pub metrics: BTreeMap<String, f64>,
@@ -316,7 +320,7 @@ pub async fn trials_with(
     // the database (string_agg over their primary-key indexes), so a sweep of 100,000
     // trials is 100,000 rows through the driver, not millions.
     let sql = format!(
-        "SELECT id, number, key, seed, state, stop_reason, stop_epoch, best_epoch, attempts, device, started_at, finished_at, duration_seconds, error, config_json, \
+        "SELECT id, number, key, seed, state, stop_reason, stop_epoch, best_epoch, attempts, device, started_at, finished_at, duration_seconds, error, config_json, metrics_version, \
            (SELECT string_agg(name || $3 || value_text, $4) FROM trial_params p WHERE p.trial_id = t.id AND p.swept = 1) AS params, \
            (SELECT string_agg(name || $3 || value_kind || $3 || COALESCE({}, ''), $4) FROM final_metrics f WHERE f.trial_id = t.id AND ($1 IS NULL OR f.name = $1)) AS metrics, \
            (SELECT string_agg(kind || $3 || path, $4) FROM artifacts a WHERE a.trial_id = t.id) AS artifacts \
@@ -357,6 +361,7 @@ pub async fn trials_with(
             duration_seconds: r.get("duration_seconds"),
             error: r.get("error"),
             config_json: r.get("config_json"),
+            metrics_version: r.get("metrics_version"),
             params: BTreeMap::new(),
             metrics: BTreeMap::new(),
             artifacts: BTreeMap::new(),
@@ -626,10 +631,14 @@ pub fn excluded(trials: &[TrialRow], metric: &str) -> String {
             .count()
     };
     let diverged = count("pruned") - stopped("pruned");
-    let no_value = trials
-        .iter()
-        .filter(|t| t.state == "complete" && !t.metrics.get(metric).is_some_and(|v| v.is_finite()))
-        .count();
+    let missing = |t: &&TrialRow| {
+        t.state == "complete" && !t.metrics.get(metric).is_some_and(|v| v.is_finite())
+    };
+    // A metric an older Sweep did not record (the training diagnostics) is
+    // absent, not undefined: say so apart.
+    let older = |t: &&TrialRow| t.metrics_version.is_none() && !t.metrics.contains_key(metric);
+    let before = trials.iter().filter(missing).filter(older).count();
+    let no_value = trials.iter().filter(missing).count() - before;
     let mut parts = Vec::new();
     for (n, what) in [
         (stopped("pruned"), "pruned (stopped by the pruner)"),
@@ -637,6 +646,10 @@ pub fn excluded(trials: &[TrialRow], metric: &str) -> String {
         (count("failed"), "failed"),
         (count("running") + count("waiting"), "unfinished"),
         (no_value, "without a finite value"),
+        (
+            before,
+            "recorded before training diagnostics (an older Sweep; no value)",
+        ),
     ] {
         if n > 0 {
             parts.push(format!("{n} {what}"));

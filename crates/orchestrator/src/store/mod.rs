@@ -45,7 +45,16 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "search",
         include_str!("../../../../migrations/0004_search.sql"),
     ),
+    (
+        5,
+        "metrics_version",
+        include_str!("../../../../migrations/0005_metrics_version.sql"),
+    ),
 ];
+
+/// `trials.metrics_version` of the trials this Sweep finishes: 2 since the
+/// training diagnostics (migration 0005; NULL for older trials).
+pub const METRICS_VERSION: i64 = 2;
 
 /// The same migrations for PostgreSQL (`migrations/postgres/`): same versions, same
 /// tables and meaning, PostgreSQL's types.
@@ -69,6 +78,11 @@ pub const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "search",
         include_str!("../../../../migrations/postgres/0004_search.sql"),
+    ),
+    (
+        5,
+        "metrics_version",
+        include_str!("../../../../migrations/postgres/0005_metrics_version.sql"),
     ),
 ];
 
@@ -1126,7 +1140,7 @@ impl Store {
     pub async fn finish(&self, trial_id: i64, session: i64, f: &Finish<'_>) -> Result<bool> {
         let mut tx = self.begin_write().await?;
         let t = now();
-        let r = sqlx::query("UPDATE trials SET state = $1, stop_reason = $2, stop_epoch = $3, best_epoch = $4, report_epoch = $5, num_parameters = $6, train_size = $7, val_size = $8, duration_seconds = $9, finished_at = $10, error = NULL, stop_detail = $13 WHERE id = $11 AND state = 'running' AND session_id = $12")
+        let r = sqlx::query("UPDATE trials SET state = $1, stop_reason = $2, stop_epoch = $3, best_epoch = $4, report_epoch = $5, num_parameters = $6, train_size = $7, val_size = $8, duration_seconds = $9, finished_at = $10, error = NULL, stop_detail = $13, metrics_version = $14 WHERE id = $11 AND state = 'running' AND session_id = $12")
             .bind(f.state.as_str())
             .bind(&f.stop_reason)
             .bind(f.stop_epoch)
@@ -1140,6 +1154,7 @@ impl Store {
             .bind(trial_id)
             .bind(session)
             .bind(&f.stop_detail)
+            .bind(METRICS_VERSION)
             .execute(&mut *tx)
             .await
             .map_err(sql_err("finishing a trial"))?;
