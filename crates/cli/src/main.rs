@@ -47,6 +47,10 @@ enum Command {
         /// cpu (default), or cuda:N in a build with the `cuda` feature.
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// Skip the initialization-health probe (to measure its cost:
+        /// scripts/bench-diagnostics).
+        #[arg(long, hide = true)]
+        no_probe: bool,
     },
     /// Run (or resume) a sweep: every combination of the spec's [grid] times its seeds,
     /// in parallel worker processes, every metric stored in SQLite.
@@ -369,6 +373,7 @@ fn train(
     epochs: Option<usize>,
     json: bool,
     device: &str,
+    probe: bool,
 ) -> Result<()> {
     let device = sweep_orchestrator::worker::device(device)?;
     let mut cfg = TrialConfig::from_file(&config)?;
@@ -393,6 +398,7 @@ fn train(
     let stop = StopFlag::new();
     let opts = TrialOptions {
         checkpoint_dir: out,
+        probe,
         ..TrialOptions::default()
     };
     let mut printer = TablePrinter { json };
@@ -403,6 +409,7 @@ fn train(
     }
     println!();
     println!("{}", render::stop_line(&outcome));
+    print!("{}", render::health(&outcome));
     if let Some(r) = &outcome.report {
         println!();
         println!("{}", render::report(r));
@@ -482,7 +489,8 @@ fn main() -> ExitCode {
             epochs,
             json,
             device,
-        } => train(config, out, seed, epochs, json, &device),
+            no_probe,
+        } => train(config, out, seed, epochs, json, &device, !no_probe),
         Command::BenchStep {
             specs,
             steps,

@@ -19,6 +19,51 @@ pub fn epoch_row(m: &EpochMetrics) -> String {
     )
 }
 
+/// Initialization health of a trial, for `sweep train`: the probe's loss against
+/// ln(classes), and per layer the dead share and identical units, before the
+/// first update → after the first epoch.
+pub fn health(o: &TrialOutcome) -> String {
+    let [init, after] = match o.probes.as_slice() {
+        [a, b] => [a, b],
+        [a] => [a, a],
+        _ => return String::new(),
+    };
+    let mut s = format!(
+        "initialization health (before the first update → after epoch 1, on {} training images):\n  loss {:.4} → {:.4} (ln {} = {:.4}: where a classifier that tells no class apart sits)\n",
+        init.images,
+        init.loss,
+        after.loss,
+        init.chance_loss.exp().round(),
+        init.chance_loss
+    );
+    for (a, b) in init.layers.iter().zip(&after.layers) {
+        let dead = |l: &sweep_train::LayerHealth| {
+            if l.dead_share.is_nan() {
+                "-".to_string()
+            } else {
+                format!("{:.0}%", 100.0 * l.dead_share)
+            }
+        };
+        let same = |l: &sweep_train::LayerHealth| if l.identical_units { "yes" } else { "no" };
+        s += &format!(
+            "  {:<8} activation std {:.3} → {:.3} · dead units {} → {} · gradient norm {:.2e} → {:.2e} · identical units {} → {}\n",
+            a.layer,
+            a.activation_std,
+            b.activation_std,
+            dead(a),
+            dead(b),
+            a.gradient_norm,
+            b.gradient_norm,
+            same(a),
+            same(b)
+        );
+    }
+    if init.layers.iter().any(|l| l.layer != "output" && l.identical_units) {
+        s += "  warning: every unit of a hidden layer computes the same thing (a constant initialization?): they get the same gradient and stay identical\n";
+    }
+    s
+}
+
 pub fn stop_line(o: &TrialOutcome) -> String {
     let how = match &o.stop {
         StopReason::EpochLimit => format!("completed {} epochs", o.epochs.len()),

@@ -561,6 +561,17 @@ fn a_sweep_writes_tensorboard_logs_and_a_report() {
         ] {
             assert_eq!(scalars.get(tag), Some(&3), "{t}: {tag} in {scalars:?}");
         }
+        // diagnostics: batch-loss spread per epoch; layer health before the
+        // first update (step 0) and after epoch 1 (step 1)
+        assert_eq!(scalars.get("stability/batch_loss_std"), Some(&3), "{scalars:?}");
+        assert_eq!(scalars.get("health/loss"), Some(&2), "{scalars:?}");
+        assert_eq!(scalars.get("health/output/gradient_norm"), Some(&2), "{scalars:?}");
+        assert!(
+            scalars
+                .iter()
+                .any(|(k, n)| k.starts_with("health/hidden0/") && *n == 2),
+            "{scalars:?}"
+        );
         for tag in [
             "weights",
             "gradients",

@@ -873,6 +873,39 @@ pub async fn class_metrics(
     .map_err(err("reading class metrics"))
 }
 
+/// Final metrics of a sweep's complete trials whose names start with one of
+/// `prefixes` (`speed.`, `init.`), by trial id: the report's diagnostics
+/// without reading every metric of every trial.
+pub async fn metrics_with_prefixes(
+    store: &Store,
+    sweep_id: i64,
+    prefixes: &[&str],
+) -> Result<BTreeMap<i64, BTreeMap<String, f64>>> {
+    let mut out: BTreeMap<i64, BTreeMap<String, f64>> = BTreeMap::new();
+    for prefix in prefixes {
+        // `LIKE` with `_` and `%` escaped: a prefix is matched literally
+        let pattern = format!(
+            "{}%",
+            prefix.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+        );
+        let rows: Vec<(i64, String, Option<f64>, String)> = sqlx::query_as(
+            "SELECT f.trial_id, f.name, f.value, f.value_kind FROM final_metrics f JOIN trials t ON t.id = f.trial_id \
+             WHERE t.sweep_id = $1 AND t.state = 'complete' AND f.name LIKE $2 ESCAPE '\\'",
+        )
+        .bind(sweep_id)
+        .bind(pattern)
+        .fetch_all(store.pool())
+        .await
+        .map_err(err("reading diagnostics"))?;
+        for (id, name, v, kind) in rows {
+            out.entry(id)
+                .or_default()
+                .insert(name, from_value_kind(v, &kind));
+        }
+    }
+    Ok(out)
+}
+
 /// The class names of a sweep, by index.
 pub async fn class_names(store: &Store, sweep_id: i64) -> Result<Vec<String>> {
     let rows: Vec<(String,)> =

@@ -104,6 +104,14 @@ pub struct Engine {
     last_timing: (f64, f64),
 }
 
+/// What [`Engine::probe_pass`] measured.
+pub struct ProbePass {
+    pub loss: f32,
+    /// Per layer, `[n, units, …]` row-major.
+    pub outputs: Vec<Vec<f32>>,
+    pub gradient_norms: Vec<f64>,
+}
+
 /// Read access to every parameter's values for the length of a pass.
 struct ParamSlices<'a> {
     guards: Vec<(candle_core::StorageRef<'a>, usize, usize)>,
@@ -319,6 +327,65 @@ impl Engine {
         self.backward(model, x, n)?;
         self.last_timing = ((t1 - t0).as_secs_f64(), t1.elapsed().as_secs_f64());
         Ok(loss)
+    }
+
+    /// The initialization-health probe's pass ([`crate::probe`]): the training
+    /// loss of a batch forward and backward in training mode but without
+    /// dropout, leaving the batch-norm running statistics as they were. Returns
+    /// the mean loss, each layer's output (a convolution block's activated and
+    /// pooled maps, a dense block's activations, the logits) and the L2 norm of
+    /// each layer's weight gradient, in `Model::layers()` order.
+    pub fn probe_pass(
+        &mut self,
+        model: &mut Model,
+        x: &[f32],
+        labels: &[u32],
+        ce: &CrossEntropy,
+    ) -> Result<ProbePass> {
+        let n = labels.len();
+        let saved = model.running_stats();
+        let dropout = std::mem::replace(&mut self.dropout, 0.0);
+        let pass = (|| -> Result<f32> {
+            self.forward(model, x, n, true, None)?;
+            let (t, norm) = ce.targets(labels);
+            self.targets = t;
+            let kk = self.classes;
+            let loss = k::softmax_cross_entropy(
+                &self.logits[..n * kk],
+                &self.targets,
+                kk,
+                norm,
+                &mut self.dlogits[..n * kk],
+            );
+            self.backward(model, x, n)?;
+            Ok(loss)
+        })();
+        self.dropout = dropout;
+        model.set_running_stats(saved);
+        let loss = pass?;
+        let mut outputs: Vec<Vec<f32>> = self
+            .convs
+            .iter()
+            .map(|l| l.pooled[..n * l.cout * (l.h / 2) * (l.w / 2)].to_vec())
+            .collect();
+        outputs.extend(self.dense.iter().map(|l| l.r[..n * l.fout].to_vec()));
+        outputs.push(self.logits[..n * self.classes].to_vec());
+        let gradient_norms = self
+            .slots
+            .iter()
+            .map(|s| {
+                self.grads[s.w]
+                    .iter()
+                    .map(|g| (*g as f64).powi(2))
+                    .sum::<f64>()
+                    .sqrt()
+            })
+            .collect();
+        Ok(ProbePass {
+            loss,
+            outputs,
+            gradient_norms,
+        })
     }
 
     fn forward(

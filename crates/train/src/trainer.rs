@@ -574,17 +574,27 @@ pub fn run_trial(
         })
     };
     let probe_batch = probe_batch.filter(|_| opts.probe);
-    let take_probe = |model: &mut Model, phase: &str, epoch: usize| -> Result<Option<Probe>> {
+    let take_probe = |model: &mut Model,
+                      engine: Option<&mut Engine>,
+                      phase: &str,
+                      epoch: usize|
+     -> Result<Option<Probe>> {
         match &probe_batch {
-            Some((pb, pl)) => {
-                let x = Tensor::from_slice(pb, (pl.len(), c, s, s), device)?;
-                Ok(Some(probe(model, &x, pl, &ce, phase, epoch)?))
-            }
+            Some((pb, pl)) => Ok(Some(probe(
+                model,
+                engine,
+                pb,
+                (c, s),
+                pl,
+                &ce,
+                phase,
+                epoch,
+            )?)),
             None => Ok(None),
         }
     };
     let mut probes = Vec::new();
-    if let Some(p) = take_probe(&mut model, "init", 0)? {
+    if let Some(p) = take_probe(&mut model, engine.as_mut(), "init", 0)? {
         obs.on_probe(&p);
         probes.push(p);
     }
@@ -684,7 +694,7 @@ pub fn run_trial(
         };
         obs.on_epoch(&m);
         if epoch == 1 {
-            if let Some(p) = take_probe(&mut model, "epoch1", 1)? {
+            if let Some(p) = take_probe(&mut model, engine.as_mut(), "epoch1", 1)? {
                 obs.on_probe(&p);
                 probes.push(p);
             }

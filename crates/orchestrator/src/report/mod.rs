@@ -90,6 +90,7 @@ pub async fn html_with(store: &Store, name: &str, opts: &Options) -> Result<Stri
     h += &effects_section(&trials, &board, &metric);
     h += &interactions_section(&trials, &board, &metric, maximize);
     h += &curves_section(store, &trials, &board).await?;
+    h += &diagnostics_section(store, info.id, &trials, &board).await?;
     h += &winner_section(store, &board, &classes, &metric).await?;
     h += &stopping_section(&trials, &board, top);
 
@@ -97,6 +98,140 @@ pub async fn html_with(store: &Store, name: &str, opts: &Options) -> Result<Stri
         esc(&tool), esc(&dataset), esc(&fp), esc(commit.as_deref().unwrap_or("(not in a git checkout)")), esc(&host), esc(&classes.join(", ")), esc(&spec_text));
     h += "</body></html>\n";
     Ok(h)
+}
+
+/// The study's questions as charts: per swept setting, how fast trials
+/// converged, how far validation fell behind training, how rough training
+/// was; and the initialization health per `model.init` (or over all trials).
+async fn diagnostics_section(
+    store: &Store,
+    sweep_id: i64,
+    trials: &[TrialRow],
+    board: &Leaderboard,
+) -> Result<String> {
+    let diag = query::metrics_with_prefixes(
+        store,
+        sweep_id,
+        &["speed.", "overfit.", "stability.", "init.", "epoch1."],
+    )
+    .await?;
+    let mut h = String::from("<h2>Training diagnostics</h2>");
+    if diag.is_empty() {
+        let complete = trials.iter().filter(|t| t.state == "complete").count();
+        if complete > 0 {
+            h += "<p class=muted>No complete trial of this sweep has training diagnostics: they were recorded by an older Sweep.</p>";
+            return Ok(h);
+        }
+        return Ok(String::new());
+    }
+    h += "<p class=muted>Definitions: docs/results.md, \"Training diagnostics\". Each chart: the mean over every complete trial with that value (other settings and seeds pooled), bars ± one standard deviation; lower is better in all three.</p>";
+    let with: Vec<TrialRow> = trials
+        .iter()
+        .filter_map(|t| {
+            let m = diag.get(&t.id)?;
+            let mut t = t.clone();
+            t.metrics.extend(m.iter().map(|(k, v)| (k.clone(), *v)));
+            Some(t)
+        })
+        .collect();
+    let binned = query::bin_continuous(&with, &board.params, 4);
+    for (metric, question) in [
+        ("speed.epochs_to_95", "How fast? Epochs until the objective reached 95% of the trial's best"),
+        ("overfit.loss_gap_last", "How much overfitting? Validation − training loss at the last epoch"),
+        ("stability.batch_loss_step_std", "How smooth? Standard deviation of batch-to-batch loss changes"),
+    ] {
+        let mut by_param: BTreeMap<String, Vec<(String, stats::Summary)>> = BTreeMap::new();
+        for (p, v, s) in query::effects(&binned, metric) {
+            if board.params.contains(&p) {
+                by_param.entry(p).or_default().push((v, s));
+            }
+        }
+        if by_param.is_empty() {
+            continue;
+        }
+        let _ = write!(h, "<h3>{}</h3><div>", esc(question));
+        for (p, rows) in &by_param {
+            h += &charts::effect_chart(p, rows, metric);
+        }
+        h += "</div>";
+    }
+    h += &health_table(&with);
+    Ok(h)
+}
+
+/// Initialization health per `model.init` when it is swept (else over all
+/// trials): per layer, the means over trials before the first update and after
+/// the first epoch.
+fn health_table(trials: &[TrialRow]) -> String {
+    let group_of = |t: &TrialRow| {
+        t.params
+            .get("model.init")
+            .cloned()
+            .unwrap_or_else(|| "all trials".into())
+    };
+    let mut groups: BTreeMap<String, Vec<&TrialRow>> = BTreeMap::new();
+    for t in trials {
+        groups.entry(group_of(t)).or_default().push(t);
+    }
+    let mean = |ts: &[&TrialRow], name: &str| -> Option<f64> {
+        let v: Vec<f64> = ts
+            .iter()
+            .filter_map(|t| t.metrics.get(name).copied())
+            .filter(|v| v.is_finite())
+            .collect();
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    };
+    let text = |v: Option<f64>, pct: bool| match v {
+        Some(x) if pct => format!("{:.0}%", 100.0 * x),
+        Some(x) => query::format_num(x),
+        None => "–".to_string(),
+    };
+    let mut h = String::from("<h3>Initialization health</h3><p class=muted>Measured on one fixed batch of training images before the first update (→ after the first epoch), mean over trials. Loss ÷ ln(classes): near 1 is a healthy start. Dead: share of ReLU units silent on the whole batch. Identical: share of trials whose units in that layer all compute the same thing (a constant initialization).</p><div class=scroll><table><tr><th>model.init</th><th>trials</th><th>loss ÷ ln(classes)</th><th>layer</th><th>activation std</th><th>dead units</th><th>gradient norm</th><th>weight std</th><th>identical units</th></tr>");
+    for (g, ts) in &groups {
+        let mut layers: Vec<String> = ts
+            .iter()
+            .flat_map(|t| t.metrics.keys())
+            .filter_map(|k| {
+                let rest = k.strip_prefix("init.")?;
+                let (layer, stat) = rest.split_once('.')?;
+                (stat == "weight_std").then(|| layer.to_string())
+            })
+            .collect();
+        layers.sort_by_key(|l| (!l.starts_with("conv"), l == "output", l.clone()));
+        layers.dedup();
+        for (i, layer) in layers.iter().enumerate() {
+            let pair = |stat: &str, pct: bool| {
+                let a = mean(ts, &format!("init.{layer}.{stat}"));
+                let b = mean(ts, &format!("epoch1.{layer}.{stat}"));
+                format!("<td>{} → {}</td>", text(a, pct), text(b, pct))
+            };
+            if i == 0 {
+                let span = layers.len();
+                let _ = write!(
+                    h,
+                    "<tr><td rowspan={span}>{}</td><td rowspan={span}>{}</td><td rowspan={span}>{} → {}</td>",
+                    esc(g),
+                    ts.len(),
+                    text(mean(ts, "init.loss_over_chance"), false),
+                    text(mean(ts, "epoch1.loss_over_chance"), false),
+                );
+            } else {
+                h += "<tr>";
+            }
+            let _ = write!(
+                h,
+                "<td>{}</td>{}{}{}{}{}</tr>",
+                esc(layer),
+                pair("activation_std", false),
+                pair("dead_share", true),
+                pair("gradient_norm", false),
+                pair("weight_std", false),
+                pair("identical_units", true)
+            );
+        }
+    }
+    h += "</table></div>";
+    h
 }
 
 fn is_diverged(t: &TrialRow) -> bool {

@@ -100,7 +100,7 @@ impl BatchNorm {
 }
 
 pub(crate) struct Layer {
-    name: String,
+    pub(crate) name: String,
     pub(crate) weight: Var,
     pub(crate) bias: Var,
     pub(crate) bn: Option<BatchNorm>,
@@ -300,23 +300,33 @@ impl Model {
         self.forward_impl(xs, train, train.then_some(dropout_rng), None)
     }
 
-    /// The training-mode forward pass without dropout and without touching the
-    /// batch-norm running statistics, keeping every layer's output (after its
-    /// activation, before pooling and dropout; the logits for `output`): what
-    /// [`crate::probe`] measures.
-    pub(crate) fn forward_capture(&mut self, xs: &Tensor) -> Result<(Tensor, Vec<(String, Tensor)>)> {
-        let saved: Vec<Option<(Tensor, Tensor)>> = self
-            .layers()
+    /// Every batch-norm layer's running mean and variance (`None` for a layer
+    /// without), to put back with [`Model::set_running_stats`].
+    pub(crate) fn running_stats(&self) -> Vec<Option<(Tensor, Tensor)>> {
+        self.layers()
             .map(|l| l.bn.as_ref().map(|b| (b.running_mean.clone(), b.running_var.clone())))
-            .collect();
-        let mut captured = Vec::new();
-        let logits = self.forward_impl(xs, true, None, Some(&mut captured));
+            .collect()
+    }
+
+    pub(crate) fn set_running_stats(&mut self, saved: Vec<Option<(Tensor, Tensor)>>) {
         for (l, s) in self.convs.iter_mut().chain(self.hidden.iter_mut()).zip(saved) {
             if let (Some(bn), Some((m, v))) = (&mut l.bn, s) {
                 bn.running_mean = m;
                 bn.running_var = v;
             }
         }
+    }
+
+    /// The training-mode forward pass without dropout and without touching the
+    /// batch-norm running statistics, keeping every layer's output (after its
+    /// activation and a convolution's pooling, before dropout; the logits for
+    /// `output`): what
+    /// [`crate::probe`] measures.
+    pub(crate) fn forward_capture(&mut self, xs: &Tensor) -> Result<(Tensor, Vec<(String, Tensor)>)> {
+        let saved = self.running_stats();
+        let mut captured = Vec::new();
+        let logits = self.forward_impl(xs, true, None, Some(&mut captured));
+        self.set_running_stats(saved);
         Ok((logits?, captured))
     }
 
@@ -336,11 +346,10 @@ impl Model {
                 if let Some(bn) = &mut l.bn {
                     x = bn.forward_t(&x, train)?;
                 }
-                let a = activate(&x, act)?;
+                x = max_pool2(&activate(&x, act)?)?;
                 if let Some(c) = capture.as_deref_mut() {
-                    c.push((l.name.clone(), a.clone()));
+                    c.push((l.name.clone(), x.clone()));
                 }
-                x = max_pool2(&a)?;
             }
         }
         x = x.flatten_from(1)?;
