@@ -58,7 +58,11 @@ pub fn health(o: &TrialOutcome) -> String {
             same(b)
         );
     }
-    if init.layers.iter().any(|l| l.layer != "output" && l.identical_units) {
+    if init
+        .layers
+        .iter()
+        .any(|l| l.layer != "output" && l.identical_units)
+    {
         s += "  warning: every unit of a hidden layer computes the same thing (a constant initialization?): they get the same gradient and stay identical\n";
     }
     s

@@ -7,11 +7,11 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use sweep_orchestrator::{diagnostics, leaderboard};
 use sweep_orchestrator::query::{self, format_num, Cell, Table};
 use sweep_orchestrator::stats;
 use sweep_orchestrator::store::DbLocation;
 use sweep_orchestrator::store::Store;
+use sweep_orchestrator::{diagnostics, leaderboard};
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 pub enum Format {

@@ -108,11 +108,12 @@ fn regularization_closes_the_generalization_gap_and_compare_says_so() {
     ] {
         assert!(rows[0].iter().any(|c| c == name), "no {name} in the export");
     }
-    let plain = ("0".to_string(), "0".to_string(), "[]".to_string());
+    // (the export's CSV quotes the list: `"[""shift_scale_rotate""]"`)
+    let plain = ("0.0".to_string(), "0.0".to_string(), "[]".to_string());
     let regularized = (
         "0.5".to_string(),
         "0.5".to_string(),
-        "[\"shift_scale_rotate\"]".to_string(),
+        "\"[\"\"shift_scale_rotate\"\"]\"".to_string(),
     );
     for metric in ["overfit.loss_gap_last", "overfit.accuracy_gap_last"] {
         let m = means(&rows, metric);
@@ -153,12 +154,25 @@ fn regularization_closes_the_generalization_gap_and_compare_says_so() {
     assert!(base.lines().next().unwrap().contains("p_value"), "{base}");
     let effects = stdout(&sweep(
         dir.path(),
-        &["compare", "gap", "--metric", "speed.epochs_to_95", "--effects"],
+        &[
+            "compare",
+            "gap",
+            "--metric",
+            "speed.epochs_to_95",
+            "--effects",
+        ],
     ));
     assert!(effects.contains("model.dropout"), "{effects}");
     let sorted = stdout(&sweep(
         dir.path(),
-        &["trials", "gap", "--sort", "overfit.val_loss_rise", "--limit", "3"],
+        &[
+            "trials",
+            "gap",
+            "--sort",
+            "overfit.val_loss_rise",
+            "--limit",
+            "3",
+        ],
     ));
     assert_eq!(sorted.lines().count(), 4, "{sorted}");
 
@@ -180,7 +194,7 @@ fn regularization_closes_the_generalization_gap_and_compare_says_so() {
     let diag = &report[report
         .find("<h2>Training diagnostics</h2>")
         .expect("a diagnostics section")..];
-    let diag = &diag[..diag.find("<h2>").unwrap_or(diag.len())];
+    let diag = &diag[..diag[4..].find("<h2>").map_or(diag.len(), |i| i + 4)];
     for part in [
         "How fast?",
         "How much overfitting?",

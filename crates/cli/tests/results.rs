@@ -203,7 +203,8 @@ fn query_commands_answer_from_the_database() {
         dir.path(),
         &["export", "q", "--table", "epochs", "--format", "csv"],
     )));
-    assert_eq!(epochs.len() - 1, 6 * 3 * 10);
+    // 6 trials × 3 epochs × 12 rows (docs/schema.md, epoch_metrics)
+    assert_eq!(epochs.len() - 1, 6 * 3 * 12);
     let conf = csv(&stdout(&sweep(
         dir.path(),
         &[

@@ -159,7 +159,7 @@ fn a_sweep_runs_and_a_second_run_resumes_without_rerunning() {
     );
     assert_eq!(
         query_i64(&db, "SELECT COUNT(*) FROM epoch_metrics"),
-        4 * 3 * 10
+        4 * 3 * 12
     );
     assert_eq!(
         query_i64(&db, "SELECT SUM(count) FROM confusion_cells"),
@@ -563,9 +563,17 @@ fn a_sweep_writes_tensorboard_logs_and_a_report() {
         }
         // diagnostics: batch-loss spread per epoch; layer health before the
         // first update (step 0) and after epoch 1 (step 1)
-        assert_eq!(scalars.get("stability/batch_loss_std"), Some(&3), "{scalars:?}");
+        assert_eq!(
+            scalars.get("stability/batch_loss_std"),
+            Some(&3),
+            "{scalars:?}"
+        );
         assert_eq!(scalars.get("health/loss"), Some(&2), "{scalars:?}");
-        assert_eq!(scalars.get("health/output/gradient_norm"), Some(&2), "{scalars:?}");
+        assert_eq!(
+            scalars.get("health/output/gradient_norm"),
+            Some(&2),
+            "{scalars:?}"
+        );
         assert!(
             scalars
                 .iter()

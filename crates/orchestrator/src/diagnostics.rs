@@ -251,7 +251,7 @@ pub fn higher_is_better(metric: &str) -> bool {
 
 /// The diagnostic metrics a set of stored metric names holds, grouped for
 /// `sweep show`: (group, [(name, value)]) in a fixed order.
-pub fn grouped<'a>(metrics: &'a BTreeMap<String, f64>) -> Vec<(&'static str, Vec<(&'a str, f64)>)> {
+pub fn grouped(metrics: &BTreeMap<String, f64>) -> Vec<(&'static str, Vec<(&str, f64)>)> {
     let groups: [(&str, &str); 5] = [
         ("convergence speed", "speed."),
         ("stability", "stability."),
@@ -296,13 +296,19 @@ mod tests {
     }
 
     fn get(m: &[(String, f64)], name: &str) -> f64 {
-        m.iter().find(|(k, _)| k == name).unwrap_or_else(|| panic!("{name} missing")).1
+        m.iter()
+            .find(|(k, _)| k == name)
+            .unwrap_or_else(|| panic!("{name} missing"))
+            .1
     }
 
     #[test]
     fn convergence_is_the_first_epoch_within_five_percent_of_the_best() {
         // best 0.80: 0.76 is exactly 95% of it
-        assert_eq!(epochs_to_converge(&[0.2, 0.5, 0.76, 0.8, 0.7], true), Some(3));
+        assert_eq!(
+            epochs_to_converge(&[0.2, 0.5, 0.76, 0.8, 0.7], true),
+            Some(3)
+        );
         assert_eq!(epochs_to_converge(&[0.2, 0.5, 0.75, 0.8], true), Some(4));
         // minimized: within best / 0.95 = 1.0526 of best 1.0
         assert_eq!(epochs_to_converge(&[2.0, 1.05, 1.0], false), Some(2));
@@ -415,7 +421,11 @@ mod tests {
         assert!((get(&m, "init.loss_over_chance") - 1.0).abs() < 1e-6);
         // (50 + 30) dead of 400 hidden units
         assert!((get(&m, "init.dead_share") - 0.2).abs() < 1e-12);
-        assert_eq!(get(&m, "init.identical_layers"), 2.0, "the output layer is not counted");
+        assert_eq!(
+            get(&m, "init.identical_layers"),
+            2.0,
+            "the output layer is not counted"
+        );
         assert_eq!(get(&m, "init.hidden1.identical_units"), 1.0);
         assert!(get(&m, "init.output.dead_share").is_nan());
         assert!(!higher_is_better("init.dead_share"));

@@ -886,7 +886,10 @@ pub async fn metrics_with_prefixes(
         // `LIKE` with `_` and `%` escaped: a prefix is matched literally
         let pattern = format!(
             "{}%",
-            prefix.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+            prefix
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
         );
         let rows: Vec<(i64, String, Option<f64>, String)> = sqlx::query_as(
             "SELECT f.trial_id, f.name, f.value, f.value_kind FROM final_metrics f JOIN trials t ON t.id = f.trial_id \

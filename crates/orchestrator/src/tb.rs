@@ -215,7 +215,11 @@ impl TrialLog {
             .scalar("health/loss", s, p.loss as f32)
             .map_err(tb_err)?;
         self.w
-            .scalar("health/loss_over_chance", s, (p.loss / p.chance_loss) as f32)
+            .scalar(
+                "health/loss_over_chance",
+                s,
+                (p.loss / p.chance_loss) as f32,
+            )
             .map_err(tb_err)?;
         for l in &p.layers {
             for (stat, v) in crate::diagnostics::layer_stats(l) {

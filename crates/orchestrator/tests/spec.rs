@@ -86,6 +86,23 @@ fn shipped_sweeps_are_valid() {
     let s = SweepSpec::from_toml_str(&text, &path).unwrap();
     let n = s.expand().unwrap().len();
     assert_eq!(n, (2 * 2 * 2 * 3 * 2 * 2 - 2 * 2 * 2 * 2) * 3);
+
+    // the study's other sweeps (docs/study.md): on skin, and on caltech
+    for (file, set, trials) in [
+        ("skin-init.toml", "skin", 5 * 2 * 3),
+        ("caltech-few.toml", "caltech101_100", 2 * 2 * 2 * 2),
+    ] {
+        let path = repo().join("sweeps").join(file);
+        let shipped = std::fs::read_to_string(&path).unwrap();
+        let root = skin.parent().unwrap().join(set);
+        let text = shipped.replace(
+            &format!("root = \"../../shared/data/{set}\""),
+            &format!("root = {:?}", root.display().to_string()),
+        );
+        assert_ne!(text, shipped, "{file}: the data root line changed");
+        let s = SweepSpec::from_toml_str(&text, &path).unwrap();
+        assert_eq!(s.expand().unwrap().len(), trials, "{file}");
+    }
 }
 
 #[test]

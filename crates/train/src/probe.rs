@@ -90,7 +90,11 @@ pub fn mean_std(v: &[f32]) -> (f64, f64) {
 /// of unit `u` are `a[n][u][..]` for every `n`.
 fn unit_values(a: &[f32], n: usize, units: usize, u: usize) -> impl Iterator<Item = f32> + '_ {
     let per = a.len() / (n * units).max(1);
-    (0..n).flat_map(move |i| a[(i * units + u) * per..(i * units + u + 1) * per].iter().copied())
+    (0..n).flat_map(move |i| {
+        a[(i * units + u) * per..(i * units + u + 1) * per]
+            .iter()
+            .copied()
+    })
 }
 
 /// Share of units whose every value is exactly zero.
@@ -227,26 +231,60 @@ mod tests {
             let mut engine = Engine::new(&b, 3, size).unwrap();
             let n = 10;
             let mut r = Rng::new(3);
-            let x: Vec<f32> = (0..n * 3 * size * size).map(|_| r.normal() as f32).collect();
+            let x: Vec<f32> = (0..n * 3 * size * size)
+                .map(|_| r.normal() as f32)
+                .collect();
             let labels: Vec<u32> = (0..n as u32).map(|i| i % 5).collect();
             let ce = CrossEntropy::new(vec![1.0; 5], 0.0);
             let before = b.snapshot().unwrap();
             let pa = probe(&mut a, None, &x, (3, size), &labels, &ce, "init", 0).unwrap();
-            let pb = probe(&mut b, Some(&mut engine), &x, (3, size), &labels, &ce, "init", 0)
-                .unwrap();
-            assert_eq!(a.snapshot().unwrap(), before, "autograd probe moved the model");
-            assert_eq!(b.snapshot().unwrap(), before, "engine probe moved the model");
-            assert!((pa.loss - pb.loss).abs() < 1e-4 * pa.loss, "{} vs {}", pa.loss, pb.loss);
+            let pb = probe(
+                &mut b,
+                Some(&mut engine),
+                &x,
+                (3, size),
+                &labels,
+                &ce,
+                "init",
+                0,
+            )
+            .unwrap();
+            assert_eq!(
+                a.snapshot().unwrap(),
+                before,
+                "autograd probe moved the model"
+            );
+            assert_eq!(
+                b.snapshot().unwrap(),
+                before,
+                "engine probe moved the model"
+            );
+            assert!(
+                (pa.loss - pb.loss).abs() < 1e-4 * pa.loss,
+                "{} vs {}",
+                pa.loss,
+                pb.loss
+            );
             assert_eq!(pa.layers.len(), pb.layers.len());
             for (la, lb) in pa.layers.iter().zip(&pb.layers) {
                 let close = |x: f64, y: f64| (x - y).abs() <= 1e-3 * (1.0 + x.abs());
                 assert_eq!((&la.layer, la.units), (&lb.layer, lb.units));
-                assert!(close(la.activation_mean, lb.activation_mean), "{la:?} vs {lb:?}");
-                assert!(close(la.activation_std, lb.activation_std), "{la:?} vs {lb:?}");
-                assert!(close(la.gradient_norm, lb.gradient_norm), "{la:?} vs {lb:?}");
+                assert!(
+                    close(la.activation_mean, lb.activation_mean),
+                    "{la:?} vs {lb:?}"
+                );
+                assert!(
+                    close(la.activation_std, lb.activation_std),
+                    "{la:?} vs {lb:?}"
+                );
+                assert!(
+                    close(la.gradient_norm, lb.gradient_norm),
+                    "{la:?} vs {lb:?}"
+                );
                 assert_eq!(la.weight_std, lb.weight_std);
                 assert!(
-                    la.dead_share == lb.dead_share || (la.dead_share.is_nan() && lb.dead_share.is_nan()),
+                    la.dead_share == lb.dead_share
+                        || (la.dead_share.is_nan() && lb.dead_share.is_nan()),
                     "{la:?} vs {lb:?}"
                 );
                 assert_eq!(la.identical_units, lb.identical_units);
@@ -264,11 +302,17 @@ mod tests {
             3.0, 4.0, 0.0, 0.0, 5.0, 0.0,
         ];
         assert!((dead_share(&a, 2, 3) - 1.0 / 3.0).abs() < 1e-12);
-        assert_eq!(unit_values(&a, 2, 3, 2).collect::<Vec<_>>(), [0.0, 0.0, 5.0, 0.0]);
+        assert_eq!(
+            unit_values(&a, 2, 3, 2).collect::<Vec<_>>(),
+            [0.0, 0.0, 5.0, 0.0]
+        );
         assert!(!identical_units(&a, 2, 3));
         let same = [0.5, 0.5, 0.5, -1.0, -1.0, -1.0];
         assert!(identical_units(&same, 2, 3));
-        assert!(!identical_units(&[1.0, 2.0], 2, 1), "one unit is not a symmetry");
+        assert!(
+            !identical_units(&[1.0, 2.0], 2, 1),
+            "one unit is not a symmetry"
+        );
         let (m, s) = mean_std(&[1.0, 3.0]);
         assert_eq!((m, s), (2.0, 1.0));
         assert!(mean_std(&[]).0.is_nan());

@@ -111,7 +111,12 @@ seed = 3
                     .iter()
                     .map(|l| format!(
                         "{} identical {} dead {:.2} act std {:.3} grad {:.3e} w std {:.3}",
-                        l.layer, l.identical_units, l.dead_share, l.activation_std, l.gradient_norm, l.weight_std
+                        l.layer,
+                        l.identical_units,
+                        l.dead_share,
+                        l.activation_std,
+                        l.gradient_norm,
+                        l.weight_std
                     ))
                     .collect::<Vec<_>>()
                     .join("; ")
@@ -121,8 +126,15 @@ seed = 3
         }
         let hidden_identical = |i: usize| o.probes[i].layers[..2].iter().all(|l| l.identical_units);
         if name == "constant" {
-            assert!(hidden_identical(0) && hidden_identical(1), "constant init not flagged");
-            assert!((o.probes[0].loss - chance).abs() < 1e-4, "{}", o.probes[0].loss);
+            assert!(
+                hidden_identical(0) && hidden_identical(1),
+                "constant init not flagged"
+            );
+            assert!(
+                (o.probes[0].loss - chance).abs() < 1e-4,
+                "{}",
+                o.probes[0].loss
+            );
             assert!(
                 (o.probes[1].loss - chance).abs() < 0.1 * chance,
                 "constant init's loss left ln(10) after an epoch: {}",
@@ -130,7 +142,9 @@ seed = 3
             );
         } else {
             assert!(
-                o.probes.iter().all(|p| p.layers.iter().all(|l| !l.identical_units)),
+                o.probes
+                    .iter()
+                    .all(|p| p.layers.iter().all(|l| !l.identical_units)),
                 "kaiming_normal flagged"
             );
             assert!(

@@ -102,12 +102,22 @@ fn the_probe_changes_nothing_a_trial_computes() {
         );
         assert_eq!(with.probes.len(), 2, "{model}");
         assert!(without.probes.is_empty());
-        assert_eq!(strip_times(&with.epochs), strip_times(&without.epochs), "{model}");
+        assert_eq!(
+            strip_times(&with.epochs),
+            strip_times(&without.epochs),
+            "{model}"
+        );
         assert_eq!(with.report, without.report, "{model}");
         // per-epoch batch-loss spreads are there, from the losses of the batches
-        assert!(with.epochs.iter().all(|m| m.train_loss_std > 0.0 && m.train_loss_step_std > 0.0));
+        assert!(with
+            .epochs
+            .iter()
+            .all(|m| m.train_loss_std > 0.0 && m.train_loss_step_std > 0.0));
         let init = &with.probes[0];
-        assert_eq!((init.phase.as_str(), init.epoch, init.images), ("init", 0, 16));
+        assert_eq!(
+            (init.phase.as_str(), init.epoch, init.images),
+            ("init", 0, 16)
+        );
         let names: Vec<&str> = init.layers.iter().map(|l| l.layer.as_str()).collect();
         let want: &[&str] = if model.contains("cnn") {
             &["conv0", "conv1", "hidden0", "hidden1", "output"]
@@ -115,8 +125,14 @@ fn the_probe_changes_nothing_a_trial_computes() {
             &["hidden0", "hidden1", "output"]
         };
         assert_eq!(names, want);
-        assert_eq!(init.layers[0].units, if model.contains("cnn") { 4 } else { 64 });
-        assert!(init.layers.iter().all(|l| l.gradient_norm > 0.0 && l.weight_std > 0.0));
+        assert_eq!(
+            init.layers[0].units,
+            if model.contains("cnn") { 4 } else { 64 }
+        );
+        assert!(init
+            .layers
+            .iter()
+            .all(|l| l.gradient_norm > 0.0 && l.weight_std > 0.0));
     }
 }
 

@@ -136,9 +136,18 @@ async fn diagnostics_section(
         .collect();
     let binned = query::bin_continuous(&with, &board.params, 4);
     for (metric, question) in [
-        ("speed.epochs_to_95", "How fast? Epochs until the objective reached 95% of the trial's best"),
-        ("overfit.loss_gap_last", "How much overfitting? Validation − training loss at the last epoch"),
-        ("stability.batch_loss_step_std", "How smooth? Standard deviation of batch-to-batch loss changes"),
+        (
+            "speed.epochs_to_95",
+            "How fast? Epochs until the objective reached 95% of the trial's best",
+        ),
+        (
+            "overfit.loss_gap_last",
+            "How much overfitting? Validation − training loss at the last epoch",
+        ),
+        (
+            "stability.batch_loss_step_std",
+            "How smooth? Standard deviation of batch-to-batch loss changes",
+        ),
     ] {
         let mut by_param: BTreeMap<String, Vec<(String, stats::Summary)>> = BTreeMap::new();
         for (p, v, s) in query::effects(&binned, metric) {

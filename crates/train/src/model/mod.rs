@@ -304,12 +304,20 @@ impl Model {
     /// without), to put back with [`Model::set_running_stats`].
     pub(crate) fn running_stats(&self) -> Vec<Option<(Tensor, Tensor)>> {
         self.layers()
-            .map(|l| l.bn.as_ref().map(|b| (b.running_mean.clone(), b.running_var.clone())))
+            .map(|l| {
+                l.bn.as_ref()
+                    .map(|b| (b.running_mean.clone(), b.running_var.clone()))
+            })
             .collect()
     }
 
     pub(crate) fn set_running_stats(&mut self, saved: Vec<Option<(Tensor, Tensor)>>) {
-        for (l, s) in self.convs.iter_mut().chain(self.hidden.iter_mut()).zip(saved) {
+        for (l, s) in self
+            .convs
+            .iter_mut()
+            .chain(self.hidden.iter_mut())
+            .zip(saved)
+        {
             if let (Some(bn), Some((m, v))) = (&mut l.bn, s) {
                 bn.running_mean = m;
                 bn.running_var = v;
@@ -322,7 +330,10 @@ impl Model {
     /// activation and a convolution's pooling, before dropout; the logits for
     /// `output`): what
     /// [`crate::probe`] measures.
-    pub(crate) fn forward_capture(&mut self, xs: &Tensor) -> Result<(Tensor, Vec<(String, Tensor)>)> {
+    pub(crate) fn forward_capture(
+        &mut self,
+        xs: &Tensor,
+    ) -> Result<(Tensor, Vec<(String, Tensor)>)> {
         let saved = self.running_stats();
         let mut captured = Vec::new();
         let logits = self.forward_impl(xs, true, None, Some(&mut captured));
