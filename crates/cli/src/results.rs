@@ -369,7 +369,7 @@ pub fn compare(a: CompareArgs, out: &Output) -> Result<()> {
                 trials.iter().flat_map(|t| t.metrics.keys()).collect();
             bail!(
                 "no metric `{metric}`; the trials have: {}",
-                names.into_iter().cloned().collect::<Vec<_>>().join(", ")
+                diagnostics::describe_names(names.into_iter().map(String::as_str))
             );
         }
         let split = |s: &Option<String>| {

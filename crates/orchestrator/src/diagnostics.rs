@@ -273,6 +273,57 @@ pub fn grouped(metrics: &BTreeMap<String, f64>) -> Vec<(&'static str, Vec<(&str,
     out
 }
 
+/// Metric names for a message, with the per-layer and per-class families
+/// folded: `init.LAYER.STAT`, `val.f1.CLASS`, followed by what LAYER, STAT and
+/// CLASS stand for (at most 12 classes named).
+pub fn describe_names<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+    use std::collections::BTreeSet;
+    let (mut plain, mut layers, mut stats, mut classes) = (
+        BTreeSet::new(),
+        BTreeSet::new(),
+        BTreeSet::new(),
+        BTreeSet::new(),
+    );
+    for n in names {
+        let phase = ["init.", "epoch1."]
+            .into_iter()
+            .find_map(|p| Some((p, n.strip_prefix(p)?.split_once('.')?)));
+        if let Some((p, (layer, stat))) = phase {
+            plain.insert(format!("{p}LAYER.STAT"));
+            layers.insert(layer);
+            stats.insert(stat);
+            continue;
+        }
+        let class = ["val.f1.", "val.recall."]
+            .into_iter()
+            .find_map(|p| Some((p, n.strip_prefix(p)?)));
+        if let Some((p, c)) = class {
+            plain.insert(format!("{p}CLASS"));
+            classes.insert(c);
+            continue;
+        }
+        plain.insert(n.to_string());
+    }
+    let join = |v: Vec<&str>| v.join(", ");
+    let mut s = join(plain.iter().map(String::as_str).collect());
+    if !layers.is_empty() {
+        s += &format!(
+            "; LAYER: {}; STAT: {}",
+            join(layers.into_iter().collect()),
+            join(stats.into_iter().collect())
+        );
+    }
+    if !classes.is_empty() {
+        let n = classes.len();
+        let mut shown: Vec<&str> = classes.into_iter().take(12).collect();
+        if n > 12 {
+            shown.push("…");
+        }
+        s += &format!("; CLASS: {} ({n} classes)", join(shown));
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -433,5 +484,16 @@ mod tests {
         assert!(!higher_is_better("val.loss"));
         assert!(higher_is_better("val.f1.mel"));
         assert!(higher_is_better("init.hidden0.gradient_norm"));
+        let names =
+            m.iter()
+                .map(|(k, _)| k.as_str())
+                .chain(["val.f1.mel", "val.recall.nv", "val.loss"]);
+        assert_eq!(
+            describe_names(names),
+            "init.LAYER.STAT, init.dead_share, init.identical_layers, init.loss, init.loss_over_chance, \
+             val.f1.CLASS, val.loss, val.recall.CLASS; LAYER: hidden0, hidden1, output; \
+             STAT: activation_mean, activation_std, dead_share, gradient_norm, identical_units, weight_std; \
+             CLASS: mel, nv (2 classes)"
+        );
     }
 }

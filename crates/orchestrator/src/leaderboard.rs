@@ -44,8 +44,8 @@ impl Entry {
     pub fn verdict(&self, rank: usize) -> String {
         match self.p_adjusted {
             _ if rank == 0 => "best".into(),
-            Some(p) if p < ALPHA => format!("worse (p = {})", short_p(p)),
-            Some(p) => format!("not distinguishable (p = {})", short_p(p)),
+            Some(p) if p < ALPHA => format!("worse ({})", p_clause(p)),
+            Some(p) => format!("not distinguishable ({})", p_clause(p)),
             None => format!(
                 "untested ({} seed{})",
                 self.summary.n,
@@ -61,6 +61,15 @@ pub fn short_p(p: f64) -> String {
         "< 0.001".into()
     } else {
         format!("{p:.3}")
+    }
+}
+
+/// A p-value in words: `p = 0.041`, or `p < 0.001`.
+pub fn p_clause(p: f64) -> String {
+    if p < 0.001 {
+        "p < 0.001".into()
+    } else {
+        format!("p = {p:.3}")
     }
 }
 
@@ -316,7 +325,7 @@ mod tests {
         assert!((raw - 1.3574608703867271e-05).abs() < 1e-10, "{raw}");
         assert!((worst.p_adjusted.unwrap() - 2.0 * raw).abs() < 1e-12);
         assert!(worst.distinguishable());
-        assert!(worst.verdict(3).starts_with("worse (p = "));
+        assert_eq!(worst.verdict(3), "worse (p < 0.001)");
         // two seeds close to the best's: not told apart
         assert!(!b.entries[1].distinguishable());
         assert!(b.entries[1].verdict(1).starts_with("not distinguishable"));
