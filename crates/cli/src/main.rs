@@ -1,5 +1,6 @@
 //! The `sweep` command line: parses arguments, resolves settings, runs, prints.
 
+mod data;
 mod render;
 mod results;
 mod sweep;
@@ -23,6 +24,14 @@ use sweep_train::{
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// `sweep data ...`
+#[derive(Subcommand, Debug)]
+enum DataCommand {
+    /// Exploratory analysis of the data named by a trial config, a sweep spec or
+    /// an image folder (docs/data.md).
+    Inspect(data::InspectArgs),
 }
 
 #[derive(Subcommand)]
@@ -124,6 +133,13 @@ enum Command {
         table: String,
         #[command(flatten)]
         out: results::Output,
+    },
+    /// Look at a data set before a sweep: classes and the split a trial would
+    /// use, unreadable files, original sizes and colour modes, pixel statistics
+    /// (the normalize lines to paste), duplicates across the split.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
     },
     /// Evaluate a trial's best checkpoint on another image folder with the same
     /// classes (a held-out test set): classification report and confusion matrix.
@@ -475,6 +491,9 @@ fn main() -> ExitCode {
             top,
             out,
         } => results::report_cmd(&sweep, dir.as_deref(), top, &out),
+        Command::Data {
+            command: DataCommand::Inspect(args),
+        } => data::inspect(args),
         Command::Eval {
             sweep,
             trial,

@@ -61,6 +61,11 @@ pub struct RunArgs {
     /// Attempts per trial before a failure is final.
     #[arg(long, default_value_t = 3)]
     pub max_attempts: i64,
+    /// Refuse to run (and record nothing) when the data checks warn:
+    /// duplicates across the train/validation split, images in another colour
+    /// mode, classes with fewer than 5 validation images (`sweep data inspect`).
+    #[arg(long)]
+    pub strict_data: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -339,6 +344,7 @@ pub fn run(a: RunArgs) -> ExitCode {
         per_device,
         threads_per_worker: threads,
         lease_seconds: a.lease_seconds,
+        strict_data: a.strict_data,
     };
     let rt = match scheduler_runtime() {
         Ok(rt) => rt,
@@ -782,6 +788,15 @@ impl Renderer {
             Progress::Stopping => {
                 let _ = writeln!(out, "[{el:7.1}s] stopping: no new trials; running ones are interrupted and resume next time");
             }
+            Progress::DataWarnings(ws) => {
+                for w in ws {
+                    let _ = writeln!(out, "warning: data: {w}");
+                }
+                let _ = writeln!(
+                    out,
+                    "  (`sweep data inspect` shows the details; `--strict-data` refuses to run)"
+                );
+            }
         }
         if self.terminal && !self.running.is_empty() {
             self.draw_block(&mut out);
@@ -922,6 +937,7 @@ fn shared_worker(a: WorkerArgs, db: &str) -> ExitCode {
         per_device,
         threads_per_worker: threads,
         lease_seconds: a.lease_seconds,
+        strict_data: false,
     };
     let rt = match scheduler_runtime() {
         Ok(rt) => rt,

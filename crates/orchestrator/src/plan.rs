@@ -35,6 +35,8 @@ pub struct RunSettings {
     /// Seconds without a heartbeat after which a session's running trials are
     /// reclaimed by others; sessions beat every quarter of it.
     pub lease_seconds: f64,
+    /// Refuse to run when the data checks warn (`sweep run --strict-data`).
+    pub strict_data: bool,
 }
 
 pub fn hostname() -> String {
@@ -157,6 +159,10 @@ pub struct Prepared {
     pub classes: Vec<(String, usize)>,
     pub dataset: String,
     pub fingerprint: String,
+    /// What the data checks found in the base data set (`sweep data inspect`'s
+    /// warnings: duplicates across the split of the first seed, odd colour
+    /// modes, tiny validation classes); empty when all is well.
+    pub data_warnings: Vec<String>,
 }
 
 impl Prepared {
@@ -399,6 +405,7 @@ pub fn prepare(spec: &SweepSpec, results: &Path) -> Result<Prepared> {
     let mut caches = HashMap::new();
     let mut classes = Vec::new();
     let mut base_fp = None;
+    let mut data_warnings = Vec::new();
     let base_key = decode_key(&spec.base);
     for p in &variants {
         let k = decode_key(&p.config);
@@ -420,6 +427,8 @@ pub fn prepare(spec: &SweepSpec, results: &Path) -> Result<Prepared> {
         }
         if k == base_key || base_fp.is_none() {
             base_fp = Some(fp.clone());
+            let seed = spec.seeds.first().copied().unwrap_or(spec.base.train.seed);
+            data_warnings = sweep_train::data::inspect::inspect(&p.config.data, &ds, seed).warnings;
         }
         caches.insert(k, (path, fp));
     }
@@ -440,6 +449,7 @@ pub fn prepare(spec: &SweepSpec, results: &Path) -> Result<Prepared> {
         classes,
         dataset,
         fingerprint: base_fp.unwrap_or_default(),
+        data_warnings,
     })
 }
 
@@ -613,9 +623,17 @@ pub(crate) async fn plan(
     spec: &SweepSpec,
     settings: &RunSettings,
     hold: Hold,
-) -> Result<(Store, i64, usize, i64, Manifest, usize)> {
+) -> Result<(Store, i64, usize, i64, Manifest, usize, Vec<String>)> {
     let results = &settings.results;
     let prep = tokio::task::block_in_place(|| prepare(spec, results))?;
+    if settings.strict_data && !prep.data_warnings.is_empty() {
+        return Err(Error::Other(format!(
+            "--strict-data: the data of {} failed its checks (nothing was recorded):\n  {}\n`sweep data inspect {}` shows the details",
+            spec.path.display(),
+            prep.data_warnings.join("\n  "),
+            spec.path.display()
+        )));
+    }
     let (store, sweep_id, added, session) = record(spec, settings, &prep, hold).await?;
     // Written only once the database has accepted this run (a refused run must
     // not change what workers of the running one read).
@@ -635,5 +653,13 @@ pub(crate) async fn plan(
     } else {
         prep.plans.len()
     };
-    Ok((store, sweep_id, added, session, manifest, planned))
+    Ok((
+        store,
+        sweep_id,
+        added,
+        session,
+        manifest,
+        planned,
+        prep.data_warnings,
+    ))
 }

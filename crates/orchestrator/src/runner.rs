@@ -61,6 +61,9 @@ pub enum Progress {
         counts: StateCounts,
     },
     Stopping,
+    /// What the data checks found before any trial ran (`sweep data inspect`
+    /// shows the details); the run goes on unless `--strict-data`.
+    DataWarnings(Vec<String>),
     /// A result arrived for a trial that this session no longer holds (its
     /// heartbeat lapsed and another worker reclaimed the trial): dropped.
     Dropped {
@@ -215,8 +218,11 @@ pub async fn run(
     mut progress: impl FnMut(Progress),
     stop: StopSignal,
 ) -> Result<RunSummary> {
-    let (store, sweep_id, added, session, manifest, planned) =
+    let (store, sweep_id, added, session, manifest, planned, warnings) =
         plan(spec, settings, Hold::Exclusive).await?;
+    if !warnings.is_empty() {
+        progress(Progress::DataWarnings(warnings));
+    }
     announce(
         &store,
         sweep_id,

@@ -123,8 +123,11 @@ pub async fn run(
         results: results.clone(),
         ..settings.clone()
     };
-    let (store, sweep_id, added, session, manifest, planned) =
+    let (store, sweep_id, added, session, manifest, planned, warnings) =
         runner::plan(spec, &settings, Hold::Shared).await?;
+    if !warnings.is_empty() {
+        progress(Progress::DataWarnings(warnings));
+    }
     runner::announce(
         &store,
         sweep_id,
@@ -350,8 +353,11 @@ pub async fn record_only(
     settings: &RunSettings,
     mut progress: impl FnMut(Progress),
 ) -> Result<RunSummary> {
-    let (store, sweep_id, added, session, _manifest, planned) =
+    let (store, sweep_id, added, session, _manifest, planned, warnings) =
         runner::plan(spec, settings, Hold::Shared).await?;
+    if !warnings.is_empty() {
+        progress(Progress::DataWarnings(warnings));
+    }
     let counts = runner::announce(
         &store,
         sweep_id,

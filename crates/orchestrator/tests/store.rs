@@ -560,6 +560,59 @@ fn the_results_folder_is_recorded_and_older_databases_fall_back() {
     });
 }
 
+/// A database an older Sweep wrote (through migration 4, before the training
+/// diagnostics) migrates: its finished trials keep every stored metric and
+/// read back with no metrics version, which `compare` uses to say why they
+/// have no diagnostics; trials finished after the upgrade are version 2.
+#[test]
+fn a_database_from_before_diagnostics_keeps_its_trials() {
+    use sweep_orchestrator::query;
+    use sweep_orchestrator::store::{migrator_through, Backend, METRICS_VERSION};
+
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("before-diagnostics.db");
+    rt().block_on(async {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::any::AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(&format!("sqlite://{}?mode=rwc", old.display()))
+            .await
+            .unwrap();
+        migrator_through(Backend::Sqlite, 4).run(&pool).await.unwrap();
+        for sql in [
+            "INSERT INTO sweeps (id, name, spec_path, spec_text, spec_hash, objective, direction, dataset, dataset_fingerprint, tool_version, host, created_at, updated_at) VALUES (1, 'old', 's.toml', '', 'h', 'val.macro_f1', 'maximize', 'synthetic', 'fp', '0', 'h', '2026-01-01', '2026-01-01')",
+            "INSERT INTO trials (id, sweep_id, number, key, config_json, seed, state, created_at, stop_epoch) VALUES (1, 1, 1, 'k1', '{}', 1, 'complete', '2026-01-01', 3)",
+            "INSERT INTO trials (id, sweep_id, number, key, config_json, seed, state, created_at) VALUES (2, 1, 2, 'k2', '{}', 1, 'waiting', '2026-01-01')",
+            "INSERT INTO final_metrics (trial_id, name, value, value_kind) VALUES (1, 'val.macro_f1', 0.41, 'finite')",
+        ] {
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+
+        let s = Store::open(DbLocation::Sqlite(old.clone())).await.unwrap();
+        let trials = query::trials(&s, 1).await.unwrap();
+        assert_eq!(trials[0].metrics_version, None);
+        assert_eq!(trials[0].metrics.get("val.macro_f1"), Some(&0.41));
+        assert!(!trials[0].metrics.contains_key("speed.epochs_to_95"));
+        let note = query::excluded(&trials, "speed.epochs_to_95");
+        assert!(
+            note.contains("1 recorded before training diagnostics"),
+            "{note}"
+        );
+        assert_eq!(query::excluded(&trials, "val.macro_f1"), "excluded from the aggregates: 1 unfinished");
+
+        // the waiting trial runs under the new Sweep and is recorded as version 2
+        let session = s.start_session(1, 1, "h").await.unwrap();
+        let c = s.claim_next(1, session, "cpu").await.unwrap().unwrap();
+        assert_eq!(c.number, 2);
+        assert!(s.finish(c.id, session, &pruned()).await.unwrap());
+        let trials = query::trials(&s, 1).await.unwrap();
+        assert_eq!(trials[1].metrics_version, Some(METRICS_VERSION));
+        assert_eq!(trials[0].metrics_version, None, "old trials are not relabelled");
+        s.close().await;
+    });
+}
+
 /// A pruner judges a configuration, not a lone seed, once per rung (by its
 /// first trial to get there): on the mean over its seeds that reached the
 /// rung, against the other configurations averaged over those same seeds; and

@@ -4,6 +4,7 @@
 
 mod augment;
 mod csv;
+pub mod inspect;
 mod synthetic;
 
 pub use augment::{apply_augmentations, brightness_contrast, shift_scale_rotate, AugmentScratch};
