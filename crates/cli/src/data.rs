@@ -34,6 +34,10 @@ pub struct InspectArgs {
     pub channels: Option<usize>,
     #[arg(long, value_enum, default_value = "table")]
     pub format: InspectFormat,
+    /// Also write a self-contained page with the pictures: samples and the
+    /// mean image per class, the augmentations applied, duplicate pairs.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
 }
 
 /// The `[data]` table and the seed a trial would split with.
@@ -84,6 +88,16 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
     let loaded = t0.elapsed().as_secs_f64();
     let report = inspect::inspect(&cfg, &ds, seed);
     let seconds = t0.elapsed().as_secs_f64();
+    if let Some(path) = &a.html {
+        let page = sweep_train::data::inspect_html::html(
+            &report,
+            &ds,
+            &cfg,
+            &a.path.display().to_string(),
+        );
+        std::fs::write(path, page).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("page: {}", path.display());
+    }
     match a.format {
         InspectFormat::Json => {
             let mut v = serde_json::to_value(&report)?;

@@ -72,7 +72,7 @@ fn inspect_reports_classes_statistics_and_planted_faults() {
     std::fs::write(
         dir.path().join("t.toml"),
         format!(
-            "[data]\nroot = {:?}\nimage_size = 16\nval_fraction = 0.5\n[train]\nseed = 4\n",
+            "[data]\nroot = {:?}\nimage_size = 16\nval_fraction = 0.5\naugment = [\"hflip\", \"shift_scale_rotate\"]\n[train]\nseed = 4\n",
             root.display().to_string()
         ),
     )
@@ -184,6 +184,35 @@ fn inspect_reports_classes_statistics_and_planted_faults() {
     ] {
         assert!(text.contains(part), "no {part} in:\n{text}");
     }
+    // the page with the pictures: a strip per class, four augmented images,
+    // a strip per duplicate pair, every picture an inline PNG
+    let o = sweep(
+        dir.path(),
+        &["data", "inspect", "t.toml", "--html", "page.html"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let page = std::fs::read_to_string(dir.path().join("page.html")).unwrap();
+    let pngs = page
+        .matches("src=\"data:image/png;base64,iVBORw0KGgo")
+        .count();
+    let shown_pairs = dups.len().min(30);
+    assert_eq!(
+        pngs,
+        3 + 4 + shown_pairs,
+        "classes + augmented rows + pairs"
+    );
+    assert_eq!(page.matches("<img").count(), pngs, "every picture inline");
+    for part in [
+        "Augmentations",
+        "Hflip, ShiftScaleRotate",
+        "bees/broken.png",
+        "[train ↔ val]",
+        "normalize_mean",
+    ] {
+        assert!(page.contains(part), "no {part} in the page");
+    }
+    assert!(!page.contains("<script"), "no scripts");
+
     // `sweep run` runs the same checks first: --strict-data refuses and
     // records nothing; without it the run warns and goes on
     std::fs::write(

@@ -5,6 +5,7 @@
 mod augment;
 mod csv;
 pub mod inspect;
+pub mod inspect_html;
 mod synthetic;
 
 pub use augment::{apply_augmentations, brightness_contrast, shift_scale_rotate, AugmentScratch};
