@@ -242,6 +242,39 @@ fn inspect_reports_classes_statistics_and_planted_faults() {
     );
     assert!(ran.contains("1 complete"), "{ran}");
 
+    // a labels CSV: a row naming a file that is not there, a file no row names
+    let flat = dir.path().join("flat");
+    std::fs::create_dir_all(flat.join("imgs")).unwrap();
+    let mut csv = String::from("image_id,dx\n");
+    for k in 0..8u32 {
+        picture(40 + k)
+            .save(flat.join(format!("imgs/p{k}.png")))
+            .unwrap();
+        if k != 7 {
+            csv += &format!("p{k},{}\n", if k % 2 == 0 { "even" } else { "odd" });
+        }
+    }
+    csv += "gone,odd\n";
+    std::fs::write(flat.join("labels.csv"), csv).unwrap();
+    std::fs::write(
+        dir.path().join("csv.toml"),
+        format!(
+            "[data]\nroot = {:?}\nlabels = \"labels.csv\"\nfile_column = \"image_id\"\nlabel_column = \"dx\"\nimage_dirs = [\"imgs\"]\nimage_size = 16\n",
+            flat.display().to_string()
+        ),
+    )
+    .unwrap();
+    let r: serde_json::Value = serde_json::from_str(&stdout(&sweep(
+        dir.path(),
+        &["data", "inspect", "csv.toml", "--format", "json"],
+    )))
+    .unwrap();
+    assert_eq!(r["images"], 7);
+    assert_eq!(r["unlisted"], serde_json::json!(["imgs/p7.png"]));
+    let unreadable = r["unreadable"].as_array().unwrap();
+    assert_eq!(unreadable.len(), 1, "{unreadable:?}");
+    assert_eq!(unreadable[0][0], "imgs/gone");
+
     // an image folder works directly, with defaults
     let folder = stdout(&sweep(
         dir.path(),

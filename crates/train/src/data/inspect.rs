@@ -79,8 +79,11 @@ pub struct Inspection {
     pub classes: Vec<ClassRow>,
     /// Largest class over smallest.
     pub imbalance_ratio: f64,
-    /// Files that failed to decode (path relative to the root, the decoder's reason).
+    /// Files that failed to decode or that a labels CSV names but that do not
+    /// exist (path relative to the root, the reason).
     pub unreadable: Vec<(String, String)>,
+    /// With a labels CSV: image files in its image folders that no row names.
+    pub unlisted: Vec<String>,
     /// Original (width, height) and how many images have it, most common first.
     pub sizes: Vec<((u32, u32), usize)>,
     /// Width ÷ height in bins (`< 0.75`, `0.75–0.95`, `0.95–1.05`, `1.05–1.33`, `> 1.33`).
@@ -418,6 +421,32 @@ pub fn inspect(cfg: &DataConfig, ds: &Dataset, seed: u64) -> Inspection {
             ds.channels
         ));
     }
+    let unlisted: Vec<String> = match (&cfg.labels, root) {
+        (Some(_), Some(r)) => {
+            let named: std::collections::HashSet<&str> = ds
+                .sources
+                .iter()
+                .map(String::as_str)
+                .chain(
+                    ds.skipped
+                        .iter()
+                        .filter_map(|(p, _)| p.strip_prefix(r).ok()?.to_str()),
+                )
+                .collect();
+            super::image_files(r, &cfg.image_dirs)
+                .into_iter()
+                .filter(|f| !named.contains(f.as_str()))
+                .collect()
+        }
+        _ => Vec::new(),
+    };
+    if !unlisted.is_empty() {
+        warnings.push(format!(
+            "{} image file(s) in the image folders are named by no row of the labels CSV (first: {})",
+            unlisted.len(),
+            unlisted[0]
+        ));
+    }
     let unreadable = ds
         .skipped
         .iter()
@@ -442,6 +471,7 @@ pub fn inspect(cfg: &DataConfig, ds: &Dataset, seed: u64) -> Inspection {
             f64::INFINITY
         },
         unreadable,
+        unlisted,
         sizes,
         aspect_ratios: aspect
             .into_iter()

@@ -224,6 +224,25 @@ impl Dataset {
     }
 }
 
+/// The image files directly in `root`'s image folders (`dirs`, or `root`
+/// itself), relative to `root`: what a labels CSV could name.
+pub(crate) fn image_files(root: &Path, dirs: &[PathBuf]) -> Vec<String> {
+    let dirs: Vec<PathBuf> = if dirs.is_empty() {
+        vec![PathBuf::new()]
+    } else {
+        dirs.to_vec()
+    };
+    let mut out = Vec::new();
+    for d in dirs {
+        for p in read_dir_sorted(&root.join(&d)).unwrap_or_default() {
+            if p.is_file() && has_image_extension(&p) {
+                out.push(p.strip_prefix(root).unwrap_or(&p).display().to_string());
+            }
+        }
+    }
+    out
+}
+
 fn has_image_extension(p: &Path) -> bool {
     p.extension()
         .and_then(|e| e.to_str())
@@ -341,6 +360,18 @@ fn scan_labels_csv(root: &Path, csv_rel: &Path, cfg: &DataConfig) -> Result<Scan
         match resolve_image(root, &cfg.image_dirs, file) {
             Some(p) => items.push((
                 p,
+                classes.binary_search(label).expect("label listed") as u32,
+            )),
+            // under `on_bad_image = "skip"` a missing file is one more image
+            // that cannot be read: left out, listed with the rest
+            None if cfg.on_bad_image == OnBadImage::Skip => items.push((
+                root.join(
+                    cfg.image_dirs
+                        .first()
+                        .map(PathBuf::as_path)
+                        .unwrap_or(Path::new("")),
+                )
+                .join(file),
                 classes.binary_search(label).expect("label listed") as u32,
             )),
             None => missing.push(format!("line {line}: {file}")),
