@@ -3,28 +3,11 @@
 //! grayscale image in a colour set, each reported with its path; the numbers
 //! checked against an independent computation over the decoded files.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
+
+use common::{stdout, sweep};
 
 use image::{GrayImage, Rgb, RgbImage};
-
-fn sweep(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sweep"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap()
-}
-
-fn stdout(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 /// A 16×16 picture of its own: stripes whose direction and phase depend on `k`.
 fn picture(k: u32) -> RgbImage {

@@ -2,31 +2,11 @@
 //! set): stored per trial, compared over seeds like any metric, shown per
 //! trial, and absent (and said to be) for trials an older Sweep recorded.
 
-#[path = "../../train/tests/common/mod.rs"]
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::{Command, Output};
 
-fn sweep(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sweep"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("SWEEP_DB")
-        .output()
-        .unwrap()
-}
-
-fn stdout(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+use common::{stdout, sweep};
 
 /// Few images per class (9 to train on, 3 to validate), a wide MLP, 40 epochs:
 /// without regularization it memorizes its 90 training images; dropout, weight
@@ -82,7 +62,7 @@ fn means(rows: &[Vec<String>], metric: &str) -> BTreeMap<(String, String, String
 #[test]
 fn regularization_closes_the_generalization_gap_and_compare_says_so() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = SPEC.replace("ROOT", &common::digits().display().to_string());
+    let spec = SPEC.replace("ROOT", &common::data::digits().display().to_string());
     std::fs::write(dir.path().join("gap.toml"), spec).unwrap();
     stdout(&sweep(dir.path(), &["run", "gap.toml", "--jobs", "2"]));
 

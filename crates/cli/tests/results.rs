@@ -1,27 +1,12 @@
 //! The query commands on a real sweep database: ls, compare (with a baseline and
 //! effects), export, sql (read-only), and reading while a sweep runs.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
-fn sweep(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sweep"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("SWEEP_DB")
-        .output()
-        .unwrap()
-}
-
-fn stdout(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+use common::{stdout, sweep};
 
 const SPEC: &str = r#"
 name = "q"

@@ -494,13 +494,29 @@ fn visible(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
+/// A SQLite database at `path` as a Sweep that knew only the migrations up to
+/// `version` left it.
+async fn older_sqlite(path: &Path, version: i64) -> sqlx::AnyPool {
+    use sweep_orchestrator::store::{migrator_through, Backend};
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(&format!("sqlite://{}?mode=rwc", path.display()))
+        .await
+        .unwrap();
+    migrator_through(Backend::Sqlite, version)
+        .run(&pool)
+        .await
+        .unwrap();
+    pool
+}
+
 /// The results folder is recorded with the sweep, kept by a run that does not
 /// name one, replaced by one that does; a database from before the column
 /// (migrations 1–2) is migrated and its sweeps fall back to `results/`.
 #[test]
 fn the_results_folder_is_recorded_and_older_databases_fall_back() {
     use sweep_orchestrator::query;
-    use sweep_orchestrator::store::{migrator_through, Backend};
 
     let dir = tempfile::tempdir().unwrap();
     on_both("results_dir", dir.path(), |db| {
@@ -535,14 +551,7 @@ fn the_results_folder_is_recorded_and_older_databases_fall_back() {
     // A database written before migration 3.
     let old = dir.path().join("old.db");
     rt().block_on(async {
-        sqlx::any::install_default_drivers();
-        let pool = sqlx::any::AnyPoolOptions::new()
-            .max_connections(1)
-            .connect(&format!("sqlite://{}?mode=rwc", old.display()))
-            .await
-            .unwrap();
-        let before = migrator_through(Backend::Sqlite, 2);
-        before.run(&pool).await.unwrap();
+        let pool = older_sqlite(&old, 2).await;
         sqlx::query("INSERT INTO sweeps (name, spec_path, spec_text, spec_hash, objective, direction, dataset, dataset_fingerprint, tool_version, host, created_at, updated_at) VALUES ('old', 's.toml', '', 'h', 'val.macro_f1', 'maximize', 'synthetic', 'fp', '0', 'h', '2026-01-01', '2026-01-01')")
             .execute(&pool)
             .await
@@ -567,18 +576,12 @@ fn the_results_folder_is_recorded_and_older_databases_fall_back() {
 #[test]
 fn a_database_from_before_diagnostics_keeps_its_trials() {
     use sweep_orchestrator::query;
-    use sweep_orchestrator::store::{migrator_through, Backend, METRICS_VERSION};
+    use sweep_orchestrator::store::METRICS_VERSION;
 
     let dir = tempfile::tempdir().unwrap();
     let old = dir.path().join("before-diagnostics.db");
     rt().block_on(async {
-        sqlx::any::install_default_drivers();
-        let pool = sqlx::any::AnyPoolOptions::new()
-            .max_connections(1)
-            .connect(&format!("sqlite://{}?mode=rwc", old.display()))
-            .await
-            .unwrap();
-        migrator_through(Backend::Sqlite, 4).run(&pool).await.unwrap();
+        let pool = older_sqlite(&old, 4).await;
         for sql in [
             "INSERT INTO sweeps (id, name, spec_path, spec_text, spec_hash, objective, direction, dataset, dataset_fingerprint, tool_version, host, created_at, updated_at) VALUES (1, 'old', 's.toml', '', 'h', 'val.macro_f1', 'maximize', 'synthetic', 'fp', '0', 'h', '2026-01-01', '2026-01-01')",
             "INSERT INTO trials (id, sweep_id, number, key, config_json, seed, state, created_at, stop_epoch) VALUES (1, 1, 1, 'k1', '{}', 1, 'complete', '2026-01-01', 3)",

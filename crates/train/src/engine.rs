@@ -310,9 +310,25 @@ impl Engine {
         ce: &CrossEntropy,
         dropout_rng: &mut Rng,
     ) -> Result<f32> {
+        let (loss, timing) = self.forward_backward(model, x, labels, ce, Some(dropout_rng))?;
+        self.last_timing = timing;
+        Ok(loss)
+    }
+
+    /// Forward pass in training mode, the loss and its gradient wrt the logits,
+    /// and the backward pass: the mean loss and the seconds of the forward
+    /// (with the loss) and of the backward pass.
+    fn forward_backward(
+        &mut self,
+        model: &mut Model,
+        x: &[f32],
+        labels: &[u32],
+        ce: &CrossEntropy,
+        dropout_rng: Option<&mut Rng>,
+    ) -> Result<(f32, (f64, f64))> {
         let n = labels.len();
         let t0 = std::time::Instant::now();
-        self.forward(model, x, n, true, Some(dropout_rng))?;
+        self.forward(model, x, n, true, dropout_rng)?;
         let (t, norm) = ce.targets(labels);
         self.targets = t;
         let kk = self.classes;
@@ -325,8 +341,7 @@ impl Engine {
         );
         let t1 = std::time::Instant::now();
         self.backward(model, x, n)?;
-        self.last_timing = ((t1 - t0).as_secs_f64(), t1.elapsed().as_secs_f64());
-        Ok(loss)
+        Ok((loss, ((t1 - t0).as_secs_f64(), t1.elapsed().as_secs_f64())))
     }
 
     /// The initialization-health probe's pass ([`crate::probe`]): the training
@@ -345,24 +360,10 @@ impl Engine {
         let n = labels.len();
         let saved = model.running_stats();
         let dropout = std::mem::replace(&mut self.dropout, 0.0);
-        let pass = (|| -> Result<f32> {
-            self.forward(model, x, n, true, None)?;
-            let (t, norm) = ce.targets(labels);
-            self.targets = t;
-            let kk = self.classes;
-            let loss = k::softmax_cross_entropy(
-                &self.logits[..n * kk],
-                &self.targets,
-                kk,
-                norm,
-                &mut self.dlogits[..n * kk],
-            );
-            self.backward(model, x, n)?;
-            Ok(loss)
-        })();
+        let pass = self.forward_backward(model, x, labels, ce, None);
         self.dropout = dropout;
         model.set_running_stats(saved);
-        let loss = pass?;
+        let (loss, _) = pass?;
         let mut outputs: Vec<Vec<f32>> = self
             .convs
             .iter()
