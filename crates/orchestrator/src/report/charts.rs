@@ -100,6 +100,24 @@ fn rgb((r, g, b): (u8, u8, u8)) -> String {
     format!("rgb({r},{g},{b})")
 }
 
+/// Characters of bold title text that fit across an effect chart.
+const TITLE_FITS: usize = 46;
+
+/// `param → metric`, with the last part of a dotted name for what does not fit
+/// (`weight_decay → stability.batch_loss_step_std`); the full text is the
+/// chart's hover title.
+fn chart_title(param: &str, metric: &str) -> String {
+    let last = |s: &str| s.rsplit('.').next().unwrap_or(s).to_string();
+    let mut t = format!("{param} → {metric}");
+    if t.chars().count() > TITLE_FITS {
+        t = format!("{} → {metric}", last(param));
+    }
+    if t.chars().count() > TITLE_FITS {
+        t = format!("{} → {}", last(param), last(metric));
+    }
+    t
+}
+
 fn svg_open(w: f64, h: f64, title: &str) -> String {
     format!(
         r#"<svg class="chart" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img"><title>{}</title>"#,
@@ -495,12 +513,12 @@ pub fn effect_chart(param: &str, rows: &[(String, stats::Summary)], metric: &str
     let sy = |y: f64| h - b - (y - y0) / (y1 - y0) * (h - t - b);
     let n = rows.len().max(1) as f64;
     let sx = |i: usize| l + (i as f64 + 0.5) / n * (w - l - r);
-    let mut s = svg_open(w, h, param);
+    let full = format!("{param} → {metric}");
+    let mut s = svg_open(w, h, &full);
     let _ = write!(
         s,
-        r##"<text x="{l}" y="18" class="ct">{} → {}</text>"##,
-        esc(param),
-        esc(metric)
+        r##"<text x="{l}" y="18" class="ct">{}</text>"##,
+        esc(&chart_title(param, metric))
     );
     for v in &yt {
         hgrid(&mut s, l, w - r, sy(*v), &tick_label(*v, ys));
@@ -797,6 +815,25 @@ pub fn stop_chart(rows: &[StopRow], max_epoch: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_chart_titles_shorten_to_what_fits() {
+        assert_eq!(
+            chart_title("model.dropout", "val.macro_f1"),
+            "model.dropout → val.macro_f1"
+        );
+        assert_eq!(
+            chart_title("train.weight_decay", "stability.batch_loss_step_std"),
+            "weight_decay → stability.batch_loss_step_std"
+        );
+        assert_eq!(
+            chart_title(
+                "data.augmentation.shift_limit_long_name",
+                "stability.batch_loss_step_std"
+            ),
+            "shift_limit_long_name → batch_loss_step_std"
+        );
+    }
 
     #[test]
     fn ticks_are_round_and_cover_the_range() {
