@@ -885,18 +885,7 @@ fn diagnostics_section(t: &query::TrialRow) -> String {
     ];
     let mut rows = Vec::new();
     for phase in ["init", "epoch1"] {
-        let mut layers: Vec<&str> = t
-            .metrics
-            .keys()
-            .filter_map(|k| {
-                let rest = k.strip_prefix(phase)?.strip_prefix('.')?;
-                let (layer, stat) = rest.split_once('.')?;
-                (stat == "weight_std").then_some(layer)
-            })
-            .collect();
-        // conv0.., hidden0.., output: the order of the network
-        layers.sort_by_key(|l| (!l.starts_with("conv"), *l == "output", l.to_string()));
-        for layer in layers {
+        for layer in diagnostics::layers_of(phase, t.metrics.keys()) {
             rows.push(
                 [Cell::Text(phase.into()), Cell::Text(layer.into())]
                     .into_iter()

@@ -220,6 +220,23 @@ pub fn probe_metrics(probes: &[Probe]) -> Vec<(String, f64)> {
     out
 }
 
+/// The layers that `phase` (`init`, `epoch1`) measured, from stored metric
+/// names (`init.hidden0.weight_std`), each once, in the network's order:
+/// convolutions, dense layers, `output`.
+pub fn layers_of<'a>(phase: &str, names: impl IntoIterator<Item = &'a String>) -> Vec<&'a str> {
+    let mut layers: Vec<&str> = names
+        .into_iter()
+        .filter_map(|k| {
+            let rest = k.strip_prefix(phase)?.strip_prefix('.')?;
+            let (layer, stat) = rest.split_once('.')?;
+            (stat == "weight_std").then_some(layer)
+        })
+        .collect();
+    layers.sort_by_key(|l| (!l.starts_with("conv"), *l == "output", l.to_string()));
+    layers.dedup();
+    layers
+}
+
 /// Per-class F1 and recall of a report as `val.f1.CLASS` and `val.recall.CLASS`.
 pub fn class_scores(r: &Report) -> Vec<(String, f64)> {
     r.classes

@@ -374,13 +374,7 @@ impl Engine {
         let gradient_norms = self
             .slots
             .iter()
-            .map(|s| {
-                self.grads[s.w]
-                    .iter()
-                    .map(|g| (*g as f64).powi(2))
-                    .sum::<f64>()
-                    .sqrt()
-            })
+            .map(|s| crate::probe::l2(&self.grads[s.w]))
             .collect();
         Ok(ProbePass {
             loss,

@@ -194,7 +194,8 @@ pub fn probe(
     })
 }
 
-fn l2(v: &[f32]) -> f64 {
+/// The L2 norm, summed in f64.
+pub(crate) fn l2(v: &[f32]) -> f64 {
     v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt()
 }
 

@@ -197,17 +197,8 @@ fn health_table(trials: &[TrialRow]) -> String {
     };
     let mut h = String::from("<h3>Initialization health</h3><p class=muted>Measured on one fixed batch of training images before the first update (→ after the first epoch), mean over trials. Loss ÷ ln(classes): near 1 is a healthy start. Dead: share of ReLU units silent on the whole batch. Identical: share of trials whose units in that layer all compute the same thing (a constant initialization).</p><div class=scroll><table><tr><th>model.init</th><th>trials</th><th>loss ÷ ln(classes)</th><th>layer</th><th>activation std</th><th>dead units</th><th>gradient norm</th><th>weight std</th><th>identical units</th></tr>");
     for (g, ts) in &groups {
-        let mut layers: Vec<String> = ts
-            .iter()
-            .flat_map(|t| t.metrics.keys())
-            .filter_map(|k| {
-                let rest = k.strip_prefix("init.")?;
-                let (layer, stat) = rest.split_once('.')?;
-                (stat == "weight_std").then(|| layer.to_string())
-            })
-            .collect();
-        layers.sort_by_key(|l| (!l.starts_with("conv"), l == "output", l.clone()));
-        layers.dedup();
+        let layers =
+            crate::diagnostics::layers_of("init", ts.iter().flat_map(|t| t.metrics.keys()));
         for (i, layer) in layers.iter().enumerate() {
             let pair = |stat: &str, pct: bool| {
                 let a = mean(ts, &format!("init.{layer}.{stat}"));

@@ -8,7 +8,6 @@
 //! Pure: a loaded [`Dataset`] and its [`DataConfig`] in, an [`Inspection`] out.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 
 use image::ImageDecoder;
 use serde::Serialize;
@@ -319,11 +318,12 @@ pub fn inspect(cfg: &DataConfig, ds: &Dataset, seed: u64) -> Inspection {
             by_content.entry(fnv1a(ds.image(i))).or_default().push(i);
             continue;
         };
-        let path = root.join(src);
-        if let Ok(bytes) = std::fs::read(&path) {
-            by_content.entry(fnv1a(&bytes)).or_default().push(i);
-        }
-        if let Some((w, h, mode)) = header(&path) {
+        // one read per file: its content hash and its header
+        let Ok(bytes) = std::fs::read(root.join(src)) else {
+            continue;
+        };
+        by_content.entry(fnv1a(&bytes)).or_default().push(i);
+        if let Some((w, h, mode)) = header(&bytes) {
             *sizes.entry((w, h)).or_default() += 1;
             *aspect.entry(aspect_bin(w, h)).or_default() += 1;
             modes[i] = Some(mode);
@@ -488,9 +488,8 @@ pub fn inspect(cfg: &DataConfig, ds: &Dataset, seed: u64) -> Inspection {
 }
 
 /// A file's original width, height and colour mode, from its header.
-fn header(path: &Path) -> Option<(u32, u32, String)> {
-    let reader = image::ImageReader::open(path)
-        .ok()?
+fn header(bytes: &[u8]) -> Option<(u32, u32, String)> {
+    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .ok()?;
     let decoder = reader.into_decoder().ok()?;
