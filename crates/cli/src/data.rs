@@ -242,6 +242,9 @@ fn text(r: &Inspection, cfg: &DataConfig, loaded: f64, seconds: f64) -> String {
             r.duplicates.len() - 20
         );
     }
+    for n in &r.notes {
+        s += &format!("note: {n}\n");
+    }
     if !r.warnings.is_empty() {
         s += "\n";
         for w in &r.warnings {

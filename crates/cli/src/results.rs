@@ -759,6 +759,7 @@ pub fn show(sweep: &str, number: i64, out: &Output) -> Result<()> {
         let curve = query::curve(&s, t.id).await?;
         let per_class = query::class_metrics(&s, t.id).await?;
         let cm = query::confusion_matrix(&s, t.id, classes.len()).await?;
+        let attempts = query::attempts(&s, t.id).await?;
         s.close().await;
         let mut text = format!(
             "trial {} of sweep `{}` (seed {}): {}",
@@ -776,6 +777,7 @@ pub fn show(sweep: &str, number: i64, out: &Output) -> Result<()> {
             text += &format!("error: {e}\n");
         }
         text += &files_section(&info, t);
+        text += &attempts_section(&info, t, &attempts);
         text += "\nconfiguration:\n";
         let cfg: serde_json::Value = serde_json::from_str(&t.config_json)?;
         text += &serde_json::to_string_pretty(&cfg)?;
@@ -972,6 +974,36 @@ fn search_lines(ss: &query::SearchStatus, objective: &str) -> String {
     text
 }
 
+/// `show`'s list of a trial's starts when there was more than one, or one
+/// that did not finish: outcome, error and the attempt's folder.
+fn attempts_section(info: &query::SweepInfo, t: &query::TrialRow, rows: &[query::AttemptRow]) -> String {
+    if rows.len() < 2 && rows.iter().all(|a| a.outcome.as_deref() == Some("complete")) {
+        return String::new();
+    }
+    let sweep_dir = info.results_dir(None).join(&info.name);
+    let mut text = format!("\nattempts ({}):\n", rows.len());
+    for a in rows {
+        let folder = sweep_dir.join(sweep_orchestrator::runner::attempt_rel_dir(t.number, a.attempt));
+        let shown = if folder.is_dir() {
+            folder.display().to_string()
+        } else {
+            "no folder".into()
+        };
+        text += &format!(
+            "  {:>3}  {}  {:<12} {}\n",
+            a.attempt,
+            a.started_at,
+            a.outcome.as_deref().unwrap_or("running"),
+            shown
+        );
+        if let Some(e) = &a.error {
+            let e: String = e.chars().take(300).collect();
+            text += &format!("       {e}\n");
+        }
+    }
+    text
+}
+
 /// `show`'s list of a trial's files: its folder, artifacts and TensorBoard
 /// run, as absolute paths when the database recorded the results folder.
 fn files_section(info: &query::SweepInfo, t: &query::TrialRow) -> String {
@@ -981,8 +1013,15 @@ fn files_section(info: &query::SweepInfo, t: &query::TrialRow) -> String {
         text += ", assumed: this database does not record where the sweep wrote them";
     }
     text += "):\n";
-    let trial_dir = sweep_dir.join(sweep_orchestrator::runner::trial_rel_dir(t.number));
-    let mut rows = vec![("folder".to_string(), trial_dir)];
+    // The attempt that finished names its folder and TensorBoard run; a trial
+    // recorded before attempts had folders of their own used the trial's.
+    let mut rows = Vec::new();
+    if !t.artifacts.contains_key("folder") {
+        rows.push((
+            "folder".to_string(),
+            sweep_dir.join(sweep_orchestrator::runner::trial_rel_dir(t.number)),
+        ));
+    }
     rows.extend(
         t.artifacts
             .iter()
@@ -991,9 +1030,10 @@ fn files_section(info: &query::SweepInfo, t: &query::TrialRow) -> String {
     let tb = sweep_dir
         .join("tensorboard")
         .join(format!("{:04}", t.number));
-    if tb.is_dir() {
+    if !t.artifacts.contains_key("tensorboard") && tb.is_dir() {
         rows.push(("tensorboard".into(), tb));
     }
+    rows.sort_by_key(|(kind, _)| kind != "folder");
     for (kind, path) in rows {
         let missing = if path.exists() { "" } else { "  (missing)" };
         text += &format!("  {kind:<16} {}{missing}\n", path.display());

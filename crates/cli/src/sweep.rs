@@ -66,6 +66,19 @@ pub struct RunArgs {
     /// mode, classes with fewer than 5 validation images (`sweep data inspect`).
     #[arg(long)]
     pub strict_data: bool,
+    /// Re-queue the sweep's failed trials with fresh attempts (their earlier
+    /// attempts stay in the database's `trial_attempts`).
+    #[arg(long)]
+    pub retry_failed: bool,
+    /// Stop and fail a trial that runs longer than this (`90s`, `30m`, `2h`,
+    /// `1h30m`); its slot goes on with the next trial. Overrides the spec's
+    /// `trial_timeout`.
+    #[arg(long, value_parser = parse_timeout)]
+    pub trial_timeout: Option<f64>,
+}
+
+fn parse_timeout(s: &str) -> Result<f64, String> {
+    sweep_orchestrator::spec::parse_duration(s)
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -345,6 +358,8 @@ pub fn run(a: RunArgs) -> ExitCode {
         threads_per_worker: threads,
         lease_seconds: a.lease_seconds,
         strict_data: a.strict_data,
+        retry_failed: a.retry_failed,
+        trial_timeout: a.trial_timeout,
     };
     let rt = match scheduler_runtime() {
         Ok(rt) => rt,
@@ -420,7 +435,16 @@ pub fn run(a: RunArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(if e.is_usage() { 2 } else { 1 })
+            if e.is_fault() && !matches!(e, sweep_orchestrator::Error::Fault(_)) {
+                eprintln!("(a fault of the machine, not of the sweep: nothing stored was lost; fix it and run the same command again)");
+            }
+            ExitCode::from(if e.is_usage() {
+                2
+            } else if e.is_fault() {
+                3
+            } else {
+                1
+            })
         }
     }
 }
@@ -785,6 +809,10 @@ impl Renderer {
             Progress::SessionEnded => {
                 let _ = writeln!(out, "[{el:7.1}s] this worker was silent past its lease and another process ended its session: its trials were handed on; stopping");
             }
+            Progress::Fault { number, message } => {
+                let _ = writeln!(out, "[{el:7.1}s] trial {number}: stopped on a fault of the machine, not of the trial (no attempt used): {message}");
+                let _ = writeln!(out, "[{el:7.1}s] stopping: no new trials; running ones are interrupted and resume next time");
+            }
             Progress::Stopping => {
                 let _ = writeln!(out, "[{el:7.1}s] stopping: no new trials; running ones are interrupted and resume next time");
             }
@@ -874,6 +902,10 @@ pub struct WorkerArgs {
     /// Attempts per trial before a failure is final.
     #[arg(long, default_value_t = 3)]
     pub max_attempts: i64,
+    /// Stop and fail a trial that runs longer than this (overrides the
+    /// sweep's `trial_timeout`).
+    #[arg(long, value_parser = parse_timeout)]
+    pub trial_timeout: Option<f64>,
 }
 
 /// `sweep worker`: with --db, a worker that claims trials of a shared sweep until
@@ -938,6 +970,8 @@ fn shared_worker(a: WorkerArgs, db: &str) -> ExitCode {
         threads_per_worker: threads,
         lease_seconds: a.lease_seconds,
         strict_data: false,
+        retry_failed: false,
+        trial_timeout: a.trial_timeout,
     };
     let rt = match scheduler_runtime() {
         Ok(rt) => rt,

@@ -317,7 +317,7 @@ fn a_job_array_runs_every_trial_once_and_matches_a_local_run() {
     assert!(d.join("res-slurm/arr/report.html").is_file());
     // the workers wrote TensorBoard logs and their own logs in the shared folder
     assert!(d
-        .join("res-slurm/arr/tensorboard/0001")
+        .join("res-slurm/arr/tensorboard/0001/attempt-1")
         .read_dir()
         .unwrap()
         .next()

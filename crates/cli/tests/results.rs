@@ -344,7 +344,7 @@ fn commands_find_the_sweeps_files_without_results() {
 
     // show lists the trial's files, absolute, and they exist
     let show = stdout(&sweep(&elsewhere, &["show", "img", "2", "--db", db]));
-    let ck = out.join("img/trials/0002");
+    let ck = out.join("img/trials/0002/attempt-1");
     assert!(
         show.contains(&format!("folder           {}", ck.display())),
         "{show}"

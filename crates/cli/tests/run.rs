@@ -167,12 +167,12 @@ fn a_sweep_runs_and_a_second_run_resumes_without_rerunning() {
     );
     assert!(dir
         .path()
-        .join("results/resume/trials/0001/best.safetensors")
+        .join("results/resume/trials/0001/attempt-1/best.safetensors")
         .is_file());
     assert_eq!(
         query_i64(
             &db,
-            "SELECT COUNT(*) FROM artifacts WHERE kind = 'best_checkpoint' AND path = 'trials/0001/best.safetensors'"
+            "SELECT COUNT(*) FROM artifacts WHERE kind = 'best_checkpoint' AND path = 'trials/0001/attempt-1/best.safetensors'"
         ),
         1
     );
@@ -451,7 +451,7 @@ fn a_failing_trial_is_retried_then_recorded_and_the_exit_code_is_1() {
     );
     assert!(
         dir.path()
-            .join("results/failing/trials/0002/worker.log")
+            .join("results/failing/trials/0002/attempt-1/worker.log")
             .is_file(),
         "the worker's stderr is kept"
     );
@@ -521,7 +521,8 @@ fn a_sweep_writes_tensorboard_logs_and_a_report() {
     trials.sort();
     assert_eq!(trials, ["0001", "0002", "0003", "0004", "_experiment"]);
     for t in &trials[..4] {
-        let files: Vec<_> = std::fs::read_dir(tb.join(t))
+        // each start of a trial logs into its own run (`attempt-K`)
+        let files: Vec<_> = std::fs::read_dir(tb.join(t).join("attempt-1"))
             .unwrap()
             .map(|e| e.unwrap().path())
             .collect();

@@ -17,6 +17,10 @@ pub enum Error {
     },
     #[error("results database: {0}")]
     Store(String),
+    /// A fault of the machine, not of a trial (a full disk, an I/O error, an
+    /// unwritable folder, the database unavailable): see [`crate::fault`].
+    #[error("{0}")]
+    Fault(String),
     #[error("worker: {0}")]
     Worker(String),
     #[error(transparent)]
@@ -29,5 +33,15 @@ impl Error {
     /// Whether the error is the user's input (exit code 2) rather than a failure.
     pub fn is_usage(&self) -> bool {
         matches!(self, Error::Spec { .. })
+    }
+
+    /// Whether the error is a fault of the machine (see [`crate::fault`]).
+    pub fn is_fault(&self) -> bool {
+        match self {
+            Error::Fault(_) => true,
+            Error::Io { source, .. } => crate::fault::of_io(source).is_some(),
+            // an I/O error inside the training crate's error, or in text
+            other => crate::fault::of_message(&other.to_string()).is_some(),
+        }
     }
 }

@@ -37,6 +37,11 @@ pub struct RunSettings {
     pub lease_seconds: f64,
     /// Refuse to run when the data checks warn (`sweep run --strict-data`).
     pub strict_data: bool,
+    /// Re-queue the sweep's failed trials with fresh attempts (`--retry-failed`).
+    pub retry_failed: bool,
+    /// Stop and fail a trial running longer than this many seconds
+    /// (`--trial-timeout`; else the spec's `trial_timeout`).
+    pub trial_timeout: Option<f64>,
 }
 
 pub fn hostname() -> String {
@@ -245,6 +250,9 @@ pub struct Manifest {
     /// When trials are stopped early for losing.
     #[serde(default)]
     pub pruner: crate::search::PrunerSettings,
+    /// The spec's `trial_timeout` in seconds (`--trial-timeout` overrides).
+    #[serde(default)]
+    pub trial_timeout: Option<f64>,
 }
 
 pub const MANIFEST: &str = "manifest.json";
@@ -274,6 +282,7 @@ impl Manifest {
             trials,
             search: search_plan(spec, prep),
             pruner: spec.pruner.clone(),
+            trial_timeout: spec.trial_timeout,
         }
     }
 

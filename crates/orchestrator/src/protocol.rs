@@ -47,4 +47,7 @@ pub enum Event {
     Epoch { metrics: EpochMetrics },
     Done { outcome: Box<TrialOutcome> },
     Error { message: String },
+    /// The trial stopped on a fault of the machine (see [`crate::fault`]), not
+    /// of its own: the attempt is given back and the sweep stops.
+    Fault { message: String },
 }

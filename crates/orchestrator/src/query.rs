@@ -920,6 +920,40 @@ pub async fn class_names(store: &Store, sweep_id: i64) -> Result<Vec<String>> {
     Ok(rows.into_iter().map(|r| r.0).collect())
 }
 
+/// One start of a trial (`trial_attempts`).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AttemptRow {
+    /// Every start is numbered (`trials/NNNN/attempt-K/` is its folder).
+    pub attempt: i64,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    /// complete, pruned, failed, interrupted (machine faults too: their error
+    /// says so), orphaned; none while running.
+    pub outcome: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Every start of a trial, first first.
+pub async fn attempts(store: &Store, trial_id: i64) -> Result<Vec<AttemptRow>> {
+    let rows: Vec<(i64, String, Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT attempt, started_at, ended_at, outcome, error FROM trial_attempts WHERE trial_id = $1 ORDER BY attempt",
+    )
+    .bind(trial_id)
+    .fetch_all(store.pool())
+    .await
+    .map_err(err("reading attempts"))?;
+    Ok(rows
+        .into_iter()
+        .map(|(attempt, started_at, ended_at, outcome, error)| AttemptRow {
+            attempt,
+            started_at,
+            ended_at,
+            outcome,
+            error,
+        })
+        .collect())
+}
+
 /// The confusion counts of one trial as a dense `k × k` matrix.
 pub async fn confusion_matrix(store: &Store, trial_id: i64, k: usize) -> Result<Vec<Vec<i64>>> {
     let cells: Vec<(i64, i64, i64)> = sqlx::query_as(

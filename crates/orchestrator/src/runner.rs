@@ -61,6 +61,12 @@ pub enum Progress {
         counts: StateCounts,
     },
     Stopping,
+    /// A trial stopped on a fault of the machine (a full disk, an I/O error, an
+    /// unwritable folder): its attempt is given back and the sweep stops.
+    Fault {
+        number: i64,
+        message: String,
+    },
     /// What the data checks found before any trial ran (`sweep data inspect`
     /// shows the details); the run goes on unless `--strict-data`.
     DataWarnings(Vec<String>),
@@ -129,6 +135,8 @@ enum WorkerMsg {
 
 struct Running {
     number: i64,
+    /// The attempt's row in `trial_attempts`: its folder is `attempt-K`.
+    start: i64,
     /// The trial process: its pid, and whether it has been reaped (after which
     /// the pid may belong to another process and must not be signalled).
     pid: Option<u32>,
@@ -142,6 +150,8 @@ struct Running {
     /// The trials of its configuration (one per seed), read when a pruner
     /// first judges it.
     configuration: Option<Vec<i64>>,
+    /// When the trial timeout stops it.
+    deadline: Option<tokio::time::Instant>,
 }
 
 impl Running {
@@ -189,6 +199,7 @@ pub(crate) async fn announce(
     store: &Store,
     sweep_id: i64,
     session: i64,
+    manifest: &Manifest,
     settings: &RunSettings,
     trials: usize,
     added: usize,
@@ -197,9 +208,15 @@ pub(crate) async fn announce(
     let reclaimed = store
         .reclaim_stale(sweep_id, session, &seconds_ago(settings.lease_seconds))
         .await?;
+    let retried = if settings.retry_failed {
+        store.retry_failed(sweep_id, |k| manifest.runs(k)).await?
+    } else {
+        0
+    };
     let requeued = store
         .requeue_failed(sweep_id, settings.max_attempts)
-        .await?;
+        .await?
+        + retried;
     let counts = store.counts(sweep_id).await?;
     progress(Progress::Planned {
         trials,
@@ -211,8 +228,21 @@ pub(crate) async fn announce(
     Ok(counts)
 }
 
-/// Runs (or resumes) a sweep to completion, or until `stop` turns true.
+/// Runs (or resumes) a sweep to completion, or until `stop` turns true. A
+/// fault of the machine ends it with [`Error::Fault`], after the trials that
+/// were running went back to waiting.
 pub async fn run(
+    spec: &SweepSpec,
+    settings: &RunSettings,
+    progress: impl FnMut(Progress),
+    stop: StopSignal,
+) -> Result<RunSummary> {
+    run_here(spec, settings, progress, stop)
+        .await
+        .map_err(|e| locate(e, &settings.db))
+}
+
+async fn run_here(
     spec: &SweepSpec,
     settings: &RunSettings,
     mut progress: impl FnMut(Progress),
@@ -227,6 +257,7 @@ pub async fn run(
         &store,
         sweep_id,
         session,
+        &manifest,
         settings,
         planned,
         added,
@@ -234,7 +265,7 @@ pub async fn run(
     )
     .await?;
     let store = Arc::new(store);
-    let (any_failed, stopping) = execute(
+    let ended = execute(
         &store,
         sweep_id,
         session,
@@ -244,16 +275,45 @@ pub async fn run(
         stop,
     )
     .await?;
-    summarize(
+    let fault = ended.fault.clone();
+    let summary = summarize(
         store,
         sweep_id,
         session,
         spec,
         settings.fail_fast,
-        any_failed,
-        stopping,
+        ended,
     )
-    .await
+    .await?;
+    match fault {
+        Some(f) => Err(Error::Fault(stopped_on_fault(&f, &summary.counts))),
+        None => Ok(summary),
+    }
+}
+
+/// A database fault's message with the database it concerns.
+fn locate(e: Error, db: &crate::store::DbLocation) -> Error {
+    match e {
+        // The store's own messages do not know its location.
+        Error::Fault(m) => match m.strip_prefix("results database (") {
+            Some(rest) => Error::Fault(format!("results database {} ({rest}", db.display())),
+            None => Error::Fault(m),
+        },
+        other => other,
+    }
+}
+
+/// What a sweep stopped on a fault tells its user: the fault, what is kept, and
+/// that the same command resumes once the fault is fixed.
+fn stopped_on_fault(fault: &str, counts: &StateCounts) -> String {
+    format!(
+        "stopped on a fault of the machine, not of a trial: {fault}\n\
+         Kept: {} trials finished (complete or pruned), {} failed; the trials that were running went back to waiting and used up no attempt ({} waiting).\n\
+         Fix the fault (free space, make the folder writable, bring the database back), then run the same command again: it resumes where this run stopped.",
+        counts.complete + counts.pruned,
+        counts.failed,
+        counts.waiting
+    )
 }
 
 /// Ends the session and builds the summary from the database.
@@ -263,14 +323,21 @@ async fn summarize(
     session: i64,
     spec: &SweepSpec,
     fail_fast: bool,
-    any_failed: bool,
-    stopping: bool,
+    ended: Ended,
 ) -> Result<RunSummary> {
+    let Ended {
+        any_failed,
+        stopping,
+        fault,
+    } = ended;
     // After the loop, a fail-fast stop or an interruption leaves waiting trials.
     let counts = store.counts(sweep_id).await?;
-    store
-        .end_session(session, if stopping { "interrupted" } else { "finished" })
-        .await?;
+    let reason = match (&fault, stopping) {
+        (Some(_), _) => "fault",
+        (None, true) => "interrupted",
+        (None, false) => "finished",
+    };
+    store.end_session(session, reason).await?;
     let best = ranked(&store, sweep_id, spec).await?;
     let store = Arc::try_unwrap(store).map_err(|_| Error::Other("store still shared".into()))?;
     store.close().await;
@@ -301,6 +368,17 @@ pub struct WorkSummary {
 pub async fn work(
     sweep: &str,
     settings: &RunSettings,
+    progress: impl FnMut(Progress),
+    stop: StopSignal,
+) -> Result<WorkSummary> {
+    work_here(sweep, settings, progress, stop)
+        .await
+        .map_err(|e| locate(e, &settings.db))
+}
+
+async fn work_here(
+    sweep: &str,
+    settings: &RunSettings,
     mut progress: impl FnMut(Progress),
     stop: StopSignal,
 ) -> Result<WorkSummary> {
@@ -321,6 +399,7 @@ pub async fn work(
         &store,
         sweep_id,
         session,
+        &manifest,
         settings,
         manifest.trials.len(),
         0,
@@ -338,35 +417,49 @@ pub async fn work(
         stop,
     )
     .await;
-    let (any_failed, interrupted) = match result {
+    let Ended {
+        any_failed,
+        stopping: interrupted,
+        fault,
+    } = match result {
         Ok(r) => r,
         Err(e) => {
             let _ = store.end_session(session, "error").await;
             return Err(e);
         }
     };
-    store
-        .end_session(
-            session,
-            if interrupted {
-                "interrupted"
-            } else {
-                "finished"
-            },
-        )
-        .await?;
+    let reason = match (&fault, interrupted) {
+        (Some(_), _) => "fault",
+        (None, true) => "interrupted",
+        (None, false) => "finished",
+    };
+    store.end_session(session, reason).await?;
+    let counts = store.counts(sweep_id).await?;
+    if let Some(f) = fault {
+        return Err(Error::Fault(stopped_on_fault(&f, &counts)));
+    }
     Ok(WorkSummary {
-        counts: store.counts(sweep_id).await?,
+        counts,
         any_failed,
         interrupted,
     })
 }
 
+/// How the scheduling loop ended.
+pub(crate) struct Ended {
+    /// Some trial failed.
+    pub any_failed: bool,
+    /// Stopped early (Ctrl-C, fail-fast, the session ended, a machine fault).
+    pub stopping: bool,
+    /// The machine fault it stopped on: "trial N: message".
+    pub fault: Option<String>,
+}
+
 /// The scheduling loop: claims trials for free slots, runs each in a trial process,
 /// records its events, beats the session's heartbeat and reclaims trials of
-/// sessions that stopped beating. Returns (some trial failed, stopped early) once
-/// nothing is left that this session could run and no other session holds a
-/// running trial (which could still lapse and need a worker).
+/// sessions that stopped beating. Returns once nothing is left that this session
+/// could run and no other session holds a running trial (which could still
+/// lapse and need a worker), or on a stop or a fault of the machine.
 pub(crate) async fn execute(
     store: &Arc<Store>,
     sweep_id: i64,
@@ -375,7 +468,7 @@ pub(crate) async fn execute(
     settings: &RunSettings,
     progress: &mut impl FnMut(Progress),
     mut stop: StopSignal,
-) -> Result<(bool, bool)> {
+) -> Result<Ended> {
     let results = &settings.results;
     let slots = device_slots(&settings.devices, settings.per_device, settings.jobs);
     let mut free: Vec<String> = slots;
@@ -383,11 +476,13 @@ pub(crate) async fn execute(
     let mut running: HashMap<i64, (Running, String)> = HashMap::new();
     let mut stopping = *stop.borrow();
     let mut any_failed = false;
+    let mut fault: Option<String> = None;
     let every = std::time::Duration::from_secs_f64((settings.lease_seconds / 4.0).clamp(0.2, 15.0));
     let mut heartbeat = tokio::time::interval(every);
     let mut idle_once = false;
     let mut search_done = false;
     let pruner = crate::search::pruner(&manifest.pruner);
+    let timeout = settings.trial_timeout.or(manifest.trial_timeout);
     let maximize = manifest
         .search
         .as_ref()
@@ -466,6 +561,7 @@ pub(crate) async fn execute(
                         (
                             Running {
                                 number: c.number,
+                                start: c.start,
                                 pid,
                                 reaped,
                                 done: false,
@@ -473,6 +569,10 @@ pub(crate) async fn execute(
                                 stdin,
                                 max_epochs: epochs,
                                 configuration: None,
+                                deadline: timeout.map(|t| {
+                                    tokio::time::Instant::now()
+                                        + std::time::Duration::from_secs_f64(t)
+                                }),
                             },
                             device,
                         ),
@@ -536,7 +636,41 @@ pub(crate) async fn execute(
             }
             continue;
         }
+        let next_deadline = running
+            .values()
+            .filter(|(r, _)| !r.done)
+            .filter_map(|(r, _)| r.deadline)
+            .min();
         tokio::select! {
+            _ = async {
+                match next_deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                // Past the trial timeout: stopped at once (a hung trial would
+                // not answer a gentler signal) and failed with that reason; the
+                // slot takes the next trial when the process is gone.
+                let now = tokio::time::Instant::now();
+                let limit = crate::spec::duration_text(timeout.unwrap_or(0.0));
+                for (id, (r, _)) in running.iter_mut() {
+                    if r.done || r.deadline.is_none_or(|d| d > now) {
+                        continue;
+                    }
+                    r.done = true;
+                    r.signal(libc::SIGKILL);
+                    let message = format!(
+                        "stopped by the trial timeout of {limit} (--trial-timeout or the spec's trial_timeout) after {} of {} epochs",
+                        r.epochs, r.max_epochs
+                    );
+                    if store.fail(*id, session, &message).await? {
+                        any_failed = true;
+                        progress(Progress::Finished { number: r.number, state: TrialState::Failed, objective: None, note: message, counts: store.counts(sweep_id).await? });
+                    } else {
+                        progress(dropped(r.number));
+                    }
+                }
+            }
             msg = rx.recv() => {
                 let Some(msg) = msg else { break };
                 match msg {
@@ -566,8 +700,12 @@ pub(crate) async fn execute(
                             Event::Done { outcome } => {
                                 r.done = true;
                                 let number = r.number;
-                                let dir = results.join(&manifest.sweep).join(trial_rel_dir(number));
-                                match finish_trial(store, id, session, &outcome, &dir, (&manifest.objective, maximize)).await? {
+                                let files = AttemptFiles {
+                                    sweep_dir: results.join(&manifest.sweep),
+                                    folder: attempt_rel_dir(number, r.start),
+                                    tensorboard: manifest.logging.tensorboard.then(|| tensorboard_rel_dir(number, r.start)),
+                                };
+                                match finish_trial(store, id, session, &outcome, &files, (&manifest.objective, maximize)).await? {
                                     Some((state, note)) => {
                                         let objective = objective_of(&outcome, &manifest.objective);
                                         if state != TrialState::Waiting {
@@ -575,6 +713,19 @@ pub(crate) async fn execute(
                                         }
                                     }
                                     None => progress(dropped(number)),
+                                }
+                            }
+                            Event::Fault { message } => {
+                                r.done = true;
+                                let number = r.number;
+                                if !store.give_back(id, session, Some(&format!("fault of the machine: {message}"))).await? {
+                                    progress(dropped(number));
+                                }
+                                if fault.is_none() {
+                                    fault = Some(format!("trial {number}: {message}"));
+                                    progress(Progress::Fault { number, message });
+                                    stopping = true;
+                                    stop_all(&mut running);
                                 }
                             }
                             Event::Error { message } => {
@@ -596,6 +747,18 @@ pub(crate) async fn execute(
                                 // killed by the same Ctrl-C before it could report: interrupted, not failed
                                 if !store.interrupt(id, session).await? {
                                     progress(dropped(r.number));
+                                }
+                            } else if !r.done && crate::fault::of_message(&status).is_some() {
+                                // It died of the machine's fault (a panic on a full disk, say).
+                                let message = format!("worker ended without a result: {status}");
+                                if !store.give_back(id, session, Some(&format!("fault of the machine: {message}"))).await? {
+                                    progress(dropped(r.number));
+                                }
+                                if fault.is_none() {
+                                    fault = Some(format!("trial {}: {message}", r.number));
+                                    progress(Progress::Fault { number: r.number, message });
+                                    stopping = true;
+                                    stop_all(&mut running);
                                 }
                             } else if !r.done {
                                 let msg = format!("worker for trial {} ended without a result: {status}", r.number);
@@ -650,17 +813,29 @@ pub(crate) async fn execute(
                 if changed.is_err() || *stop.borrow() {
                     stopping = true;
                     progress(Progress::Stopping);
-                    for (r, _) in running.values_mut() {
-                        r.signal(libc::SIGINT);
-                        // a worker waiting for a pruner's answer reads the end
-                        // of its input and goes on to see the interruption
-                        r.stdin = None;
-                    }
+                    stop_all(&mut running);
                 }
             }
         }
     }
-    Ok((any_failed, stopping))
+    Ok(Ended {
+        any_failed,
+        stopping,
+        fault,
+    })
+}
+
+/// Asks every running trial to stop (SIGINT): each saves nothing more and
+/// reports itself interrupted, its attempt given back.
+fn stop_all(running: &mut HashMap<i64, (Running, String)>) {
+    for (r, _) in running.values_mut() {
+        if !r.done {
+            r.signal(libc::SIGINT);
+        }
+        // a worker waiting for a pruner's answer reads the end of its input
+        // and goes on to see the interruption
+        r.stdin = None;
+    }
 }
 
 /// Trials of the current spec still to run: unfinished ones (waiting, running,
@@ -798,6 +973,29 @@ pub fn trial_rel_dir(number: i64) -> PathBuf {
     PathBuf::from("trials").join(format!("{number:04}"))
 }
 
+/// The folder of one attempt of a trial (`trials/NNNN/attempt-K`): each start
+/// writes into its own, so an attempt that was reclaimed but still runs
+/// somewhere never writes over the one that replaced it.
+pub fn attempt_rel_dir(number: i64, start: i64) -> PathBuf {
+    trial_rel_dir(number).join(format!("attempt-{start}"))
+}
+
+/// An attempt's TensorBoard run, relative to the sweep folder.
+pub fn tensorboard_rel_dir(number: i64, start: i64) -> PathBuf {
+    PathBuf::from("tensorboard")
+        .join(format!("{number:04}"))
+        .join(format!("attempt-{start}"))
+}
+
+/// Where a finished attempt's files are.
+struct AttemptFiles {
+    sweep_dir: PathBuf,
+    /// The attempt's folder, relative to `sweep_dir`.
+    folder: PathBuf,
+    /// Its TensorBoard run, relative to `sweep_dir`, when logging.
+    tensorboard: Option<PathBuf>,
+}
+
 async fn spawn_worker(
     c: &Claimed,
     cache: &Path,
@@ -814,7 +1012,7 @@ async fn spawn_worker(
     let config: TrialConfig = serde_json::from_str(&c.config_json)
         .map_err(|e| Error::Worker(format!("stored config of trial {}: {e}", c.number)))?;
     let sweep_dir = settings.results.join(&m.sweep);
-    let trial_dir = sweep_dir.join(trial_rel_dir(c.number));
+    let trial_dir = sweep_dir.join(attempt_rel_dir(c.number, c.start));
     let log_dir = trial_dir.clone();
     let cfg_json = serde_json::to_value(&config).expect("config serializes");
     let mut hparams: Vec<(String, serde_json::Value)> = m
@@ -837,11 +1035,10 @@ async fn spawn_worker(
         trial_dir,
         device: device.to_string(),
         objective: m.objective.clone(),
-        tensorboard_dir: m.logging.tensorboard.then(|| {
-            sweep_dir
-                .join("tensorboard")
-                .join(format!("{:04}", c.number))
-        }),
+        tensorboard_dir: m
+            .logging
+            .tensorboard
+            .then(|| sweep_dir.join(tensorboard_rel_dir(c.number, c.start))),
         logging: m.logging.clone(),
         hparams,
         ask_after_epoch,
@@ -861,6 +1058,7 @@ async fn spawn_worker(
         .spawn()
         .map_err(|e| Error::Worker(format!("{}: {e}", settings.worker_exe.display())))?;
     let pid = child.id();
+    let oom_before = crate::process::OomCounts::read();
     let mut stdin = child.stdin.take().expect("piped stdin");
     let mut payload = serde_json::to_vec(&job).expect("job serializes");
     payload.push(b'\n');
@@ -917,32 +1115,20 @@ async fn spawn_worker(
             });
             let _ = tx.send(WorkerMsg::Event(id, ev));
         }
+        // Its peak memory, read while it waits to be reaped (before
+        // `wait` below reaps it).
+        let peak = match pid {
+            Some(p) => tokio::task::spawn_blocking(move || crate::process::peak_memory(p))
+                .await
+                .ok()
+                .flatten(),
+            None => None,
+        };
         let status = child.wait().await;
         reaped_here.store(true, std::sync::atomic::Ordering::SeqCst);
+        let oom = oom_before.rose_by(&crate::process::OomCounts::read());
         let tail = err_task.await.unwrap_or_default();
-        let desc = match status {
-            Ok(s) => {
-                use std::os::unix::process::ExitStatusExt;
-                match (s.code(), s.signal()) {
-                    (Some(c), _) => format!("exit code {c}"),
-                    (None, Some(sig)) => format!(
-                        "killed by signal {sig}{}",
-                        if sig == 9 {
-                            " (SIGKILL: killed, or out of memory)"
-                        } else {
-                            ""
-                        }
-                    ),
-                    _ => "unknown status".into(),
-                }
-            }
-            Err(e) => format!("wait failed: {e}"),
-        };
-        let desc = if tail.trim().is_empty() {
-            desc
-        } else {
-            format!("{desc}; stderr: {}", tail.trim())
-        };
+        let desc = crate::process::describe(status, oom, peak, &tail);
         let _ = tx.send(WorkerMsg::Exited(id, desc));
     });
     Ok((pid, reaped, stdin))
@@ -973,16 +1159,13 @@ async fn finish_trial(
     id: i64,
     session: i64,
     o: &TrialOutcome,
-    dir: &Path,
+    files: &AttemptFiles,
     (objective, maximize): (&str, bool),
 ) -> Result<Option<(TrialState, String)>> {
-    let sweep_dir = dir
-        .parent()
-        .and_then(|p| p.parent())
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    let sweep_dir = &files.sweep_dir;
+    let dir = sweep_dir.join(&files.folder);
     let rel = |p: &Path| {
-        p.strip_prefix(&sweep_dir)
+        p.strip_prefix(sweep_dir)
             .unwrap_or(p)
             .display()
             .to_string()
@@ -1012,7 +1195,11 @@ async fn finish_trial(
             return Ok(held.then(|| (TrialState::Waiting, "interrupted".into())));
         }
     };
-    let mut artifacts = Vec::new();
+    // The attempt that finished: its folder and TensorBoard run.
+    let mut artifacts = vec![("folder".to_string(), files.folder.display().to_string())];
+    if let Some(tb) = &files.tensorboard {
+        artifacts.push(("tensorboard".to_string(), tb.display().to_string()));
+    }
     if let Some(c) = &o.checkpoint {
         artifacts.push(("best_checkpoint".to_string(), rel(c)));
         artifacts.push(("config".to_string(), rel(&dir.join("config.json"))));

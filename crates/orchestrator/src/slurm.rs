@@ -132,6 +132,7 @@ pub async fn run(
         &store,
         sweep_id,
         session,
+        &manifest,
         &settings,
         planned,
         added,
@@ -353,7 +354,7 @@ pub async fn record_only(
     settings: &RunSettings,
     mut progress: impl FnMut(Progress),
 ) -> Result<RunSummary> {
-    let (store, sweep_id, added, session, _manifest, planned, warnings) =
+    let (store, sweep_id, added, session, manifest, planned, warnings) =
         runner::plan(spec, settings, Hold::Shared).await?;
     if !warnings.is_empty() {
         progress(Progress::DataWarnings(warnings));
@@ -362,6 +363,7 @@ pub async fn record_only(
         &store,
         sweep_id,
         session,
+        &manifest,
         settings,
         planned,
         added,

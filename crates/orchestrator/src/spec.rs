@@ -74,6 +74,9 @@ pub struct SweepSpec {
     pub space: Space,
     /// `[pruner]`: when trials that are clearly losing are stopped.
     pub pruner: PrunerSettings,
+    /// `trial_timeout`: seconds after which a trial is stopped and failed
+    /// (`--trial-timeout` overrides).
+    pub trial_timeout: Option<f64>,
     /// The spec file's text and path, for provenance.
     pub text: String,
     pub path: PathBuf,
@@ -104,6 +107,7 @@ struct SpecTables {
     search: Option<toml::Value>,
     space: Option<toml::Value>,
     pruner: Option<toml::Value>,
+    trial_timeout: Option<toml::Value>,
 }
 
 /// One trial of the expanded grid.
@@ -132,6 +136,7 @@ const TOP_KEYS: &[&str] = &[
     "search",
     "space",
     "pruner",
+    "trial_timeout",
 ];
 
 /// The `[logging]` table: what each trial writes to TensorBoard.
@@ -253,6 +258,57 @@ pub(crate) fn set_path(root: &mut Json, path: &str, value: Json) {
     cur[parts[parts.len() - 1]] = value;
 }
 
+/// A duration as people write it: `90s`, `30m`, `2h`, `1h30m`, `1.5h`, or a
+/// plain number of seconds. Positive, at most 30 days.
+pub fn parse_duration(text: &str) -> std::result::Result<f64, String> {
+    let t = text.trim();
+    let bad = || {
+        format!("{text:?} is not a duration: write e.g. \"90s\", \"30m\", \"2h\", \"1h30m\" (or seconds as a number)")
+    };
+    let mut total = 0.0;
+    if let Ok(secs) = t.parse::<f64>() {
+        total = secs;
+    } else {
+        let mut rest = t;
+        if rest.is_empty() {
+            return Err(bad());
+        }
+        while !rest.is_empty() {
+            let n = rest
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .ok_or_else(bad)?;
+            let value: f64 = rest[..n].parse().map_err(|_| bad())?;
+            rest = &rest[n..];
+            let u = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+            let unit = match rest[..u].trim() {
+                "s" | "sec" | "secs" | "second" | "seconds" => 1.0,
+                "m" | "min" | "mins" | "minute" | "minutes" => 60.0,
+                "h" | "hour" | "hours" => 3600.0,
+                "d" | "day" | "days" => 86_400.0,
+                _ => return Err(bad()),
+            };
+            total += value * unit;
+            rest = &rest[u..];
+        }
+    }
+    if !(total > 0.0 && total <= 30.0 * 86_400.0) {
+        return Err(format!("{text:?}: a duration must be positive and at most 30 days"));
+    }
+    Ok(total)
+}
+
+/// A duration in seconds as people read it: `45s`, `30m`, `1h30m`.
+pub fn duration_text(seconds: f64) -> String {
+    let s = seconds.round() as u64;
+    match (s / 3600, s % 3600 / 60, s % 60) {
+        (0, 0, sec) => format!("{sec}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, sec) => format!("{m}m{sec}s"),
+        (h, 0, 0) => format!("{h}h"),
+        (h, m, _) => format!("{h}h{m}m"),
+    }
+}
+
 /// The value at a dotted path of a JSON object.
 pub fn get_path<'a>(root: &'a Json, path: &str) -> Option<&'a Json> {
     path.split('.').try_fold(root, |cur, p| cur.get(p))
@@ -316,6 +372,22 @@ impl SweepSpec {
             None => None,
             Some(toml::Value::String(s)) => Some(s.clone()),
             Some(_) => return Err(err_at(&origin, text, "description", "must be a string")),
+        };
+        let trial_timeout = match doc.get("trial_timeout") {
+            None => None,
+            Some(toml::Value::String(s)) => Some(
+                parse_duration(s).map_err(|m| err_at(&origin, text, "trial_timeout", m))?,
+            ),
+            Some(toml::Value::Integer(i)) if *i > 0 => Some(*i as f64),
+            Some(toml::Value::Float(f)) if *f > 0.0 && f.is_finite() => Some(*f),
+            Some(_) => {
+                return Err(err_at(
+                    &origin,
+                    text,
+                    "trial_timeout",
+                    "must be a duration such as \"90s\", \"30m\", \"2h\" or \"1h30m\" (or a positive number of seconds)",
+                ))
+            }
         };
         let seeds = match doc.get("seeds") {
             None => vec![42],
@@ -584,6 +656,7 @@ impl SweepSpec {
             search,
             space,
             pruner,
+            trial_timeout,
             text: text.to_string(),
             path: path.to_path_buf(),
         };

@@ -213,6 +213,12 @@ pub fn run_job(
             }
         }
         if let Some(e) = &lines.tb_error {
+            // A full disk or an unwritable folder under the log is the
+            // machine's fault: the trial is rerun once it is fixed, so that its
+            // log is whole.
+            if crate::fault::of_message(e).is_some() {
+                return Err(Error::Fault(format!("TensorBoard log: {e}")));
+            }
             eprintln!("warning: TensorBoard log incomplete: {e}");
         }
         Ok(Box::new(outcome))
@@ -223,9 +229,12 @@ pub fn run_job(
             Ok(())
         }
         Err(e) => {
-            lines.send(&Event::Error {
-                message: e.to_string(),
-            });
+            let message = e.to_string();
+            if e.is_fault() || crate::fault::of_message(&message).is_some() {
+                lines.send(&Event::Fault { message });
+            } else {
+                lines.send(&Event::Error { message });
+            }
             Err(e)
         }
     }

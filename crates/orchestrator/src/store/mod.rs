@@ -19,7 +19,9 @@ use sweep_train::{EpochMetrics, Report};
 
 use crate::error::{Error, Result};
 
+mod guard;
 mod search;
+pub use guard::Schema;
 pub use search::{ProposalRow, Recorded, RungValue};
 
 /// The SQLite migrations in `migrations/`, embedded at build time (build.rs re-runs
@@ -89,6 +91,48 @@ pub const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
 fn migrator(backend: Backend) -> Migrator {
     migrator_through(backend, i64::MAX)
 }
+
+/// Refuses, before anything is written, a location holding something other
+/// than an empty or known Sweep database (see [`guard`]). `writer`: also run
+/// SQLite's page check on an existing file.
+async fn check_location(location: &DbLocation, writer: bool) -> Result<Schema> {
+    let backend = location.backend();
+    let mut page_check = writer;
+    let url = match location {
+        DbLocation::Sqlite(path) => {
+            guard::check_sqlite_file(path)?;
+            let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            if size == 0 {
+                return Ok(Schema::Empty);
+            }
+            // The page check reads the whole file (~25 ms per 1 MB): skipped
+            // above 1 GiB, where a damaged page is found when it is read.
+            page_check &= size <= QUICK_CHECK_MAX_BYTES;
+            sqlite_url(path, "ro")?
+        }
+        DbLocation::Postgres(url) => url.clone(),
+    };
+    let first = migrator_through(backend, 1);
+    let checksum = first.migrations.first().map(|m| m.checksum.to_vec());
+    let known = migrator(backend)
+        .migrations
+        .iter()
+        .map(|m| m.version)
+        .max()
+        .unwrap_or(0);
+    guard::check_schema(
+        &url,
+        &location.display(),
+        backend == Backend::Postgres,
+        &checksum.unwrap_or_default(),
+        known,
+        page_check,
+    )
+    .await
+}
+
+/// The largest SQLite file whose pages a writer checks when it opens it.
+pub const QUICK_CHECK_MAX_BYTES: u64 = 1 << 30;
 
 /// The migrations up to `version` (a database as an older Sweep left it, for
 /// the upgrade tests).
@@ -229,7 +273,12 @@ pub struct Claimed {
     pub number: i64,
     pub key: String,
     pub config_json: String,
+    /// The attempt as counted against the retry limit (interruptions and
+    /// machine faults give theirs back).
     pub attempt: i64,
+    /// This start's row in `trial_attempts` (every start, counted or not):
+    /// names the attempt's own folder, `trials/NNNN/attempt-K/`.
+    pub start: i64,
 }
 
 /// Counts of trials by state.
@@ -448,7 +497,20 @@ pub const DEFAULT_LEASE_SECONDS: f64 = 60.0;
 // bound, and `CASE WHEN <kind> THEN $n END` writes the NULL in SQL.
 
 fn sql_err(what: &str) -> impl Fn(sqlx::Error) -> Error + '_ {
-    move |e| Error::Store(format!("{what}: {e}"))
+    move |e| {
+        // SQLITE_CORRUPT (11) and SQLITE_NOTADB (26): say what it means.
+        let damaged = matches!(&e, sqlx::Error::Database(d)
+            if matches!(d.code().as_deref(), Some("11") | Some("26")));
+        if let Some(kind) = crate::fault::of_sql(&e) {
+            return Error::Fault(format!("results database ({kind}): {what}: {e}"));
+        }
+        let hint = if damaged {
+            " — the database file is damaged; restore it from a backup (`sqlite3 FILE 'PRAGMA integrity_check'` shows where)"
+        } else {
+            ""
+        };
+        Error::Store(format!("{what}: {e}{hint}"))
+    }
 }
 
 /// A SQLite path as a `sqlite://` URL: made absolute and free of `.`/`..` (a URL
@@ -495,6 +557,7 @@ impl Store {
         let location: DbLocation = db.into();
         sqlx::any::install_default_drivers();
         let backend = location.backend();
+        check_location(&location, true).await?;
         let (url, pool_options) = match &location {
             DbLocation::Sqlite(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -551,6 +614,12 @@ impl Store {
                         path.display()
                     )));
                 }
+                if check_location(&location, false).await? == Schema::Empty {
+                    return Err(Error::Store(format!(
+                        "{}: an empty database, no Sweep results in it (run a sweep first, or pass --db)",
+                        path.display()
+                    )));
+                }
                 (
                     sqlite_url(path, "ro")?,
                     AnyPoolOptions::new()
@@ -568,7 +637,10 @@ impl Store {
                 )
             }
             DbLocation::Postgres(url) => (
-                url.clone(),
+                {
+                    check_location(&location, false).await?;
+                    url.clone()
+                },
                 AnyPoolOptions::new()
                     .max_connections(2)
                     .after_connect(|conn, _| {
@@ -978,6 +1050,30 @@ impl Store {
         Ok(rows.into_iter().map(|r| r.0).collect())
     }
 
+    /// `sweep run --retry-failed`: the sweep's failed trials that `runs(key)`
+    /// accepts go back to `waiting` with their attempt count reset (their
+    /// earlier attempts stay in `trial_attempts`). Returns how many.
+    pub async fn retry_failed(&self, sweep_id: i64, runs: impl Fn(&str) -> bool) -> Result<u64> {
+        let mut tx = self.begin_write().await?;
+        let failed: Vec<(i64, String)> =
+            sqlx::query_as("SELECT id, key FROM trials WHERE sweep_id = $1 AND state = 'failed'")
+                .bind(sweep_id)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(sql_err("reading failed trials"))?;
+        let mut n = 0;
+        for (id, _) in failed.iter().filter(|(_, k)| runs(k)) {
+            let r = sqlx::query("UPDATE trials SET state = 'waiting', attempts = 0 WHERE id = $1 AND state = 'failed'")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(sql_err("re-queueing a failed trial"))?;
+            n += r.rows_affected();
+        }
+        tx.commit().await.map_err(sql_err("commit"))?;
+        Ok(n)
+    }
+
     /// Failed trials with fewer than `max_attempts` attempts go back to `waiting`.
     pub async fn requeue_failed(&self, sweep_id: i64, max_attempts: i64) -> Result<u64> {
         let r = sqlx::query("UPDATE trials SET state = 'waiting' WHERE sweep_id = $1 AND state = 'failed' AND attempts < $2")
@@ -1062,12 +1158,12 @@ impl Store {
                 }
                 // Attempt rows are numbered by every start, counted or not
                 // (interruptions give their count back), so they never collide.
-                sqlx::query("INSERT INTO trial_attempts (trial_id, attempt, session_id, started_at) VALUES ($1, (SELECT COUNT(*) + 1 FROM trial_attempts WHERE trial_id = $2), $3, $4)")
+                let (start,): (i64,) = sqlx::query_as("INSERT INTO trial_attempts (trial_id, attempt, session_id, started_at) VALUES ($1, (SELECT COUNT(*) + 1 FROM trial_attempts WHERE trial_id = $2), $3, $4) RETURNING attempt")
                     .bind(id)
                     .bind(id)
                     .bind(session_id)
                     .bind(&t)
-                    .execute(&mut *tx)
+                    .fetch_one(&mut *tx)
                     .await
                     .map_err(sql_err("recording the attempt"))?;
                 tx.commit().await.map_err(sql_err("commit"))?;
@@ -1077,6 +1173,7 @@ impl Store {
                     key,
                     config_json,
                     attempt: attempts + 1,
+                    start,
                 }));
             }
         }
@@ -1300,6 +1397,13 @@ impl Store {
     /// recorded as interrupted (and not counted against the retry limit). False
     /// when `session` no longer holds the trial.
     pub async fn interrupt(&self, trial_id: i64, session: i64) -> Result<bool> {
+        self.give_back(trial_id, session, None).await
+    }
+
+    /// `running → waiting`, the attempt given back (not counted against the
+    /// retry limit) and recorded as interrupted with `why` (a fault of the
+    /// machine names itself there). False when `session` no longer holds it.
+    pub async fn give_back(&self, trial_id: i64, session: i64, why: Option<&str>) -> Result<bool> {
         let mut tx = self.begin_write().await?;
         let r = sqlx::query("UPDATE trials SET state = 'waiting', attempts = attempts - 1, session_id = NULL, worker_pid = NULL, started_at = NULL WHERE id = $1 AND state = 'running' AND session_id = $2")
             .bind(trial_id)
@@ -1311,7 +1415,7 @@ impl Store {
             return Ok(false);
         }
         Self::clear_partial(&mut tx, trial_id).await?;
-        end_attempt(&mut tx, trial_id, "interrupted", None).await?;
+        end_attempt(&mut tx, trial_id, "interrupted", why).await?;
         tx.commit().await.map_err(sql_err("commit"))?;
         Ok(true)
     }
@@ -1423,10 +1527,13 @@ pub async fn create_postgres_database(base: &str, name: &str) -> Result<String> 
 async fn connect(location: &DbLocation, url: &str, options: AnyPoolOptions) -> Result<AnyPool> {
     let opts = AnyConnectOptions::from_str(url)
         .map_err(|e| Error::Store(format!("{}: {e}", location.display())))?;
-    options
-        .connect_with(opts)
-        .await
-        .map_err(|e| Error::Store(format!("cannot open {}: {e}", location.display())))
+    options.connect_with(opts).await.map_err(|e| match crate::fault::of_sql(&e) {
+        Some(kind) => Error::Fault(format!(
+            "results database {} ({kind}): cannot open it: {e}",
+            location.display()
+        )),
+        None => Error::Store(format!("cannot open {}: {e}", location.display())),
+    })
 }
 
 /// Rows per multi-row INSERT: 500 rows × at most 6 parameters stays far below
