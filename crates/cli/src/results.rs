@@ -976,14 +976,24 @@ fn search_lines(ss: &query::SearchStatus, objective: &str) -> String {
 
 /// `show`'s list of a trial's starts when there was more than one, or one
 /// that did not finish: outcome, error and the attempt's folder.
-fn attempts_section(info: &query::SweepInfo, t: &query::TrialRow, rows: &[query::AttemptRow]) -> String {
-    if rows.len() < 2 && rows.iter().all(|a| a.outcome.as_deref() == Some("complete")) {
+fn attempts_section(
+    info: &query::SweepInfo,
+    t: &query::TrialRow,
+    rows: &[query::AttemptRow],
+) -> String {
+    if rows.len() < 2
+        && rows
+            .iter()
+            .all(|a| a.outcome.as_deref() == Some("complete"))
+    {
         return String::new();
     }
     let sweep_dir = info.results_dir(None).join(&info.name);
     let mut text = format!("\nattempts ({}):\n", rows.len());
     for a in rows {
-        let folder = sweep_dir.join(sweep_orchestrator::runner::attempt_rel_dir(t.number, a.attempt));
+        let folder = sweep_dir.join(sweep_orchestrator::runner::attempt_rel_dir(
+            t.number, a.attempt,
+        ));
         let shown = if folder.is_dir() {
             folder.display().to_string()
         } else {

@@ -50,7 +50,14 @@ model.dropout = [0.0, 0.5]
 fn sql(dir: &Path, db: &Path, query: &str) -> Vec<String> {
     let o = sweep(
         dir,
-        &["sql", query, "--db", db.to_str().unwrap(), "--format", "csv"],
+        &[
+            "sql",
+            query,
+            "--db",
+            db.to_str().unwrap(),
+            "--format",
+            "csv",
+        ],
     );
     assert!(o.status.success(), "{}", text(&o));
     String::from_utf8_lossy(&o.stdout)
@@ -94,7 +101,9 @@ fn can_mount(test: &str) -> bool {
             std::env::var_os("SWEEP_REQUIRE_ROOT").is_none(),
             "{test}: SWEEP_REQUIRE_ROOT is set but mounting a tmpfs in a private mount namespace failed"
         );
-        eprintln!("skipped: {test}: needs root to mount a small tmpfs (`unshare -m`); CI runs it as root");
+        eprintln!(
+            "skipped: {test}: needs root to mount a small tmpfs (`unshare -m`); CI runs it as root"
+        );
     }
     ok
 }
@@ -133,7 +142,10 @@ fn databases_that_are_not_sweeps_are_refused_untouched() {
     std::fs::write(&notes, "shopping: milk, eggs\n").unwrap();
     let (o, took) = run(&notes);
     let out = text(&o);
-    assert!(!o.status.success() && took < Duration::from_secs(10), "{out}");
+    assert!(
+        !o.status.success() && took < Duration::from_secs(10),
+        "{out}"
+    );
     assert!(
         out.contains("notes.db: not a SQLite database") && out.contains("shopping: milk"),
         "{out}"
@@ -180,7 +192,10 @@ fn databases_that_are_not_sweeps_are_refused_untouched() {
     let (o, _) = run(&good);
     assert!(o.status.success(), "{}", text(&o));
     let pristine = file_bytes(&good);
-    assert!(!d.join("good.db-wal").exists() || std::fs::metadata(d.join("good.db-wal")).unwrap().len() == 0);
+    assert!(
+        !d.join("good.db-wal").exists()
+            || std::fs::metadata(d.join("good.db-wal")).unwrap().len() == 0
+    );
 
     // Written by a newer Sweep: a migration this binary does not know.
     let newer = d.join("newer.db");
@@ -201,11 +216,16 @@ fn databases_that_are_not_sweeps_are_refused_untouched() {
     let out = text(&o);
     assert!(!o.status.success(), "{out}");
     assert!(
-        out.contains("newer.db: written by a newer Sweep (schema version 99; this Sweep knows up to")
-            && out.contains("upgrade Sweep"),
+        out.contains(
+            "newer.db: written by a newer Sweep (schema version 99; this Sweep knows up to"
+        ) && out.contains("upgrade Sweep"),
         "{out}"
     );
-    assert_eq!(file_bytes(&newer), before, "the newer database was written to");
+    assert_eq!(
+        file_bytes(&newer),
+        before,
+        "the newer database was written to"
+    );
 
     // Truncated (a copy cut short).
     let cut = d.join("cut.db");
@@ -262,7 +282,16 @@ fn a_full_disk_under_the_results_stops_the_sweep_and_the_rerun_completes_it() {
     // The same sweep without any fault, for the numbers.
     let o = sweep(
         d,
-        &["run", "s.toml", "--db", "ref.db", "--results", "ref", "--jobs", "2"],
+        &[
+            "run",
+            "s.toml",
+            "--db",
+            "ref.db",
+            "--results",
+            "ref",
+            "--jobs",
+            "2",
+        ],
     );
     assert!(o.status.success(), "{}", text(&o));
     let reference = objectives(d, &d.join("ref.db"));
@@ -284,12 +313,7 @@ fn a_full_disk_under_the_results_stops_the_sweep_and_the_rerun_completes_it() {
     );
     let o = in_namespace(&script);
     let read = |f: &str| std::fs::read_to_string(d.join(f)).unwrap_or_default();
-    assert!(
-        o.status.success(),
-        "{}\n{}",
-        text(&o),
-        read("rec.out")
-    );
+    assert!(o.status.success(), "{}\n{}", text(&o), read("rec.out"));
     let first = read("first.out");
     assert_eq!(read("first.rc").trim(), "3", "{first}");
     assert!(
@@ -306,7 +330,10 @@ fn a_full_disk_under_the_results_stops_the_sweep_and_the_rerun_completes_it() {
     let db = d.join("f.db");
     let after = objectives(d, &db);
     assert_eq!(after, reference);
-    assert!(after.iter().all(|r| r.contains(",complete,1,")), "{after:?}");
+    assert!(
+        after.iter().all(|r| r.contains(",complete,1,")),
+        "{after:?}"
+    );
     let faulted = sql(
         d,
         &db,
@@ -319,7 +346,12 @@ fn a_full_disk_under_the_results_stops_the_sweep_and_the_rerun_completes_it() {
             .all(|r| r.starts_with("interrupted,") && r.contains("(os error 28)")),
         "{faulted:?}"
     );
-    assert!(sql(d, &db, "SELECT 1 FROM trial_attempts WHERE outcome = 'failed'").is_empty());
+    assert!(sql(
+        d,
+        &db,
+        "SELECT 1 FROM trial_attempts WHERE outcome = 'failed'"
+    )
+    .is_empty());
     // the finished attempts' folders hold the checkpoints the database names
     let files = read("files.out");
     for (kind, path) in sql(
@@ -332,7 +364,10 @@ fn a_full_disk_under_the_results_stops_the_sweep_and_the_rerun_completes_it() {
     {
         assert_eq!(kind, "folder");
         let leaf = Path::new(path).file_name().unwrap().to_str().unwrap();
-        assert!(leaf.starts_with("attempt-") && files.contains(leaf), "{path}: {files}");
+        assert!(
+            leaf.starts_with("attempt-") && files.contains(leaf),
+            "{path}: {files}"
+        );
     }
 }
 
@@ -349,7 +384,16 @@ fn a_full_disk_under_the_database_stops_the_sweep_and_loses_nothing() {
     std::fs::write(d.join("two.toml"), spec("s", "[1, 2, 3]", 16, "")).unwrap();
     let o = sweep(
         d,
-        &["run", "two.toml", "--db", "ref.db", "--results", "ref", "--jobs", "2"],
+        &[
+            "run",
+            "two.toml",
+            "--db",
+            "ref.db",
+            "--results",
+            "ref",
+            "--jobs",
+            "2",
+        ],
     );
     assert!(o.status.success(), "{}", text(&o));
     let reference = objectives(d, &d.join("ref.db"));
@@ -441,8 +485,18 @@ fn a_trial_past_its_timeout_fails_and_its_slot_goes_on() {
     let o = sweep(
         d,
         &[
-            "run", "s.toml", "--db", "s.db", "--results", "r", "--jobs", "1",
-            "--max-attempts", "1", "--trial-timeout", "2s",
+            "run",
+            "s.toml",
+            "--db",
+            "s.db",
+            "--results",
+            "r",
+            "--jobs",
+            "1",
+            "--max-attempts",
+            "1",
+            "--trial-timeout",
+            "2s",
         ],
     );
     let out = text(&o);
@@ -466,8 +520,19 @@ fn a_trial_past_its_timeout_fails_and_its_slot_goes_on() {
     let o = sweep(
         d,
         &[
-            "run", "s.toml", "--db", "s.db", "--results", "r", "--jobs", "1",
-            "--max-attempts", "1", "--trial-timeout", "1s", "--retry-failed",
+            "run",
+            "s.toml",
+            "--db",
+            "s.db",
+            "--results",
+            "r",
+            "--jobs",
+            "1",
+            "--max-attempts",
+            "1",
+            "--trial-timeout",
+            "1s",
+            "--retry-failed",
         ],
     );
     let out = text(&o);
@@ -496,7 +561,15 @@ fn a_failed_trial_retried_finishes_in_its_own_attempt_folder() {
     std::fs::write(d.join("s.toml"), spec("s", "[1, 2]", 16, "")).unwrap();
     let run = |extra: &[&str], panic_seed: Option<&str>| {
         let mut args = vec![
-            "run", "s.toml", "--db", "s.db", "--results", "r", "--jobs", "2", "--max-attempts",
+            "run",
+            "s.toml",
+            "--db",
+            "s.db",
+            "--results",
+            "r",
+            "--jobs",
+            "2",
+            "--max-attempts",
             "1",
         ];
         args.extend_from_slice(extra);
@@ -511,7 +584,13 @@ fn a_failed_trial_retried_finishes_in_its_own_attempt_folder() {
     let o = run(&[], Some("2"));
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let db = d.join("s.db");
-    let states = |d: &Path| sql(d, &db, "SELECT seed, state, attempts FROM trials ORDER BY number");
+    let states = |d: &Path| {
+        sql(
+            d,
+            &db,
+            "SELECT seed, state, attempts FROM trials ORDER BY number",
+        )
+    };
     assert_eq!(
         states(d),
         vec!["1,complete,1", "2,failed,1", "1,complete,1", "2,failed,1"]
@@ -525,7 +604,12 @@ fn a_failed_trial_retried_finishes_in_its_own_attempt_folder() {
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(
         states(d),
-        vec!["1,complete,1", "2,complete,1", "1,complete,1", "2,complete,1"]
+        vec![
+            "1,complete,1",
+            "2,complete,1",
+            "1,complete,1",
+            "2,complete,1"
+        ]
     );
     // each start wrote into its own folder; the artifacts name the one that finished
     let arts = sql(
@@ -559,7 +643,10 @@ fn child_memory_cgroup(name: &str) -> Option<(PathBuf, &'static str, &'static st
         let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
         let path = path.trim_start_matches('/');
         let (base, limit) = if controllers.split(',').any(|c| c == "memory") {
-            (Path::new("/sys/fs/cgroup/memory").join(path), "memory.limit_in_bytes")
+            (
+                Path::new("/sys/fs/cgroup/memory").join(path),
+                "memory.limit_in_bytes",
+            )
         } else if controllers.is_empty() {
             (Path::new("/sys/fs/cgroup").join(path), "memory.max")
         } else {
@@ -576,7 +663,8 @@ fn child_memory_cgroup(name: &str) -> Option<(PathBuf, &'static str, &'static st
 #[test]
 fn a_trial_killed_for_memory_is_reported_as_out_of_memory_with_its_peak() {
     let name = "a_trial_killed_for_memory_is_reported_as_out_of_memory_with_its_peak";
-    let Some((cg, limit, procs)) = child_memory_cgroup(&format!("sweep-oom-{}", std::process::id()))
+    let Some((cg, limit, procs)) =
+        child_memory_cgroup(&format!("sweep-oom-{}", std::process::id()))
     else {
         assert!(
             std::env::var_os("SWEEP_REQUIRE_ROOT").is_none(),
@@ -591,7 +679,10 @@ fn a_trial_killed_for_memory_is_reported_as_out_of_memory_with_its_peak() {
     // hidden 40,000 × 40,000: 6.4 GB of weights, far past the 400 MB limit
     let s = spec("s", "[1]", 16, "")
         .replace("hidden = [16]", "")
-        .replace("model.dropout = [0.0, 0.5]", "model.hidden = [[16], [40000, 40000]]");
+        .replace(
+            "model.dropout = [0.0, 0.5]",
+            "model.hidden = [[16], [40000, 40000]]",
+        );
     std::fs::write(d.join("s.toml"), s).unwrap();
     let o = Command::new("sh")
         .args(["-c"])
@@ -607,7 +698,11 @@ fn a_trial_killed_for_memory_is_reported_as_out_of_memory_with_its_peak() {
     let _ = std::fs::remove_dir(&cg);
     let out = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
-    let rows = sql(d, &d.join("s.db"), "SELECT number, state, error FROM trials ORDER BY number");
+    let rows = sql(
+        d,
+        &d.join("s.db"),
+        "SELECT number, state, error FROM trials ORDER BY number",
+    );
     assert!(rows[0].starts_with("1,complete,"), "{rows:?}");
     assert!(
         rows[1].contains("killed by the kernel's out-of-memory killer (peak memory "),

@@ -13,7 +13,10 @@ const OS_FAULTS: &[(i32, &str)] = &[
     (libc::EROFS, "read-only file system"),
     (libc::EIO, "input/output error"),
     (libc::EACCES, "permission denied"),
-    (libc::EFBIG, "file too large for the file system or the file-size limit"),
+    (
+        libc::EFBIG,
+        "file too large for the file system or the file-size limit",
+    ),
     (libc::EMFILE, "too many open files"),
     (libc::ENFILE, "too many open files in the system"),
 ];
@@ -106,7 +109,10 @@ mod tests {
             Some("input/output error")
         );
         assert_eq!(of_message("tensor error: shape mismatch"), None);
-        assert_eq!(of_sql(&sqlx::Error::PoolTimedOut), Some("the database is unavailable"));
+        assert_eq!(
+            of_sql(&sqlx::Error::PoolTimedOut),
+            Some("the database is unavailable")
+        );
         assert_eq!(of_sql(&sqlx::Error::RowNotFound), None);
     }
 }

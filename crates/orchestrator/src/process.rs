@@ -29,10 +29,16 @@ fn cgroup_counter_file() -> Option<std::path::PathBuf> {
         let path = path.trim_start_matches('/');
         let candidates: Vec<std::path::PathBuf> = if controllers.split(',').any(|c| c == "memory") {
             let base = std::path::Path::new("/sys/fs/cgroup/memory");
-            vec![base.join(path).join("memory.oom_control"), base.join("memory.oom_control")]
+            vec![
+                base.join(path).join("memory.oom_control"),
+                base.join("memory.oom_control"),
+            ]
         } else if controllers.is_empty() {
             let base = std::path::Path::new("/sys/fs/cgroup");
-            vec![base.join(path).join("memory.events"), base.join("memory.events")]
+            vec![
+                base.join(path).join("memory.events"),
+                base.join("memory.events"),
+            ]
         } else {
             continue;
         };
@@ -123,7 +129,9 @@ pub fn describe(
                 refused.unwrap_or_default().trim()
             ),
             (Some(c), _) => format!("exit code {c}"),
-            (None, Some(libc::SIGKILL)) => format!("killed by signal 9 (SIGKILL, not sent by Sweep; {peak_text})"),
+            (None, Some(libc::SIGKILL)) => {
+                format!("killed by signal 9 (SIGKILL, not sent by Sweep; {peak_text})")
+            }
             (None, Some(sig)) => format!("killed by signal {sig}"),
             _ => "unknown status".into(),
         },
@@ -143,20 +151,48 @@ mod tests {
 
     #[test]
     fn counters_and_words() {
-        assert_eq!(oom_kill_in("oom_kill_disable 0\nunder_oom 0\noom_kill 3\n"), Some(3));
-        assert_eq!(oom_kill_in("low 0\nhigh 0\nmax 2\noom 1\noom_kill 1\n"), Some(1));
+        assert_eq!(
+            oom_kill_in("oom_kill_disable 0\nunder_oom 0\noom_kill 3\n"),
+            Some(3)
+        );
+        assert_eq!(
+            oom_kill_in("low 0\nhigh 0\nmax 2\noom 1\noom_kill 1\n"),
+            Some(1)
+        );
         assert_eq!(oom_kill_in("nr_free_pages 5\n"), None);
-        let a = OomCounts { cgroup: Some(1), machine: None };
-        assert!(a.rose_by(&OomCounts { cgroup: Some(2), machine: None }));
+        let a = OomCounts {
+            cgroup: Some(1),
+            machine: None,
+        };
+        assert!(a.rose_by(&OomCounts {
+            cgroup: Some(2),
+            machine: None
+        }));
         assert!(!a.rose_by(&a));
         let killed = std::process::ExitStatus::from_raw(libc::SIGKILL);
         let d = describe(Ok(killed), true, Some(3 << 30), "");
-        assert!(d.starts_with("killed by the kernel's out-of-memory killer (peak memory 3.0 GiB)"), "{d}");
+        assert!(
+            d.starts_with("killed by the kernel's out-of-memory killer (peak memory 3.0 GiB)"),
+            "{d}"
+        );
         let d = describe(Ok(killed), false, None, "");
-        assert!(d.contains("signal 9") && d.contains("peak memory unknown"), "{d}");
+        assert!(
+            d.contains("signal 9") && d.contains("peak memory unknown"),
+            "{d}"
+        );
         let aborted = std::process::ExitStatus::from_raw(libc::SIGABRT);
-        let d = describe(Ok(aborted), false, Some(200 << 20), "memory allocation of 1600000000 bytes failed\n");
-        assert!(d.starts_with("out of memory: memory allocation of 1600000000 bytes failed (peak memory 200 MiB)"), "{d}");
+        let d = describe(
+            Ok(aborted),
+            false,
+            Some(200 << 20),
+            "memory allocation of 1600000000 bytes failed\n",
+        );
+        assert!(
+            d.starts_with(
+                "out of memory: memory allocation of 1600000000 bytes failed (peak memory 200 MiB)"
+            ),
+            "{d}"
+        );
         let exited = std::process::ExitStatus::from_raw(1 << 8);
         assert_eq!(describe(Ok(exited), false, None, " "), "exit code 1");
     }

@@ -43,11 +43,21 @@ pub enum Reply {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    Start { start: TrialStart },
-    Epoch { metrics: EpochMetrics },
-    Done { outcome: Box<TrialOutcome> },
-    Error { message: String },
+    Start {
+        start: TrialStart,
+    },
+    Epoch {
+        metrics: EpochMetrics,
+    },
+    Done {
+        outcome: Box<TrialOutcome>,
+    },
+    Error {
+        message: String,
+    },
     /// The trial stopped on a fault of the machine (see [`crate::fault`]), not
     /// of its own: the attempt is given back and the sweep stops.
-    Fault { message: String },
+    Fault {
+        message: String,
+    },
 }

@@ -944,13 +944,15 @@ pub async fn attempts(store: &Store, trial_id: i64) -> Result<Vec<AttemptRow>> {
     .map_err(err("reading attempts"))?;
     Ok(rows
         .into_iter()
-        .map(|(attempt, started_at, ended_at, outcome, error)| AttemptRow {
-            attempt,
-            started_at,
-            ended_at,
-            outcome,
-            error,
-        })
+        .map(
+            |(attempt, started_at, ended_at, outcome, error)| AttemptRow {
+                attempt,
+                started_at,
+                ended_at,
+                outcome,
+                error,
+            },
+        )
         .collect())
 }
 

@@ -276,15 +276,7 @@ async fn run_here(
     )
     .await?;
     let fault = ended.fault.clone();
-    let summary = summarize(
-        store,
-        sweep_id,
-        session,
-        spec,
-        settings.fail_fast,
-        ended,
-    )
-    .await?;
+    let summary = summarize(store, sweep_id, session, spec, settings.fail_fast, ended).await?;
     match fault {
         Some(f) => Err(Error::Fault(stopped_on_fault(&f, &summary.counts))),
         None => Ok(summary),
@@ -1164,12 +1156,7 @@ async fn finish_trial(
 ) -> Result<Option<(TrialState, String)>> {
     let sweep_dir = &files.sweep_dir;
     let dir = sweep_dir.join(&files.folder);
-    let rel = |p: &Path| {
-        p.strip_prefix(sweep_dir)
-            .unwrap_or(p)
-            .display()
-            .to_string()
-    };
+    let rel = |p: &Path| p.strip_prefix(sweep_dir).unwrap_or(p).display().to_string();
     let (state, reason, epoch, note) = match &o.stop {
         StopReason::EpochLimit => (
             TrialState::Complete,

@@ -279,7 +279,9 @@ pub fn parse_duration(text: &str) -> std::result::Result<f64, String> {
                 .ok_or_else(bad)?;
             let value: f64 = rest[..n].parse().map_err(|_| bad())?;
             rest = &rest[n..];
-            let u = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+            let u = rest
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(rest.len());
             let unit = match rest[..u].trim() {
                 "s" | "sec" | "secs" | "second" | "seconds" => 1.0,
                 "m" | "min" | "mins" | "minute" | "minutes" => 60.0,
@@ -292,7 +294,9 @@ pub fn parse_duration(text: &str) -> std::result::Result<f64, String> {
         }
     }
     if !(total > 0.0 && total <= 30.0 * 86_400.0) {
-        return Err(format!("{text:?}: a duration must be positive and at most 30 days"));
+        return Err(format!(
+            "{text:?}: a duration must be positive and at most 30 days"
+        ));
     }
     Ok(total)
 }

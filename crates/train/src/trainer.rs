@@ -430,7 +430,17 @@ pub fn write_checkpoint(
     }
     let path = dir.join(file);
     let tmp = dir.join(format!("{file}.tmp"));
-    candle_core::safetensors::save(&map, &tmp)?;
+    if let Err(e) = candle_core::safetensors::save(&map, &tmp) {
+        // A half-written file helps nobody (and on a full disk takes the space).
+        let _ = std::fs::remove_file(&tmp);
+        return Err(match e {
+            candle_core::Error::Io(io) => Error::io(&tmp, io),
+            other => Error::Invalid(format!(
+                "{}: writing the checkpoint: {other}",
+                tmp.display()
+            )),
+        });
+    }
     std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
     let cfg_path = dir.join("config.json");
     std::fs::write(&cfg_path, cfg.to_json()).map_err(|e| Error::io(&cfg_path, e))?;

@@ -97,7 +97,9 @@ pub fn check_sqlite_file(path: &Path) -> Result<()> {
         "{}-wal",
         path.file_name().unwrap_or_default().to_string_lossy()
     ));
-    let wal_busy = std::fs::metadata(&wal).map(|m| m.len() > 0).unwrap_or(false);
+    let wal_busy = std::fs::metadata(&wal)
+        .map(|m| m.len() > 0)
+        .unwrap_or(false);
     if counted && !wal_busy && page_size >= 512 && meta.len() < pages * page_size {
         return Err(refuse(
             &shown,
@@ -134,15 +136,18 @@ pub async fn check_schema(
     quick_check: bool,
 ) -> Result<Schema> {
     let opts = AnyConnectOptions::from_str(url).map_err(|e| refuse(shown, e.to_string()))?;
-    let mut conn = opts.connect().await.map_err(|e| match crate::fault::of_sql(&e) {
-        Some(kind) => Error::Fault(format!(
-            "results database {shown} ({kind}): cannot open it: {e}"
-        )),
-        None => refuse(
-            shown,
-            format!("cannot be opened as a database (a damaged or unreadable file?): {e}"),
-        ),
-    })?;
+    let mut conn = opts
+        .connect()
+        .await
+        .map_err(|e| match crate::fault::of_sql(&e) {
+            Some(kind) => Error::Fault(format!(
+                "results database {shown} ({kind}): cannot open it: {e}"
+            )),
+            None => refuse(
+                shown,
+                format!("cannot be opened as a database (a damaged or unreadable file?): {e}"),
+            ),
+        })?;
     let unreadable = |e: sqlx::Error| {
         refuse(
             shown,
@@ -182,9 +187,9 @@ pub async fn check_schema(
     let rows: Vec<(i64, Vec<u8>, i64)> = sqlx::query_as(
         "SELECT version, checksum, CAST(success AS INTEGER) FROM _sqlx_migrations ORDER BY version",
     )
-            .fetch_all(&mut conn)
-            .await
-            .map_err(unreadable)?;
+    .fetch_all(&mut conn)
+    .await
+    .map_err(unreadable)?;
     let Some((_, first, _)) = rows.iter().find(|r| r.0 == 1) else {
         let _ = conn.close().await;
         return Err(refuse(
@@ -256,7 +261,10 @@ mod tests {
         let text = dir.path().join("notes.db");
         std::fs::write(&text, "hello\nworld\n").unwrap();
         let e = check_sqlite_file(&text).unwrap_err().to_string();
-        assert!(e.contains("notes.db") && e.contains("not a SQLite database"), "{e}");
+        assert!(
+            e.contains("notes.db") && e.contains("not a SQLite database"),
+            "{e}"
+        );
         assert!(e.contains("hello\\nworld"), "{e}");
         let e = check_sqlite_file(dir.path()).unwrap_err().to_string();
         assert!(e.contains("is a folder"), "{e}");

@@ -1527,13 +1527,16 @@ pub async fn create_postgres_database(base: &str, name: &str) -> Result<String> 
 async fn connect(location: &DbLocation, url: &str, options: AnyPoolOptions) -> Result<AnyPool> {
     let opts = AnyConnectOptions::from_str(url)
         .map_err(|e| Error::Store(format!("{}: {e}", location.display())))?;
-    options.connect_with(opts).await.map_err(|e| match crate::fault::of_sql(&e) {
-        Some(kind) => Error::Fault(format!(
-            "results database {} ({kind}): cannot open it: {e}",
-            location.display()
-        )),
-        None => Error::Store(format!("cannot open {}: {e}", location.display())),
-    })
+    options
+        .connect_with(opts)
+        .await
+        .map_err(|e| match crate::fault::of_sql(&e) {
+            Some(kind) => Error::Fault(format!(
+                "results database {} ({kind}): cannot open it: {e}",
+                location.display()
+            )),
+            None => Error::Store(format!("cannot open {}: {e}", location.display())),
+        })
 }
 
 /// Rows per multi-row INSERT: 500 rows × at most 6 parameters stays far below

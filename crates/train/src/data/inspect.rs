@@ -32,6 +32,16 @@ pub const NEAR_DUPLICATE_CORRELATION: f64 = 0.97;
 /// side, as decoded); smaller ones are checked for exact copies only.
 pub const MIN_NEAR_SIZE: usize = 16;
 
+/// Near duplicates are looked for among at most this many distinct images
+/// (the search compares every pair); above, only exact copies are checked
+/// and a note says so.
+pub const MAX_NEAR_IMAGES: usize = 20_000;
+
+/// At most this many duplicate pairs are listed (a group of identical files
+/// is listed as pairs with its first file, so 100,000 copies make 99,999
+/// pairs, not five billion).
+pub const MAX_DUPLICATE_PAIRS: usize = 10_000;
+
 /// An image whose pixel values (0–1) have a standard deviation below this is
 /// almost constant.
 pub const NEAR_CONSTANT_STD: f64 = 0.01;
@@ -98,6 +108,9 @@ pub struct Inspection {
     pub near_constant: Vec<String>,
     pub duplicates: Vec<Duplicate>,
     pub warnings: Vec<String>,
+    /// What the checks left out, and why (not warnings: `--strict-data`
+    /// does not refuse on them).
+    pub notes: Vec<String>,
 }
 
 impl Inspection {
@@ -359,48 +372,86 @@ pub fn inspect(cfg: &DataConfig, ds: &Dataset, seed: u64) -> Inspection {
         across_split: matches!((side[a], side[b]), (Some(x), Some(y)) if x != y),
         same_class: ds.label(a) == ds.label(b),
     };
-    let mut exact = std::collections::HashSet::new();
-    let same_bytes = |a: usize, b: usize| match root {
-        Some(r) => {
-            std::fs::read(r.join(&ds.sources[a])).ok() == std::fs::read(r.join(&ds.sources[b])).ok()
-        }
-        None => ds.image(a) == ds.image(b),
+    let mut notes = Vec::new();
+    // Exact: files of one content hash, confirmed byte for byte against the
+    // first of each set of identical files (each file read once); a set of k
+    // copies is listed as k − 1 pairs with its first file.
+    let content = |i: usize| match root {
+        Some(r) => std::fs::read(r.join(&ds.sources[i])).ok(),
+        None => Some(ds.image(i).to_vec()),
     };
+    let mut copy_of: Vec<Option<usize>> = vec![None; ds.len()];
     let mut groups: Vec<&Vec<usize>> = by_content.values().filter(|g| g.len() > 1).collect();
     groups.sort();
+    let mut exact_pairs = 0usize;
     for g in groups {
-        for (x, &a) in g.iter().enumerate() {
-            for &b in &g[x + 1..] {
-                if same_bytes(a, b) {
-                    exact.insert((a, b));
-                    duplicates.push(pair("exact", a, b, 0, 1.0));
+        let mut firsts: Vec<(usize, Vec<u8>)> = Vec::new();
+        for &i in g {
+            let Some(bytes) = content(i) else { continue };
+            match firsts.iter().find(|(_, b)| *b == bytes) {
+                Some(&(first, _)) => {
+                    copy_of[i] = Some(first);
+                    exact_pairs += 1;
+                    if duplicates.len() < MAX_DUPLICATE_PAIRS {
+                        duplicates.push(pair("exact", first, i, 0, 1.0));
+                    }
                 }
+                None => firsts.push((i, bytes)),
             }
         }
     }
-    let hashes: Vec<u64> = (0..ds.len())
-        .map(|i| difference_hash(ds.image(i), ds.image_size, ds.channels))
-        .collect();
-    let thumbs: Vec<Option<Vec<f64>>> = (0..ds.len())
-        .map(|i| thumbnail(ds.image(i), ds.image_size, ds.channels, 16))
-        .collect();
+    // Near: look-alikes among the distinct images (one of each set of copies).
+    let distinct: Vec<usize> = (0..ds.len()).filter(|&i| copy_of[i].is_none()).collect();
     // Below 16 px there is too little picture to tell a copy from a look-alike
     // (at 8 × 8, different writers' 1s correlate at 0.97–0.98).
-    let near_checked = ds.image_size >= MIN_NEAR_SIZE;
-    for a in (0..ds.len()).filter(|_| near_checked) {
-        for b in a + 1..ds.len() {
-            let d = (hashes[a] ^ hashes[b]).count_ones();
-            if d > NEAR_DUPLICATE_BITS || exact.contains(&(a, b)) {
+    let near_checked = ds.image_size >= MIN_NEAR_SIZE && distinct.len() <= MAX_NEAR_IMAGES;
+    if ds.image_size >= MIN_NEAR_SIZE && !near_checked {
+        notes.push(format!(
+            "near duplicates not looked for: {} distinct images, above {MAX_NEAR_IMAGES} (the search compares every pair); exact copies were checked",
+            distinct.len()
+        ));
+    }
+    let hashes: Vec<u64> = if near_checked {
+        distinct
+            .iter()
+            .map(|&i| difference_hash(ds.image(i), ds.image_size, ds.channels))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    // Thumbnails only for images that have a candidate (most have none).
+    let mut thumbs: HashMap<usize, Option<Vec<f64>>> = HashMap::new();
+    let mut near_pairs = 0usize;
+    for x in (0..distinct.len()).filter(|_| near_checked) {
+        for y in x + 1..distinct.len() {
+            let d = (hashes[x] ^ hashes[y]).count_ones();
+            if d > NEAR_DUPLICATE_BITS {
                 continue;
             }
-            let (Some(ta), Some(tb)) = (&thumbs[a], &thumbs[b]) else {
+            let (a, b) = (distinct[x], distinct[y]);
+            for i in [a, b] {
+                thumbs
+                    .entry(i)
+                    .or_insert_with(|| thumbnail(ds.image(i), ds.image_size, ds.channels, 16));
+            }
+            let (Some(ta), Some(tb)) = (&thumbs[&a], &thumbs[&b]) else {
                 continue; // a constant image correlates with nothing
             };
             let r: f64 = ta.iter().zip(tb).map(|(x, y)| x * y).sum();
             if r >= NEAR_DUPLICATE_CORRELATION {
-                duplicates.push(pair("near", a, b, d, r));
+                near_pairs += 1;
+                if duplicates.len() < MAX_DUPLICATE_PAIRS {
+                    duplicates.push(pair("near", a, b, d, r));
+                }
             }
         }
+    }
+    if exact_pairs + near_pairs > duplicates.len() {
+        notes.push(format!(
+            "{} duplicate pairs found ({exact_pairs} exact, {near_pairs} near); the first {} are listed",
+            exact_pairs + near_pairs,
+            duplicates.len()
+        ));
     }
     // across the split first, then exact before near, then by distance
     duplicates.sort_by_key(|d| (!d.across_split, d.kind != "exact", d.distance));
@@ -410,8 +461,15 @@ pub fn inspect(cfg: &DataConfig, ds: &Dataset, seed: u64) -> Inspection {
             "{across} duplicate pair(s) fall on both sides of the train/validation split (seed {split_seed}): validation numbers are inflated"
         ));
     }
-    if !ds.skipped.is_empty() {
-        warnings.push(format!("{} file(s) could not be decoded", ds.skipped.len()));
+    if let Some((first, why)) = ds.skipped.first() {
+        let why: String = why.chars().take(200).collect();
+        warnings.push(format!(
+            "{} file(s) could not be read or decoded and are left out (first: {}: {why})",
+            ds.skipped.len(),
+            root.and_then(|r| first.strip_prefix(r).ok())
+                .unwrap_or(first)
+                .display()
+        ));
     }
     if !odd_colour.is_empty() {
         warnings.push(format!(
@@ -484,6 +542,7 @@ pub fn inspect(cfg: &DataConfig, ds: &Dataset, seed: u64) -> Inspection {
         near_constant,
         duplicates,
         warnings,
+        notes,
     }
 }
 

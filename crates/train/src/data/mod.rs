@@ -280,7 +280,10 @@ fn scan_image_folder(root: &Path) -> Result<Scan> {
         }
         let files: Vec<PathBuf> = read_dir_sorted(&dir)?
             .into_iter()
-            .filter(|p| p.is_file() && has_image_extension(p))
+            // Not only regular files: a FIFO or a link that leads nowhere (or
+            // in a loop) named like an image is reported when decoded, not
+            // passed over in silence.
+            .filter(|p| has_image_extension(p) && !p.is_dir())
             .collect();
         if files.is_empty() {
             return Err(Error::dataset(
@@ -310,9 +313,17 @@ fn scan_image_folder(root: &Path) -> Result<Scan> {
 /// image extension appended when the name has none (HAM10000's `image_id`).
 fn scan_labels_csv(root: &Path, csv_rel: &Path, cfg: &DataConfig) -> Result<Scan> {
     let csv_path = root.join(csv_rel);
-    let text = std::fs::read_to_string(&csv_path).map_err(|e| Error::io(&csv_path, e))?;
-    let rows = csv::parse(&text);
-    let Some(header) = rows.first() else {
+    let bytes = std::fs::read(&csv_path).map_err(|e| Error::io(&csv_path, e))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = e.as_bytes()[..at].iter().filter(|b| **b == b'\n').count() + 1;
+        Error::dataset(
+            &csv_path,
+            format!("line {line}: not UTF-8 text (byte {at}); save the labels CSV as UTF-8"),
+        )
+    })?;
+    let rows = csv::parse(&text).map_err(|m| Error::dataset(&csv_path, m))?;
+    let Some((_, header)) = rows.first() else {
         return Err(Error::dataset(&csv_path, "labels CSV is empty"));
     };
     let col = |name: &str, key: &str| {
@@ -321,15 +332,17 @@ fn scan_labels_csv(root: &Path, csv_rel: &Path, cfg: &DataConfig) -> Result<Scan
                 &csv_path,
                 format!(
                     "no column `{name}` ({key}); the header has: {}",
-                    header.join(", ")
+                    csv::shown(&header.join(", "))
                 ),
             )
         })
     };
     let fc = col(&cfg.file_column, "data.file_column")?;
     let lc = col(&cfg.label_column, "data.label_column")?;
-    let mut pairs = Vec::new();
-    for (i, row) in rows.iter().enumerate().skip(1) {
+    let mut pairs: Vec<(usize, String, String)> = Vec::new();
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for (line, row) in rows.iter().skip(1) {
+        let line = *line;
         if row.iter().all(|c| c.trim().is_empty()) {
             continue;
         }
@@ -337,13 +350,54 @@ fn scan_labels_csv(root: &Path, csv_rel: &Path, cfg: &DataConfig) -> Result<Scan
             return Err(Error::dataset(
                 &csv_path,
                 format!(
-                    "line {}: has {} fields, fewer than the header",
-                    i + 1,
+                    "line {line}: has {} fields, fewer than the header",
                     row.len()
                 ),
             ));
         };
-        pairs.push((i + 1, f.trim().to_string(), l.trim().to_string()));
+        let (f, l) = (f.trim(), l.trim());
+        if let Some(c) = f.chars().chain(l.chars()).find(|c| c.is_control()) {
+            return Err(Error::dataset(
+                &csv_path,
+                format!(
+                    "line {line}: a control character ({}) in `{}`",
+                    c.escape_debug(),
+                    csv::shown(if f.contains(c) { f } else { l })
+                ),
+            ));
+        }
+        if l.chars().count() > 200 {
+            return Err(Error::dataset(
+                &csv_path,
+                format!(
+                    "line {line}: a label of {} characters (at most 200): `{}`",
+                    l.chars().count(),
+                    csv::shown(l)
+                ),
+            ));
+        }
+        // The same file twice would count it twice (and put it on both sides
+        // of the split); with two labels it is a contradiction.
+        if let Some(first) = seen.insert(f.to_string(), line) {
+            let before = &pairs.iter().find(|p| p.0 == first).expect("seen").2;
+            return Err(Error::dataset(
+                &csv_path,
+                if before == l {
+                    format!(
+                        "line {line}: `{}` is listed again (first on line {first})",
+                        csv::shown(f)
+                    )
+                } else {
+                    format!(
+                        "line {line}: `{}` is labelled `{}` here and `{}` on line {first}",
+                        csv::shown(f),
+                        csv::shown(l),
+                        csv::shown(before)
+                    )
+                },
+            ));
+        }
+        pairs.push((line, f.to_string(), l.to_string()));
     }
     let mut classes: Vec<String> = pairs.iter().map(|p| p.2.clone()).collect();
     classes.sort();
@@ -374,7 +428,7 @@ fn scan_labels_csv(root: &Path, csv_rel: &Path, cfg: &DataConfig) -> Result<Scan
                 .join(file),
                 classes.binary_search(label).expect("label listed") as u32,
             )),
-            None => missing.push(format!("line {line}: {file}")),
+            None => missing.push(format!("line {line}: {}", csv::shown(file))),
         }
     }
     if !missing.is_empty() {
@@ -409,13 +463,90 @@ fn resolve_image(root: &Path, dirs: &[PathBuf], file: &str) -> Option<PathBuf> {
     None
 }
 
-/// Decodes one file into `size × size × channels` HWC bytes.
+/// The largest image file read (a larger one is refused before it is read).
+pub const MAX_IMAGE_FILE_BYTES: u64 = 256 << 20;
+
+/// The most pixels one image may claim: 64 megapixels (8192 × 8192; every
+/// camera photo fits). A file that claims more, such as a small PNG whose
+/// header says 100,000 × 100,000, is refused before any pixel is decoded, so
+/// memory stays bounded (each decoder thread holds at most one image).
+pub const MAX_IMAGE_PIXELS: u64 = 64 << 20;
+
+/// The first bytes of a file as readable text, for "it starts with …".
+fn preview(bytes: &[u8]) -> String {
+    let head: String = bytes
+        .iter()
+        .take(24)
+        .flat_map(|b| std::ascii::escape_default(*b))
+        .map(char::from)
+        .collect();
+    format!("\"{head}\"")
+}
+
+/// Decodes one file into `size × size × channels` HWC bytes. Refused with a
+/// message naming the file: not a regular file (a FIFO, a device, a symbolic
+/// link that leads nowhere or in a loop), empty, over
+/// [`MAX_IMAGE_FILE_BYTES`], not a PNG, JPEG or BMP, or claiming more than
+/// [`MAX_IMAGE_PIXELS`].
 pub fn decode_image(path: &Path, size: usize, channels: usize) -> Result<Vec<u8>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let img = image::load_from_memory(&bytes).map_err(|e| Error::Image {
+    let refuse = |message: String| Error::Image {
         path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+        message,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(refuse(
+            "not a regular file (a folder, FIFO, socket or device)".into(),
+        ));
+    }
+    if meta.len() == 0 {
+        return Err(refuse("an empty file (0 bytes)".into()));
+    }
+    if meta.len() > MAX_IMAGE_FILE_BYTES {
+        return Err(refuse(format!(
+            "a file of {} MiB, above the {} MiB limit for one image",
+            meta.len() >> 20,
+            MAX_IMAGE_FILE_BYTES >> 20
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    decode_bytes(&bytes, path, size, channels)
+}
+
+/// [`decode_image`] of bytes already read (`path` names them in messages).
+pub fn decode_bytes(bytes: &[u8], path: &Path, size: usize, channels: usize) -> Result<Vec<u8>> {
+    let refuse = |message: String| Error::Image {
+        path: path.to_path_buf(),
+        message,
+    };
+    let reader = || {
+        image::ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .expect("reading from memory does not fail")
+    };
+    if reader().format().is_none() {
+        return Err(refuse(format!(
+            "not a PNG, JPEG or BMP image (it starts with {})",
+            preview(bytes)
+        )));
+    }
+    let (w, h) = reader()
+        .into_dimensions()
+        .map_err(|e| refuse(e.to_string()))?;
+    if w as u64 * h as u64 > MAX_IMAGE_PIXELS {
+        return Err(refuse(format!(
+            "claims {w} × {h} pixels, above the limit of {} megapixels for one image",
+            MAX_IMAGE_PIXELS >> 20
+        )));
+    }
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(w);
+    limits.max_image_height = Some(h);
+    // the decoded image in its own format (at most 16-bit RGBA) and one copy
+    limits.max_alloc = Some(MAX_IMAGE_PIXELS * 8 + (16 << 20));
+    let mut r = reader();
+    r.limits(limits);
+    let img = r.decode().map_err(|e| refuse(e.to_string()))?;
     let (w, h) = (img.width() as usize, img.height() as usize);
     let raw = if channels == 1 {
         img.to_luma8().into_raw()
