@@ -347,6 +347,97 @@ fn a_job_array_runs_every_trial_once_and_matches_a_local_run() {
 }
 
 #[test]
+fn a_postgresql_restart_mid_sweep_is_ridden_out_and_every_trial_completes_once() {
+    let _one = serial();
+    let Some(url) = cluster("restart") else {
+        return;
+    };
+    let Ok(restart) = std::env::var("SWEEP_TEST_PG_RESTART") else {
+        assert!(
+            std::env::var("SWEEP_REQUIRE_PG").is_err(),
+            "SWEEP_REQUIRE_PG is set but SWEEP_TEST_PG_RESTART is not (run scripts/cluster-up)"
+        );
+        visible("skipped: restart: no SWEEP_TEST_PG_RESTART (scripts/cluster-up sets it)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("s.toml"), sized_spec("rst", 8, 60, 16, 64)).unwrap();
+    let child = sweep_cmd(
+        d,
+        &[
+            "run",
+            "s.toml",
+            "--db",
+            &url,
+            "--results",
+            "res",
+            "--executor",
+            "slurm",
+            "--slurm-array-size",
+            "2",
+            "--slurm-array-parallelism",
+            "2",
+            "--slurm-mem",
+            "400M",
+            "--threads",
+            "1",
+            "--lease-seconds",
+            "30",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    // (0 until the sweep has created its tables)
+    let complete = || {
+        rt().block_on(async {
+            let s = Store::open_read_only(&DbLocation::parse(&url).unwrap())
+                .await
+                .ok()?;
+            let n: Option<(i64,)> =
+                sqlx::query_as("SELECT COUNT(*) FROM trials WHERE state = 'complete'")
+                    .fetch_one(s.pool())
+                    .await
+                    .ok();
+            s.close().await;
+            n.map(|n| n.0)
+        })
+        .unwrap_or(0)
+    };
+    wait_for(
+        "a first trial to complete",
+        Duration::from_secs(180),
+        || complete() >= 1,
+    );
+    let before = complete();
+    // The server goes away (every connection cut) and comes back.
+    let t = Instant::now();
+    let status = Command::new("sh")
+        .args(["-c", &restart])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{restart}");
+    eprintln!(
+        "PostgreSQL restarted in {:.1} s with {before} of 8 trials complete",
+        t.elapsed().as_secs_f64()
+    );
+    let out = child.wait_with_output().unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(before < 8, "the restart came after the sweep: {before}");
+    assert!(
+        stdout.contains("8 complete, 0 pruned, 0 failed"),
+        "{stdout}"
+    );
+    assert_each_trial_once(&url, 8);
+}
+
+#[test]
 fn a_silent_array_task_loses_its_trial_after_its_lease_then_scancel_ends_it() {
     let _one = serial();
     let Some(url) = cluster("scancel") else {

@@ -21,6 +21,10 @@ pub enum Error {
     /// unwritable folder, the database unavailable): see [`crate::fault`].
     #[error("{0}")]
     Fault(String),
+    /// The database is unavailable for now (a lost connection, a server
+    /// restarting): retried within the lease (see [`crate::retry`]).
+    #[error("{0}")]
+    Unavailable(String),
     #[error("worker: {0}")]
     Worker(String),
     #[error(transparent)]
@@ -38,7 +42,7 @@ impl Error {
     /// Whether the error is a fault of the machine (see [`crate::fault`]).
     pub fn is_fault(&self) -> bool {
         match self {
-            Error::Fault(_) => true,
+            Error::Fault(_) | Error::Unavailable(_) => true,
             Error::Io { source, .. } => crate::fault::of_io(source).is_some(),
             // an I/O error inside the training crate's error, or in text
             other => crate::fault::of_message(&other.to_string()).is_some(),

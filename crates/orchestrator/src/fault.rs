@@ -84,6 +84,19 @@ pub fn of_sql(e: &sqlx::Error) -> Option<&'static str> {
     }
 }
 
+/// Whether a database error passes by itself (a lost connection, a server
+/// restarting or not answering): worth retrying within the lease.
+pub fn transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| {
+            c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03")
+        }),
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Protocol(m) => m.contains("closed") || m.contains("EOF"),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,7 @@ pub mod process;
 pub mod protocol;
 pub mod query;
 pub mod report;
+pub mod retry;
 pub mod runner;
 pub mod search;
 pub mod select;

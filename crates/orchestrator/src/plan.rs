@@ -14,7 +14,7 @@ use sweep_train::{Dataset, TrialConfig};
 use crate::cache;
 use crate::error::{Error, Result};
 use crate::spec::{Logging, SweepSpec, TrialPlan};
-use crate::store::{seconds_ago, DbLocation, NewSweep, NewTrial, Store};
+use crate::store::{DbLocation, NewSweep, NewTrial, Store};
 
 /// How a sweep is run (resolved by the CLI from arguments and environment).
 #[derive(Clone, Debug)]
@@ -566,7 +566,7 @@ pub(crate) async fn record(
                 sweep_id,
                 pid,
                 &hostname(),
-                &seconds_ago(settings.lease_seconds),
+                settings.lease_seconds,
                 pid_alive,
             )
             .await?

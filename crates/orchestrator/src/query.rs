@@ -935,7 +935,8 @@ pub struct AttemptRow {
 
 /// Every start of a trial, first first.
 pub async fn attempts(store: &Store, trial_id: i64) -> Result<Vec<AttemptRow>> {
-    let rows: Vec<(i64, String, Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
+    type Row = (i64, String, Option<String>, Option<String>, Option<String>);
+    let rows: Vec<Row> = sqlx::query_as(
         "SELECT attempt, started_at, ended_at, outcome, error FROM trial_attempts WHERE trial_id = $1 ORDER BY attempt",
     )
     .bind(trial_id)

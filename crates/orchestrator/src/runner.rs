@@ -18,6 +18,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::{mpsc, watch};
 
+use crate::db;
 use crate::error::{Error, Result};
 pub use crate::plan::{
     content_hash, flatten_params, hostname, new_trial, param_text, params_line, pid_alive, prepare,
@@ -27,7 +28,7 @@ pub(crate) use crate::plan::{decode_key, plan, Hold};
 use crate::protocol::{Event, Job, Reply};
 use crate::search::driver::Proposed;
 use crate::spec::SweepSpec;
-use crate::store::{seconds_ago, Claimed, Finish, StateCounts, Store, TrialState};
+use crate::store::{Claimed, Finish, StateCounts, Store, TrialState};
 
 /// What the scheduler reports as it goes (the CLI renders it).
 #[derive(Clone, Debug)]
@@ -195,6 +196,7 @@ pub(crate) async fn ranked(
 /// Before trials run: trials of sessions that are gone go back to waiting, failed
 /// ones with attempts left are re-queued, and the plan is reported. Returns the
 /// counts after that.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn announce(
     store: &Store,
     sweep_id: i64,
@@ -206,7 +208,7 @@ pub(crate) async fn announce(
     progress: &mut impl FnMut(Progress),
 ) -> Result<StateCounts> {
     let reclaimed = store
-        .reclaim_stale(sweep_id, session, &seconds_ago(settings.lease_seconds))
+        .reclaim_stale(sweep_id, session, settings.lease_seconds)
         .await?;
     let retried = if settings.retry_failed {
         store.retry_failed(sweep_id, |k| manifest.runs(k)).await?
@@ -287,7 +289,7 @@ async fn run_here(
 fn locate(e: Error, db: &crate::store::DbLocation) -> Error {
     match e {
         // The store's own messages do not know its location.
-        Error::Fault(m) => match m.strip_prefix("results database (") {
+        Error::Fault(m) | Error::Unavailable(m) => match m.strip_prefix("results database (") {
             Some(rest) => Error::Fault(format!("results database {} ({rest}", db.display())),
             None => Error::Fault(m),
         },
@@ -474,6 +476,8 @@ pub(crate) async fn execute(
     let mut idle_once = false;
     let mut search_done = false;
     let pruner = crate::search::pruner(&manifest.pruner);
+    // Store calls ride out a database that is briefly gone (PostgreSQL).
+    let patience = crate::retry::Patience::for_store(store, settings.lease_seconds);
     let timeout = settings.trial_timeout.or(manifest.trial_timeout);
     let maximize = manifest
         .search
@@ -494,17 +498,23 @@ pub(crate) async fn execute(
             let device = free.last().cloned().expect("a free slot");
             // Only trials of the current spec, and never one whose worker is still alive.
             let in_flight: Vec<i64> = running.keys().copied().collect();
-            let Some(c) = store
-                .claim_next_where(sweep_id, session, &device, |id, key| {
-                    manifest.runs(key) && !in_flight.contains(&id)
-                })
-                .await?
+            let Some(c) = db!(
+                patience,
+                store
+                    .claim_next_where(sweep_id, session, &device, |id, key| {
+                        manifest.runs(key) && !in_flight.contains(&id)
+                    })
+                    .await
+            )?
             else {
                 // Nothing waiting: a search proposes the next configuration
                 // (recorded with its trials before any runs), then claims again.
                 match (&manifest.search, search_done) {
                     (Some(plan), false) => {
-                        match propose(store, sweep_id, plan, &manifest.grid).await? {
+                        match db!(
+                            patience,
+                            propose(store, sweep_id, plan, &manifest.grid).await
+                        )? {
                             Proposed::Added { number, trials } => {
                                 progress(Progress::Proposed { number, trials });
                                 continue;
@@ -536,7 +546,10 @@ pub(crate) async fn execute(
             match pid {
                 Ok((pid, reaped, stdin)) => {
                     if let Some(p) = pid {
-                        store.set_worker_pid(c.id, session, p as i64).await?;
+                        db!(
+                            patience,
+                            store.set_worker_pid(c.id, session, p as i64).await
+                        )?;
                     }
                     let epochs = serde_json::from_str::<TrialConfig>(&c.config_json)
                         .map(|t| t.train.epochs)
@@ -571,9 +584,12 @@ pub(crate) async fn execute(
                     );
                 }
                 Err(e) => {
-                    store
-                        .fail(c.id, session, &format!("could not start a worker: {e}"))
-                        .await?;
+                    db!(
+                        patience,
+                        store
+                            .fail(c.id, session, &format!("could not start a worker: {e}"))
+                            .await
+                    )?;
                     free.push(device);
                     any_failed = true;
                 }
@@ -589,16 +605,17 @@ pub(crate) async fn execute(
             // Both reads must agree twice in a row, with failed trials re-queued in
             // between: a trial another worker interrupts or fails between the two
             // reads would otherwise be left waiting with nobody to run it.
-            let elsewhere = store.running_elsewhere(sweep_id, session).await?;
+            let elsewhere = db!(patience, store.running_elsewhere(sweep_id, session).await)?;
             if elsewhere == 0 {
                 if idle_once {
                     break;
                 }
                 idle_once = true;
                 if !settings.fail_fast {
-                    store
-                        .requeue_failed(sweep_id, settings.max_attempts)
-                        .await?;
+                    db!(
+                        patience,
+                        store.requeue_failed(sweep_id, settings.max_attempts).await
+                    )?;
                 }
                 continue;
             }
@@ -616,7 +633,7 @@ pub(crate) async fn execute(
                         Tick::Held(_) | Tick::Unknown => {}
                     }
                     if !settings.fail_fast {
-                        store.requeue_failed(sweep_id, settings.max_attempts).await?;
+                        db!(patience, store.requeue_failed(sweep_id, settings.max_attempts).await)?;
                     }
                 }
                 changed = stop.changed(), if !stopping => {
@@ -655,9 +672,9 @@ pub(crate) async fn execute(
                         "stopped by the trial timeout of {limit} (--trial-timeout or the spec's trial_timeout) after {} of {} epochs",
                         r.epochs, r.max_epochs
                     );
-                    if store.fail(*id, session, &message).await? {
+                    if db!(patience, store.fail(*id, session, &message).await)? {
                         any_failed = true;
-                        progress(Progress::Finished { number: r.number, state: TrialState::Failed, objective: None, note: message, counts: store.counts(sweep_id).await? });
+                        progress(Progress::Finished { number: r.number, state: TrialState::Failed, objective: None, note: message, counts: db!(patience, store.counts(sweep_id).await)? });
                     } else {
                         progress(dropped(r.number));
                     }
@@ -675,11 +692,11 @@ pub(crate) async fn execute(
                             Event::Start { .. } => {}
                             Event::Epoch { metrics } => {
                                 r.epochs = metrics.epoch;
-                                if store.record_epoch(id, session, &metrics).await? {
+                                if db!(patience, store.record_epoch(id, session, &metrics).await)? {
                                     progress(Progress::Epoch { number: r.number, epoch: metrics.epoch, epochs: 0, train_loss: metrics.train_loss, val_loss: metrics.val_loss });
                                     // A pruner judges the trial: its worker waits for the answer.
                                     if let (Some(p), true) = (&pruner, r.stdin.is_some() && metrics.epoch < r.max_epochs) {
-                                        let reply = judge_epoch(store, p.as_ref(), sweep_id, id, r, &manifest.objective, maximize).await?;
+                                        let reply = db!(patience, judge_epoch(store, p.as_ref(), sweep_id, id, r, &manifest.objective, maximize).await)?;
                                         r.reply(&reply).await;
                                     }
                                 } else {
@@ -697,11 +714,11 @@ pub(crate) async fn execute(
                                     folder: attempt_rel_dir(number, r.start),
                                     tensorboard: manifest.logging.tensorboard.then(|| tensorboard_rel_dir(number, r.start)),
                                 };
-                                match finish_trial(store, id, session, &outcome, &files, (&manifest.objective, maximize)).await? {
+                                match db!(patience, finish_trial(store, id, session, &outcome, &files, (&manifest.objective, maximize)).await)? {
                                     Some((state, note)) => {
                                         let objective = objective_of(&outcome, &manifest.objective);
                                         if state != TrialState::Waiting {
-                                            progress(Progress::Finished { number, state, objective, note, counts: store.counts(sweep_id).await? });
+                                            progress(Progress::Finished { number, state, objective, note, counts: db!(patience, store.counts(sweep_id).await)? });
                                         }
                                     }
                                     None => progress(dropped(number)),
@@ -710,7 +727,7 @@ pub(crate) async fn execute(
                             Event::Fault { message } => {
                                 r.done = true;
                                 let number = r.number;
-                                if !store.give_back(id, session, Some(&format!("fault of the machine: {message}"))).await? {
+                                if !db!(patience, store.give_back(id, session, Some(&format!("fault of the machine: {message}"))).await)? {
                                     progress(dropped(number));
                                 }
                                 if fault.is_none() {
@@ -723,9 +740,9 @@ pub(crate) async fn execute(
                             Event::Error { message } => {
                                 r.done = true;
                                 let number = r.number;
-                                if store.fail(id, session, &message).await? {
+                                if db!(patience, store.fail(id, session, &message).await)? {
                                     any_failed = true;
-                                    progress(Progress::Finished { number, state: TrialState::Failed, objective: None, note: message, counts: store.counts(sweep_id).await? });
+                                    progress(Progress::Finished { number, state: TrialState::Failed, objective: None, note: message, counts: db!(patience, store.counts(sweep_id).await)? });
                                 } else {
                                     progress(dropped(number));
                                 }
@@ -737,13 +754,13 @@ pub(crate) async fn execute(
                             free.push(device);
                             if !r.done && (stopping || *stop.borrow()) {
                                 // killed by the same Ctrl-C before it could report: interrupted, not failed
-                                if !store.interrupt(id, session).await? {
+                                if !db!(patience, store.interrupt(id, session).await)? {
                                     progress(dropped(r.number));
                                 }
                             } else if !r.done && crate::fault::of_message(&status).is_some() {
                                 // It died of the machine's fault (a panic on a full disk, say).
                                 let message = format!("worker ended without a result: {status}");
-                                if !store.give_back(id, session, Some(&format!("fault of the machine: {message}"))).await? {
+                                if !db!(patience, store.give_back(id, session, Some(&format!("fault of the machine: {message}"))).await)? {
                                     progress(dropped(r.number));
                                 }
                                 if fault.is_none() {
@@ -754,16 +771,16 @@ pub(crate) async fn execute(
                                 }
                             } else if !r.done {
                                 let msg = format!("worker for trial {} ended without a result: {status}", r.number);
-                                if store.fail(id, session, &msg).await? {
+                                if db!(patience, store.fail(id, session, &msg).await)? {
                                     any_failed = true;
-                                    progress(Progress::Finished { number: r.number, state: TrialState::Failed, objective: None, note: msg, counts: store.counts(sweep_id).await? });
+                                    progress(Progress::Finished { number: r.number, state: TrialState::Failed, objective: None, note: msg, counts: db!(patience, store.counts(sweep_id).await)? });
                                 } else {
                                     progress(dropped(r.number));
                                 }
                             }
                             // A failed trial is retried only once its worker is gone.
                             if !settings.fail_fast {
-                                store.requeue_failed(sweep_id, settings.max_attempts).await?;
+                                db!(patience, store.requeue_failed(sweep_id, settings.max_attempts).await)?;
                             }
                         }
                     }
@@ -784,6 +801,12 @@ pub(crate) async fn execute(
                                 r.signal(libc::SIGKILL);
                                 progress(dropped(r.number));
                             }
+                        }
+                        // Trials this session holds but runs nowhere: a claim
+                        // whose answer was lost with the connection (it committed,
+                        // the retry claimed another). Given back for anyone.
+                        for id in held.iter().filter(|id| !running.contains_key(id)) {
+                            db!(patience, store.give_back(*id, session, Some("claimed while the connection to the database was lost; given back unstarted")).await)?;
                         }
                     }
                     Tick::Ended => {
@@ -929,7 +952,7 @@ async fn beat(
             return Ok(Tick::Ended);
         }
         store
-            .reclaim_stale(sweep_id, session, &seconds_ago(settings.lease_seconds))
+            .reclaim_stale(sweep_id, session, settings.lease_seconds)
             .await?;
         Ok(Tick::Held(store.held(sweep_id, session).await?))
     }

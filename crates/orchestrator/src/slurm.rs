@@ -10,10 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 
+use crate::db;
 use crate::error::{Error, Result};
 use crate::runner::{self, Hold, Progress, RunSettings, RunSummary, StopSignal};
 use crate::spec::SweepSpec;
-use crate::store::{seconds_ago, Backend};
+use crate::store::Backend;
 
 /// Slurm settings, from the spec's `[slurm]` table or `--slurm-*` flags (flags win).
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -310,8 +311,10 @@ async fn follow(
 ) -> Result<bool> {
     let mut last = None;
     let poll = std::time::Duration::from_secs_f64((settings.lease_seconds / 4.0).clamp(0.5, 5.0));
+    // Following rides out a database restart like the workers do.
+    let patience = crate::retry::Patience::for_store(store, settings.lease_seconds);
     loop {
-        let counts = store.counts(sweep_id).await?;
+        let counts = db!(patience, store.counts(sweep_id).await)?;
         if last.as_ref() != Some(&counts) {
             progress(Progress::Counts {
                 counts: counts.clone(),
@@ -320,14 +323,18 @@ async fn follow(
         }
         // Done when nothing of this spec is left: not waiting, not running, and
         // no failed trial about to be retried.
-        if runner::left_to_run(store, sweep_id, manifest, settings.max_attempts).await? == 0 {
+        if db!(
+            patience,
+            runner::left_to_run(store, sweep_id, manifest, settings.max_attempts).await
+        )? == 0
+        {
             return Ok(false);
         }
         if !array_alive(job).await? {
             // No worker is left: whatever a killed one held goes back to waiting
             // for the next run.
             store
-                .reclaim_stale(sweep_id, session, &seconds_ago(settings.lease_seconds))
+                .reclaim_stale(sweep_id, session, settings.lease_seconds)
                 .await?;
             let counts = store.counts(sweep_id).await?;
             if last.as_ref() != Some(&counts) {
@@ -335,7 +342,7 @@ async fn follow(
             }
             return Ok(false);
         }
-        store.heartbeat(session).await?;
+        db!(patience, store.heartbeat(session).await)?;
         tokio::select! {
             _ = tokio::time::sleep(poll) => {}
             changed = stop.changed() => {

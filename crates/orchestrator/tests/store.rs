@@ -10,8 +10,8 @@
 use std::path::Path;
 
 use sweep_orchestrator::store::{
-    create_postgres_database, seconds_ago, DbLocation, Finish, NewSweep, NewTrial, Store,
-    TrialState, MIGRATIONS, PG_MIGRATIONS,
+    create_postgres_database, DbLocation, Finish, NewSweep, NewTrial, Store, TrialState,
+    MIGRATIONS, PG_MIGRATIONS,
 };
 use sweep_train::EpochMetrics;
 
@@ -183,10 +183,24 @@ fn transitions_are_guarded_and_finishing_is_atomic() {
             assert!(s.record_epoch(c.id, session, &m).await.unwrap());
             let f = pruned();
             // another session cannot finish it; finishing twice, or failing a
-            // finished trial, changes nothing
+            // finished trial, changes nothing (a repeat by the same session,
+            // as a retry after a lost connection sends, is recognized as done)
             assert!(!s.finish(c.id, session + 1000, &f).await.unwrap());
             assert!(s.finish(c.id, session, &f).await.unwrap());
-            assert!(!s.finish(c.id, session, &f).await.unwrap());
+            let rows = |s: &Store| {
+                let pool = s.pool().clone();
+                async move {
+                    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM final_metrics")
+                        .fetch_one(&pool)
+                        .await
+                        .unwrap();
+                    n
+                }
+            };
+            let n = rows(&s).await;
+            assert!(s.finish(c.id, session, &f).await.unwrap());
+            assert_eq!(rows(&s).await, n);
+            assert!(!s.finish(c.id, session + 1000, &f).await.unwrap());
             assert!(!s.fail(c.id, session, "late").await.unwrap());
             assert!(!s.record_epoch(c.id, session, &m).await.unwrap());
             let (v, k): (Option<f64>, String) = sqlx::query_as(
@@ -228,13 +242,13 @@ fn transitions_are_guarded_and_finishing_is_atomic() {
             // a new session reclaims what an ended one left running
             let later = s.start_session(id, 2, "h").await.unwrap();
             assert_eq!(
-                s.reclaim_stale(id, later, &seconds_ago(3600.0)).await.unwrap(),
+                s.reclaim_stale(id, later, 3600.0).await.unwrap(),
                 0,
                 "a live session's trials stay its own"
             );
             s.end_session(session, "crashed").await.unwrap();
             assert_eq!(
-                s.reclaim_stale(id, later, &seconds_ago(3600.0)).await.unwrap(),
+                s.reclaim_stale(id, later, 3600.0).await.unwrap(),
                 1
             );
             let counts = s.counts(id).await.unwrap();
@@ -285,16 +299,16 @@ fn a_lapsed_heartbeat_hands_the_trial_to_another_session() {
             assert_eq!(s.running_elsewhere(id, a).await.unwrap(), 0);
             // a beat within the lease keeps it
             assert!(s.heartbeat(a).await.unwrap());
-            assert_eq!(s.reclaim_stale(id, b, &seconds_ago(30.0)).await.unwrap(), 0);
+            assert_eq!(s.reclaim_stale(id, b, 30.0).await.unwrap(), 0);
             // each session's own lease counts, not the reclaimer's: b's trial is
             // safe from a reclaimer that would call anything older than now stale
             let cb = other.claim_next(id, b, "cpu").await.unwrap().unwrap();
-            assert_eq!(s.reclaim_stale(id, a, &seconds_ago(0.0)).await.unwrap(), 0);
+            assert_eq!(s.reclaim_stale(id, a, 0.0).await.unwrap(), 0);
             assert_eq!(other.held(id, b).await.unwrap(), vec![cb.id]);
             assert!(other.interrupt(cb.id, b).await.unwrap());
             // no beat for longer than a's lease: b takes a's trial over
             tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
-            assert_eq!(other.reclaim_stale(id, b, &seconds_ago(3600.0)).await.unwrap(), 1);
+            assert_eq!(other.reclaim_stale(id, b, 3600.0).await.unwrap(), 1);
             assert!(s.held(id, a).await.unwrap().is_empty(), "a can tell it lost the trial");
             let again = other.claim_next(id, b, "cpu").await.unwrap().unwrap();
             assert_eq!((again.id, again.attempt), (c.id, 1), "a reclaimed attempt is not counted");
@@ -724,6 +738,61 @@ fn a_pruner_judges_and_prunes_whole_configurations_over_paired_seeds() {
                 "pruned with its configuration: trial 1 (seed 1) of the same configuration was pruned at epoch 2"
             );
             s.close().await;
+        })
+    });
+}
+
+#[test]
+fn leases_are_written_by_the_database_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    on_both("clock", dir.path(), |db| {
+        rt().block_on(async {
+            let s = Store::open(&db).await.unwrap().with_lease(90.0);
+            let id = s.upsert_sweep(&sweep("c")).await.unwrap();
+            let session = s.start_session(id, 1, "h").await.unwrap();
+            assert!(s.heartbeat(session).await.unwrap());
+            let (beat, expires): (String, String) = sqlx::query_as(
+                "SELECT heartbeat_at, lease_expires_at FROM sessions WHERE id = $1",
+            )
+            .bind(session)
+            .fetch_one(s.pool())
+            .await
+            .unwrap();
+            // the database's own idea of now, in the same text
+            let server_now: (String,) = sqlx::query_as(match s.backend() {
+                sweep_orchestrator::store::Backend::Sqlite => {
+                    "SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+                }
+                sweep_orchestrator::store::Backend::Postgres => {
+                    "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+                }
+            })
+            .fetch_one(s.pool())
+            .await
+            .unwrap();
+            let secs = |t: &str| sweep_orchestrator::query::seconds_since(t).unwrap();
+            assert!((secs(&beat) - secs(&server_now.0)).abs() < 5.0, "{beat} vs {}", server_now.0);
+            let lease = secs(&beat) - secs(&expires);
+            assert!((lease - 90.0).abs() < 1.0, "{beat} → {expires}");
+            // a session that beat just now is not taken over; one whose lease
+            // the database says has passed is
+            let t = trial("t1");
+            s.add_trials(id, &[t]).await.unwrap();
+            let c = s.claim_next(id, session, "cpu").await.unwrap().unwrap();
+            let other = s.start_session(id, 2, "h2").await.unwrap();
+            assert_eq!(s.reclaim_stale(id, other, 90.0).await.unwrap(), 0);
+            sqlx::query("UPDATE sessions SET lease_expires_at = '2000-01-01T00:00:00.000Z' WHERE id = $1")
+                .bind(session)
+                .execute(s.pool())
+                .await
+                .unwrap();
+            assert_eq!(s.reclaim_stale(id, other, 90.0).await.unwrap(), 1);
+            let (state,): (String,) = sqlx::query_as("SELECT state FROM trials WHERE id = $1")
+                .bind(c.id)
+                .fetch_one(s.pool())
+                .await
+                .unwrap();
+            assert_eq!(state, "waiting");
         })
     });
 }

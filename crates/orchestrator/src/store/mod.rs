@@ -450,6 +450,30 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The database's clock, now, as RFC 3339 text like [`now`] writes. Leases
+    /// are judged by it, not by each machine's clock (which may be off).
+    fn now_sql(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+            Backend::Postgres => {
+                "to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+            }
+        }
+    }
+
+    /// The database's clock plus the seconds bound to `param` (negative:
+    /// ago), as RFC 3339 text.
+    fn later_sql(self, param: &str) -> String {
+        match self {
+            Backend::Sqlite => format!(
+                "strftime('%Y-%m-%dT%H:%M:%fZ', 'now', printf('%+.3f seconds', {param}))"
+            ),
+            Backend::Postgres => format!(
+                "to_char((clock_timestamp() AT TIME ZONE 'UTC') + make_interval(secs => {param}), 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+            ),
+        }
+    }
+
     /// Opens a write transaction. SQLite takes the write lock up front (`BEGIN
     /// IMMEDIATE`), so a read-then-write transaction never fails half-way when
     /// another process wrote in between; PostgreSQL locks rows as it goes.
@@ -502,7 +526,12 @@ fn sql_err(what: &str) -> impl Fn(sqlx::Error) -> Error + '_ {
         let damaged = matches!(&e, sqlx::Error::Database(d)
             if matches!(d.code().as_deref(), Some("11") | Some("26")));
         if let Some(kind) = crate::fault::of_sql(&e) {
-            return Error::Fault(format!("results database ({kind}): {what}: {e}"));
+            let m = format!("results database ({kind}): {what}: {e}");
+            return if crate::fault::transient(&e) {
+                Error::Unavailable(m)
+            } else {
+                Error::Fault(m)
+            };
         }
         let hint = if damaged {
             " — the database file is damaged; restore it from a backup (`sqlite3 FILE 'PRAGMA integrity_check'` shows where)"
@@ -791,7 +820,7 @@ impl Store {
         sweep_id: i64,
         pid: i64,
         host: &str,
-        stale_before: &str,
+        stale_seconds: f64,
         is_alive: impl Fn(i64) -> bool,
     ) -> Result<std::result::Result<i64, (i64, String)>> {
         let mut tx = self.begin_write().await?;
@@ -809,14 +838,23 @@ impl Store {
         .fetch_all(&mut *tx)
         .await
         .map_err(sql_err("reading sessions"))?;
-        let t = now();
+        // Judged by the database's clock (each machine's may be off).
+        let (t, stale_before): (String, String) = sqlx::query_as(&format!(
+            "SELECT {}, {}",
+            self.backend.now_sql(),
+            self.backend.later_sql("$1")
+        ))
+        .bind(-stale_seconds.clamp(0.0, 365.0 * 86_400.0))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(sql_err("reading the database's clock"))?;
         for (id, other, h, beat, expires) in rows {
             let alive = if h == host {
                 is_alive(other)
             } else {
                 match &expires {
                     Some(e) => e.as_str() >= t.as_str(),
-                    None => beat.as_str() >= stale_before,
+                    None => beat.as_str() >= stale_before.as_str(),
                 }
             };
             if alive {
@@ -829,7 +867,15 @@ impl Store {
                 .await
                 .map_err(sql_err("closing a dead session"))?;
         }
-        let id = insert_session(&mut tx, sweep_id, pid, host, self.lease_seconds).await?;
+        let id = insert_session(
+            &mut tx,
+            self.backend,
+            sweep_id,
+            pid,
+            host,
+            self.lease_seconds,
+        )
+        .await?;
         tx.commit().await.map_err(sql_err("commit"))?;
         Ok(Ok(id))
     }
@@ -838,7 +884,15 @@ impl Store {
     /// shares the sweep with others (and benchmarks and tests).
     pub async fn start_session(&self, sweep_id: i64, pid: i64, host: &str) -> Result<i64> {
         let mut tx = self.begin_write().await?;
-        let id = insert_session(&mut tx, sweep_id, pid, host, self.lease_seconds).await?;
+        let id = insert_session(
+            &mut tx,
+            self.backend,
+            sweep_id,
+            pid,
+            host,
+            self.lease_seconds,
+        )
+        .await?;
         tx.commit().await.map_err(sql_err("commit"))?;
         Ok(id)
     }
@@ -847,10 +901,13 @@ impl Store {
     /// session has been ended by someone else (found dead after a long silence):
     /// its trials are no longer its own, and it must stop.
     pub async fn heartbeat(&self, session_id: i64) -> Result<bool> {
-        let r = sqlx::query("UPDATE sessions SET heartbeat_at = $1, lease_expires_at = $2 WHERE id = $3 AND ended_at IS NULL")
-            .bind(now())
-            .bind(seconds_from_now(self.lease_seconds))
-            .bind(session_id)
+        let r = sqlx::query(&format!(
+            "UPDATE sessions SET heartbeat_at = {}, lease_expires_at = {} WHERE id = $2 AND ended_at IS NULL",
+            self.backend.now_sql(),
+            self.backend.later_sql("$1")
+        ))
+        .bind(self.lease_seconds.clamp(0.0, 365.0 * 86_400.0))
+        .bind(session_id)
             .execute(&self.pool)
             .await
             .map_err(sql_err("heartbeat"))?;
@@ -981,23 +1038,24 @@ impl Store {
         &self,
         sweep_id: i64,
         current_session: i64,
-        stale_before: &str,
+        stale_seconds: f64,
     ) -> Result<u64> {
         let mut tx = self.begin_write().await?;
         let ids: Vec<(i64,)> = sqlx::query_as(&format!(
             "SELECT t.id FROM trials t LEFT JOIN sessions s ON s.id = t.session_id \
              WHERE t.sweep_id = $1 AND t.state = 'running' AND (t.session_id IS NULL OR t.session_id <> $2) \
-               AND (s.id IS NULL OR s.ended_at IS NOT NULL OR s.lease_expires_at < $4 \
-                    OR (s.lease_expires_at IS NULL AND s.heartbeat_at < $3)) ORDER BY t.id{}",
+               AND (s.id IS NULL OR s.ended_at IS NOT NULL OR s.lease_expires_at < {now} \
+                    OR (s.lease_expires_at IS NULL AND s.heartbeat_at < {ago})) ORDER BY t.id{}",
             match self.backend {
                 Backend::Sqlite => "",
                 Backend::Postgres => " FOR NO KEY UPDATE OF t SKIP LOCKED",
-            }
+            },
+            now = self.backend.now_sql(),
+            ago = self.backend.later_sql("$3"),
         ))
         .bind(sweep_id)
         .bind(current_session)
-        .bind(stale_before)
-        .bind(now())
+        .bind(-stale_seconds.clamp(0.0, 365.0 * 86_400.0))
         .fetch_all(&mut *tx)
         .await
         .map_err(sql_err("finding orphaned trials"))?;
@@ -1256,7 +1314,9 @@ impl Store {
             .await
             .map_err(sql_err("finishing a trial"))?;
         if r.rows_affected() != 1 {
-            return Ok(false);
+            // A repeat of a call whose first try committed (its answer lost
+            // with the connection) finds its own result: done, not refused.
+            return already(&mut tx, trial_id, session, f.state.as_str()).await;
         }
         let mut metrics = f.extra_metrics.clone();
         // (each name once, the last value winning: PostgreSQL refuses a
@@ -1385,7 +1445,7 @@ impl Store {
             .await
             .map_err(sql_err("failing a trial"))?;
         if r.rows_affected() != 1 {
-            return Ok(false);
+            return already(&mut tx, trial_id, session, "failed").await;
         }
         Self::clear_partial(&mut tx, trial_id).await?;
         end_attempt(&mut tx, trial_id, "failed", Some(error)).await?;
@@ -1584,21 +1644,41 @@ async fn holds(
     Ok(row.is_some())
 }
 
+/// Whether `session` already moved the trial to `state` (see [`Store::finish`]).
+async fn already(
+    tx: &mut Transaction<'_, Any>,
+    trial_id: i64,
+    session: i64,
+    state: &str,
+) -> Result<bool> {
+    let row: Option<(i64,)> =
+        sqlx::query_as("SELECT id FROM trials WHERE id = $1 AND session_id = $2 AND state = $3")
+            .bind(trial_id)
+            .bind(session)
+            .bind(state)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(sql_err("checking the trial's state"))?;
+    Ok(row.is_some())
+}
+
 async fn insert_session(
     tx: &mut Transaction<'_, Any>,
+    backend: Backend,
     sweep_id: i64,
     pid: i64,
     host: &str,
     lease_seconds: f64,
 ) -> Result<i64> {
-    let t = now();
-    let (id,): (i64,) = sqlx::query_as("INSERT INTO sessions (sweep_id, pid, host, started_at, heartbeat_at, lease_expires_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id")
+    let (id,): (i64,) = sqlx::query_as(&format!(
+        "INSERT INTO sessions (sweep_id, pid, host, started_at, heartbeat_at, lease_expires_at) VALUES ($1, $2, $3, {now}, {now}, {later}) RETURNING id",
+        now = backend.now_sql(),
+        later = backend.later_sql("$4")
+    ))
         .bind(sweep_id)
         .bind(pid)
         .bind(host)
-        .bind(&t)
-        .bind(&t)
-        .bind(seconds_from_now(lease_seconds))
+        .bind(lease_seconds.clamp(0.0, 365.0 * 86_400.0))
         .fetch_one(&mut **tx)
         .await
         .map_err(sql_err("starting a session"))?;
@@ -1620,16 +1700,6 @@ async fn end_attempt(
         .await
         .map_err(sql_err("recording the attempt's end"))?;
     Ok(())
-}
-
-/// `now()` plus `seconds` (finite, clamped to a year), in the same RFC 3339 text.
-pub fn seconds_from_now(seconds: f64) -> String {
-    let s = if seconds.is_finite() {
-        seconds.clamp(0.0, 3.2e7)
-    } else {
-        3.2e7
-    };
-    rfc3339(std::time::SystemTime::now() + std::time::Duration::from_secs_f64(s))
 }
 
 /// `now()` minus `seconds`, in the same RFC 3339 text: the cut-off for heartbeats.
