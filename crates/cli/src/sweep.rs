@@ -433,19 +433,7 @@ pub fn run(a: RunArgs) -> ExitCode {
                 ExitCode::SUCCESS
             }
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            if e.is_fault() && !matches!(e, sweep_orchestrator::Error::Fault(_)) {
-                eprintln!("(a fault of the machine, not of the sweep: nothing stored was lost; fix it and run the same command again)");
-            }
-            ExitCode::from(if e.is_usage() {
-                2
-            } else if e.is_fault() {
-                3
-            } else {
-                1
-            })
-        }
+        Err(e) => error_exit(&e),
     }
 }
 
@@ -1018,11 +1006,24 @@ fn shared_worker(a: WorkerArgs, db: &str) -> ExitCode {
                 ExitCode::SUCCESS
             }
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => error_exit(&e),
     }
+}
+
+/// Prints a scheduler's error; exit code 2 for a usage or spec error, 3 for a
+/// fault of the machine (fix it and run again), else 1.
+fn error_exit(e: &sweep_orchestrator::Error) -> ExitCode {
+    eprintln!("error: {e}");
+    if e.is_fault() && !matches!(e, sweep_orchestrator::Error::Fault(_)) {
+        eprintln!("(a fault of the machine, not of the sweep: nothing stored was lost; fix it and run the same command again)");
+    }
+    ExitCode::from(if e.is_usage() {
+        2
+    } else if e.is_fault() {
+        3
+    } else {
+        1
+    })
 }
 
 /// The trial process: a job on stdin, events on stdout. SIGINT or SIGTERM stops

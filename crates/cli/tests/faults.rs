@@ -450,7 +450,10 @@ fn a_read_only_results_folder_stops_the_sweep_until_it_is_writable() {
          mkdir -p '{r}/s/trials'; mount --bind '{r}/s/trials' '{r}/s/trials'; mount -o remount,bind,ro '{r}/s/trials'; \
          set +e; {exe} run s.toml --db s.db --results r > first.out 2>&1; echo $? > first.rc; \
          mount -o remount,bind,rw '{r}/s/trials'; \
-         {exe} run s.toml --db s.db --results r > second.out 2>&1; echo $? > second.rc",
+         {exe} run s.toml --db s.db --results r > second.out 2>&1; echo $? > second.rc; \
+         mkdir ro; cp s.db ro/; mount --bind ro ro; mount -o remount,bind,ro ro; \
+         {exe} run s.toml --db ro/s.db --results r2 > third.out 2>&1; echo $? > third.rc; \
+         {exe} compare s --db ro/s.db > fourth.out 2>&1; echo $? > fourth.rc",
         d = d.display(),
         r = r.display(),
     );
@@ -466,6 +469,20 @@ fn a_read_only_results_folder_stops_the_sweep_until_it_is_writable() {
         "{first}"
     );
     assert_eq!(read("second.rc").trim(), "0", "{}", read("second.out"));
+    // the database itself on a read-only file system: a fault, exit 3
+    let third = read("third.out");
+    assert_eq!(read("third.rc").trim(), "3", "{third}");
+    assert!(
+        third.contains("results database") && third.contains("ro/s.db"),
+        "{third}"
+    );
+    // while reading it there works (immutable: no -shm file can be made)
+    assert_eq!(read("fourth.rc").trim(), "0", "{}", read("fourth.out"));
+    assert!(
+        read("fourth.out").contains("best"),
+        "{}",
+        read("fourth.out")
+    );
     let rows = objectives(d, &d.join("s.db"));
     assert!(
         rows.len() == 2 && rows.iter().all(|r| r.contains(",complete,1,")),

@@ -21,14 +21,21 @@ const OS_FAULTS: &[(i32, &str)] = &[
     (libc::ENFILE, "too many open files in the system"),
 ];
 
-/// SQLite's result codes that are faults of the machine (full, I/O, read-only,
-/// cannot open), as the database reports them.
-const SQLITE_FAULTS: &[(&str, &str)] = &[
-    ("13", "the database or its disk is full"),
-    ("10", "disk I/O error"),
-    ("8", "the database file is read-only"),
-    ("14", "the database file cannot be opened"),
+/// SQLite's primary result codes that are faults of the machine (full, I/O,
+/// read-only, cannot open). sqlx reports extended codes (a write I/O error is
+/// 778 = 10 | 3 << 8): the primary code is the low byte.
+const SQLITE_FAULTS: &[(i64, &str)] = &[
+    (13, "the database or its disk is full"),
+    (10, "disk I/O error"),
+    (8, "the database file is read-only"),
+    (14, "the database file cannot be opened"),
 ];
+
+/// The primary SQLite result code of a database error's code, when it is one
+/// (PostgreSQL's codes are five characters, not numbers).
+pub fn sqlite_primary(code: &str) -> Option<i64> {
+    code.parse::<i64>().ok().map(|c| c & 0xff)
+}
 
 /// What kind of machine fault an I/O error is, if it is one.
 pub fn of_io(e: &std::io::Error) -> Option<&'static str> {
@@ -62,8 +69,11 @@ pub fn of_sql(e: &sqlx::Error) -> Option<&'static str> {
         sqlx::Error::Database(d) => {
             let code = d.code();
             let code = code.as_deref()?;
-            if let Some((_, w)) = SQLITE_FAULTS.iter().find(|(c, _)| *c == code) {
-                return Some(w);
+            if let Some(primary) = sqlite_primary(code) {
+                return SQLITE_FAULTS
+                    .iter()
+                    .find(|(c, _)| *c == primary)
+                    .map(|(_, w)| *w);
             }
             // PostgreSQL: connection exceptions (08…), the server shutting down
             // or starting (57P01–57P03), disk full (53100), I/O error (58030).
@@ -92,7 +102,6 @@ pub fn transient(e: &sqlx::Error) -> bool {
             c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03")
         }),
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Protocol(m) => m.contains("closed") || m.contains("EOF"),
         _ => false,
     }
 }
@@ -127,5 +136,11 @@ mod tests {
             Some("the database is unavailable")
         );
         assert_eq!(of_sql(&sqlx::Error::RowNotFound), None);
+        // extended codes: SQLITE_IOERR_WRITE, SQLITE_READONLY_DBMOVED, SQLITE_CORRUPT_INDEX
+        assert_eq!(sqlite_primary("778"), Some(10));
+        assert_eq!(sqlite_primary("1032"), Some(8));
+        assert_eq!(sqlite_primary("779"), Some(11));
+        assert_eq!(sqlite_primary("13"), Some(13));
+        assert_eq!(sqlite_primary("57P01"), None);
     }
 }

@@ -61,10 +61,15 @@ impl OomCounts {
         }
     }
 
-    /// Whether an out-of-memory kill happened between `self` and `later`.
+    /// Whether an out-of-memory kill happened between `self` and `later`:
+    /// by the trial's cgroup when it can be read (the machine's count also
+    /// rises for kills elsewhere), else by the machine's.
     pub fn rose_by(&self, later: &OomCounts) -> bool {
         let rose = |a: Option<u64>, b: Option<u64>| matches!((a, b), (Some(a), Some(b)) if b > a);
-        rose(self.cgroup, later.cgroup) || rose(self.machine, later.machine)
+        match (self.cgroup, later.cgroup) {
+            (Some(_), Some(_)) => rose(self.cgroup, later.cgroup),
+            _ => rose(self.machine, later.machine),
+        }
     }
 }
 
@@ -88,6 +93,27 @@ pub fn peak_memory(pid: u32) -> Option<u64> {
         )
     };
     (r == 0 && usage.ru_maxrss > 0).then(|| usage.ru_maxrss as u64 * 1024)
+}
+
+/// Whether a trial process that ended without a result died of a fault of the
+/// machine: its last words (the last line of its standard error that is not a
+/// `note:`) name one, e.g. a panic on `No space left on device (os error 28)`.
+/// Never when it was killed (SIGKILL: out of memory, or stopped); an earlier
+/// line mentioning a fault does not count.
+pub fn died_of_machine_fault(
+    status: &std::io::Result<std::process::ExitStatus>,
+    stderr_tail: &str,
+) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    if !matches!(status, Ok(s) if s.signal() != Some(libc::SIGKILL)) {
+        return false;
+    }
+    stderr_tail
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with("note:"))
+        .is_some_and(|l| crate::fault::of_message(l).is_some())
 }
 
 /// Bytes as MiB or GiB.
@@ -160,15 +186,13 @@ mod tests {
             Some(1)
         );
         assert_eq!(oom_kill_in("nr_free_pages 5\n"), None);
-        let a = OomCounts {
-            cgroup: Some(1),
-            machine: None,
-        };
-        assert!(a.rose_by(&OomCounts {
-            cgroup: Some(2),
-            machine: None
-        }));
+        let c = |cgroup, machine| OomCounts { cgroup, machine };
+        let a = c(Some(1), Some(5));
+        assert!(a.rose_by(&c(Some(2), Some(6))));
         assert!(!a.rose_by(&a));
+        // another cgroup's kill raises only the machine's count
+        assert!(!a.rose_by(&c(Some(1), Some(6))));
+        assert!(c(None, Some(5)).rose_by(&c(None, Some(6))));
         let killed = std::process::ExitStatus::from_raw(libc::SIGKILL);
         let d = describe(Ok(killed), true, Some(3 << 30), "");
         assert!(
@@ -195,6 +219,12 @@ mod tests {
         );
         let exited = std::process::ExitStatus::from_raw(1 << 8);
         assert_eq!(describe(Ok(exited), false, None, " "), "exit code 1");
+        let panicked = std::process::ExitStatus::from_raw(101 << 8);
+        let full = "thread 'main' panicked at src/x.rs:1:2:\nwriting: No space left on device (os error 28)\nnote: run with `RUST_BACKTRACE=1`\n";
+        assert!(died_of_machine_fault(&Ok(panicked), full));
+        let earlier = "warning: (os error 13) once\nthread 'main' panicked at src/x.rs:1:2:\nindex out of bounds\n";
+        assert!(!died_of_machine_fault(&Ok(panicked), earlier));
+        assert!(!died_of_machine_fault(&Ok(killed), full));
     }
 
     #[test]

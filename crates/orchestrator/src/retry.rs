@@ -19,8 +19,9 @@ use crate::store::{Backend, Store};
 /// How long store calls are retried.
 #[derive(Clone, Copy, Debug)]
 pub struct Patience {
-    /// Retry for this long at most (the session's lease: after it, other
-    /// workers take this session's trials anyway).
+    /// Retry for this long at most: half the session's lease (no heartbeat
+    /// beats while a call is retried, and past the lease other workers take
+    /// this session's trials anyway).
     pub within: Duration,
     /// Whether to retry at all (PostgreSQL; a SQLite file does not come back
     /// by itself).
@@ -30,7 +31,7 @@ pub struct Patience {
 impl Patience {
     pub fn for_store(store: &Store, lease_seconds: f64) -> Patience {
         Patience {
-            within: Duration::from_secs_f64(lease_seconds.max(1.0)),
+            within: Duration::from_secs_f64((lease_seconds / 2.0).max(1.0)),
             retry: store.backend() == Backend::Postgres,
         }
     }
@@ -80,7 +81,7 @@ impl Tries {
             Error::Unavailable(m) if self.patience.retry => {
                 if self.start.elapsed() + self.wait > self.patience.within {
                     return Some(Error::Fault(format!(
-                        "results database (unavailable for longer than the lease, {:.0} s): {m}",
+                        "results database (unavailable for longer than half the lease, {:.0} s): {m}",
                         self.patience.within.as_secs_f64()
                     )));
                 }
@@ -157,7 +158,7 @@ mod tests {
             .await;
         let e = r.unwrap_err();
         assert!(matches!(e, Error::Fault(_)), "{e}");
-        assert!(e.to_string().contains("longer than the lease"), "{e}");
+        assert!(e.to_string().contains("longer than half the lease"), "{e}");
         assert!(t.elapsed() < Duration::from_secs(2));
         // SQLite: never retried
         let p = Patience {

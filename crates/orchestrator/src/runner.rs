@@ -131,7 +131,8 @@ pub type StopSignal = watch::Receiver<bool>;
 
 enum WorkerMsg {
     Event(i64, Event),
-    Exited(i64, String),
+    /// The process ended: how (in words), and whether of a machine fault.
+    Exited(i64, String, bool),
 }
 
 struct Running {
@@ -286,7 +287,7 @@ async fn run_here(
 }
 
 /// A database fault's message with the database it concerns.
-fn locate(e: Error, db: &crate::store::DbLocation) -> Error {
+pub(crate) fn locate(e: Error, db: &crate::store::DbLocation) -> Error {
     match e {
         // The store's own messages do not know its location.
         Error::Fault(m) | Error::Unavailable(m) => match m.strip_prefix("results database (") {
@@ -583,6 +584,29 @@ pub(crate) async fn execute(
                         ),
                     );
                 }
+                Err(e) if e.is_fault() => {
+                    // too many open files, an unwritable folder: the machine's
+                    // doing, not the trial's (the next claims would fail alike)
+                    let message = format!("could not start a worker: {e}");
+                    db!(
+                        patience,
+                        store
+                            .give_back(
+                                c.id,
+                                session,
+                                Some(&format!("fault of the machine: {message}"))
+                            )
+                            .await
+                    )?;
+                    free.push(device);
+                    fault.get_or_insert(format!("trial {}: {message}", c.number));
+                    progress(Progress::Fault {
+                        number: c.number,
+                        message,
+                    });
+                    stopping = true;
+                    stop_all(&mut running);
+                }
                 Err(e) => {
                     db!(
                         patience,
@@ -651,33 +675,46 @@ pub(crate) async fn execute(
             .filter_map(|(r, _)| r.deadline)
             .min();
         tokio::select! {
-            _ = async {
-                match next_deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-            } => {
-                // Past the trial timeout: stopped at once (a hung trial would
-                // not answer a gentler signal) and failed with that reason; the
-                // slot takes the next trial when the process is gone.
-                let now = tokio::time::Instant::now();
-                let limit = crate::spec::duration_text(timeout.unwrap_or(0.0));
-                for (id, (r, _)) in running.iter_mut() {
-                    if r.done || r.deadline.is_none_or(|d| d > now) {
-                        continue;
+            // In this order: the heartbeat (rare, and never starved by a
+            // stream of events), then a result already queued (it wins over
+            // a deadline), then the trial timeout, then Ctrl-C.
+            biased;
+            _ = heartbeat.tick() => {
+                // Trials of a session that stopped beating go back to the queue at
+                // once (not only when this worker has a free slot), so the next free
+                // worker anywhere takes them.
+                match beat(store, sweep_id, session, settings, &mut last_beat).await? {
+                    Tick::Held(held) => {
+                        // Trials taken from this session while it was alive but
+                        // silent (a pause, a partition): stop their processes now,
+                        // their results would be refused anyway.
+                        for (id, (r, _)) in running.iter_mut() {
+                            if !r.done && !held.contains(id) {
+                                r.done = true;
+                                r.signal(libc::SIGKILL);
+                                progress(dropped(r.number));
+                            }
+                        }
+                        // Trials this session holds but runs nowhere: a claim
+                        // whose answer was lost with the connection (it committed,
+                        // the retry claimed another). Given back for anyone.
+                        for id in held.iter().filter(|id| !running.contains_key(id)) {
+                            db!(patience, store.give_back(*id, session, Some("claimed while the connection to the database was lost; given back unstarted")).await)?;
+                        }
                     }
-                    r.done = true;
-                    r.signal(libc::SIGKILL);
-                    let message = format!(
-                        "stopped by the trial timeout of {limit} (--trial-timeout or the spec's trial_timeout) after {} of {} epochs",
-                        r.epochs, r.max_epochs
-                    );
-                    if db!(patience, store.fail(*id, session, &message).await)? {
-                        any_failed = true;
-                        progress(Progress::Finished { number: r.number, state: TrialState::Failed, objective: None, note: message, counts: db!(patience, store.counts(sweep_id).await)? });
-                    } else {
-                        progress(dropped(r.number));
+                    Tick::Ended => {
+                        // Found dead by another process: nothing here is ours.
+                        stopping = true;
+                        progress(Progress::SessionEnded);
+                        for (r, _) in running.values_mut() {
+                            if !r.done {
+                                r.done = true;
+                                r.signal(libc::SIGKILL);
+                                progress(dropped(r.number));
+                            }
+                        }
                     }
+                    Tick::Unknown => {}
                 }
             }
             msg = rx.recv() => {
@@ -749,7 +786,7 @@ pub(crate) async fn execute(
                             }
                         }
                     }
-                    WorkerMsg::Exited(id, status) => {
+                    WorkerMsg::Exited(id, status, machine_fault) => {
                         if let Some((r, device)) = running.remove(&id) {
                             free.push(device);
                             if !r.done && (stopping || *stop.borrow()) {
@@ -757,7 +794,7 @@ pub(crate) async fn execute(
                                 if !db!(patience, store.interrupt(id, session).await)? {
                                     progress(dropped(r.number));
                                 }
-                            } else if !r.done && crate::fault::of_message(&status).is_some() {
+                            } else if !r.done && machine_fault {
                                 // It died of the machine's fault (a panic on a full disk, say).
                                 let message = format!("worker ended without a result: {status}");
                                 if !db!(patience, store.give_back(id, session, Some(&format!("fault of the machine: {message}"))).await)? {
@@ -786,42 +823,33 @@ pub(crate) async fn execute(
                     }
                 }
             }
-            _ = heartbeat.tick() => {
-                // Trials of a session that stopped beating go back to the queue at
-                // once (not only when this worker has a free slot), so the next free
-                // worker anywhere takes them.
-                match beat(store, sweep_id, session, settings, &mut last_beat).await? {
-                    Tick::Held(held) => {
-                        // Trials taken from this session while it was alive but
-                        // silent (a pause, a partition): stop their processes now,
-                        // their results would be refused anyway.
-                        for (id, (r, _)) in running.iter_mut() {
-                            if !r.done && !held.contains(id) {
-                                r.done = true;
-                                r.signal(libc::SIGKILL);
-                                progress(dropped(r.number));
-                            }
-                        }
-                        // Trials this session holds but runs nowhere: a claim
-                        // whose answer was lost with the connection (it committed,
-                        // the retry claimed another). Given back for anyone.
-                        for id in held.iter().filter(|id| !running.contains_key(id)) {
-                            db!(patience, store.give_back(*id, session, Some("claimed while the connection to the database was lost; given back unstarted")).await)?;
-                        }
+            _ = async {
+                match next_deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                // Past the trial timeout: stopped at once (a hung trial would
+                // not answer a gentler signal) and failed with that reason; the
+                // slot takes the next trial when the process is gone.
+                let now = tokio::time::Instant::now();
+                let limit = crate::spec::duration_text(timeout.unwrap_or(0.0));
+                for (id, (r, _)) in running.iter_mut() {
+                    if r.done || r.deadline.is_none_or(|d| d > now) {
+                        continue;
                     }
-                    Tick::Ended => {
-                        // Found dead by another process: nothing here is ours.
-                        stopping = true;
-                        progress(Progress::SessionEnded);
-                        for (r, _) in running.values_mut() {
-                            if !r.done {
-                                r.done = true;
-                                r.signal(libc::SIGKILL);
-                                progress(dropped(r.number));
-                            }
-                        }
+                    r.done = true;
+                    r.signal(libc::SIGKILL);
+                    let message = format!(
+                        "stopped by the trial timeout of {limit} (--trial-timeout or the spec's trial_timeout) after {} of {} epochs",
+                        r.epochs, r.max_epochs
+                    );
+                    if db!(patience, store.fail(*id, session, &message).await)? {
+                        any_failed = true;
+                        progress(Progress::Finished { number: r.number, state: TrialState::Failed, objective: None, note: message, counts: db!(patience, store.counts(sweep_id).await)? });
+                    } else {
+                        progress(dropped(r.number));
                     }
-                    Tick::Unknown => {}
                 }
             }
             changed = stop.changed(), if !stopping => {
@@ -962,7 +990,13 @@ async fn beat(
             *last_ok = std::time::Instant::now();
             Ok(t)
         }
+        // A fault that does not pass by itself (a full disk) stops at once.
+        Err(e @ Error::Fault(_)) => Err(e),
         Err(_) if last_ok.elapsed().as_secs_f64() < settings.lease_seconds => Ok(Tick::Unknown),
+        Err(Error::Unavailable(m)) => Err(Error::Fault(format!(
+            "results database (no heartbeat for longer than the lease, {}s): {m}",
+            settings.lease_seconds
+        ))),
         Err(e) => Err(Error::Store(format!(
             "no heartbeat for longer than the lease ({}s): {e}",
             settings.lease_seconds
@@ -1143,8 +1177,9 @@ async fn spawn_worker(
         reaped_here.store(true, std::sync::atomic::Ordering::SeqCst);
         let oom = oom_before.rose_by(&crate::process::OomCounts::read());
         let tail = err_task.await.unwrap_or_default();
+        let machine_fault = crate::process::died_of_machine_fault(&status, &tail);
         let desc = crate::process::describe(status, oom, peak, &tail);
-        let _ = tx.send(WorkerMsg::Exited(id, desc));
+        let _ = tx.send(WorkerMsg::Exited(id, desc, machine_fault));
     });
     Ok((pid, reaped, stdin))
 }

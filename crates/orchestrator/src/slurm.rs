@@ -112,6 +112,19 @@ pub async fn run(
     settings: &RunSettings,
     options: &SlurmOptions,
     detach: bool,
+    progress: impl FnMut(Progress),
+    stop: StopSignal,
+) -> Result<RunSummary> {
+    run_here(spec, settings, options, detach, progress, stop)
+        .await
+        .map_err(|e| runner::locate(e, &settings.db))
+}
+
+async fn run_here(
+    spec: &SweepSpec,
+    settings: &RunSettings,
+    options: &SlurmOptions,
+    detach: bool,
     mut progress: impl FnMut(Progress),
     mut stop: StopSignal,
 ) -> Result<RunSummary> {

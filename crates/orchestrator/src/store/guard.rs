@@ -149,10 +149,15 @@ pub async fn check_schema(
             ),
         })?;
     let unreadable = |e: sqlx::Error| {
-        refuse(
+        match crate::fault::of_sql(&e) {
+        Some(kind) => Error::Fault(format!(
+            "results database {shown} ({kind}): reading its schema: {e}"
+        )),
+        None => refuse(
             shown,
             format!("its schema cannot be read (a damaged database?): {e}; restore it from a backup or pass another --db"),
-        )
+        ),
+    }
     };
     let tables: Vec<(String,)> = sqlx::query_as(if postgres {
         "SELECT CAST(table_name AS TEXT) FROM information_schema.tables WHERE table_schema = current_schema() ORDER BY 1"
@@ -190,6 +195,12 @@ pub async fn check_schema(
     .fetch_all(&mut conn)
     .await
     .map_err(unreadable)?;
+    // sqlx creates its table before the first migration's transaction: a
+    // first run that stopped there (a full disk) left only the empty table.
+    if rows.is_empty() && tables.len() == 1 {
+        let _ = conn.close().await;
+        return Ok(Schema::Empty);
+    }
     let Some((_, first, _)) = rows.iter().find(|r| r.0 == 1) else {
         let _ = conn.close().await;
         return Err(refuse(

@@ -108,7 +108,11 @@ async fn check_location(location: &DbLocation, writer: bool) -> Result<Schema> {
             // The page check reads the whole file (~25 ms per 1 MB): skipped
             // above 1 GiB, where a damaged page is found when it is read.
             page_check &= size <= QUICK_CHECK_MAX_BYTES;
-            sqlite_url(path, "ro")?
+            if writer {
+                sqlite_url(path, "ro")?
+            } else {
+                readable_url(path)?
+            }
         }
         DbLocation::Postgres(url) => url.clone(),
     };
@@ -129,6 +133,26 @@ async fn check_location(location: &DbLocation, writer: bool) -> Result<Schema> {
         page_check,
     )
     .await
+}
+
+/// A read-only URL for a SQLite file a reader opens: `mode=ro`, plus
+/// `immutable` when the file's folder cannot be written (a read-only mount,
+/// where a WAL database cannot create its `-shm` file and would not open).
+fn readable_url(path: &Path) -> Result<String> {
+    let url = sqlite_url(path, "ro")?;
+    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(d) => d.to_path_buf(),
+        None => PathBuf::from("."),
+    };
+    let writable = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+        // SAFETY: a valid NUL-terminated path; access() only reads it.
+        .map(|c| unsafe { libc::access(c.as_ptr(), libc::W_OK) } == 0)
+        .unwrap_or(true);
+    Ok(if writable {
+        url
+    } else {
+        format!("{url}&immutable=true")
+    })
 }
 
 /// The largest SQLite file whose pages a writer checks when it opens it.
@@ -524,7 +548,7 @@ fn sql_err(what: &str) -> impl Fn(sqlx::Error) -> Error + '_ {
     move |e| {
         // SQLITE_CORRUPT (11) and SQLITE_NOTADB (26): say what it means.
         let damaged = matches!(&e, sqlx::Error::Database(d)
-            if matches!(d.code().as_deref(), Some("11") | Some("26")));
+            if matches!(d.code().as_deref().and_then(crate::fault::sqlite_primary), Some(11) | Some(26)));
         if let Some(kind) = crate::fault::of_sql(&e) {
             let m = format!("results database ({kind}): {what}: {e}");
             return if crate::fault::transient(&e) {
@@ -614,12 +638,24 @@ impl Store {
                 url.clone(),
                 AnyPoolOptions::new()
                     .max_connections(4)
-                    .acquire_timeout(std::time::Duration::from_secs(60)),
+                    // short: a server that is down fails a call fast, and
+                    // the scheduler's retries (crate::retry) do the waiting
+                    .acquire_timeout(std::time::Duration::from_secs(10)),
             ),
         };
         let pool = connect(&location, &url, pool_options).await?;
         migrator(backend).run(&pool).await.map_err(|e| {
-            Error::Store(format!("{}: migrating the schema: {e}", location.display()))
+            let kind = match &e {
+                sqlx::migrate::MigrateError::Execute(x) => crate::fault::of_sql(x),
+                _ => None,
+            };
+            match kind {
+                Some(kind) => Error::Fault(format!(
+                    "results database {} ({kind}): migrating the schema: {e}",
+                    location.display()
+                )),
+                None => Error::Store(format!("{}: migrating the schema: {e}", location.display())),
+            }
         })?;
         Ok(Store {
             pool,
@@ -650,7 +686,7 @@ impl Store {
                     )));
                 }
                 (
-                    sqlite_url(path, "ro")?,
+                    readable_url(path)?,
                     AnyPoolOptions::new()
                         .max_connections(2)
                         .after_connect(|conn, _| {
@@ -1472,7 +1508,19 @@ impl Store {
             .await
             .map_err(sql_err("interrupting a trial"))?;
         if r.rows_affected() != 1 {
-            return Ok(false);
+            // A repeat whose first try committed: the latest start is this
+            // session's, ended as interrupted, and the trial waits.
+            let row: Option<(i64,)> = sqlx::query_as(
+                "SELECT a.trial_id FROM trial_attempts a JOIN trials t ON t.id = a.trial_id \
+                 WHERE a.trial_id = $1 AND a.session_id = $2 AND a.outcome = 'interrupted' AND t.state = 'waiting' \
+                   AND a.attempt = (SELECT MAX(attempt) FROM trial_attempts WHERE trial_id = $1)",
+            )
+            .bind(trial_id)
+            .bind(session)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(sql_err("checking the trial's state"))?;
+            return Ok(row.is_some());
         }
         Self::clear_partial(&mut tx, trial_id).await?;
         end_attempt(&mut tx, trial_id, "interrupted", why).await?;

@@ -384,6 +384,19 @@ pub fn inspect(cfg: &DataConfig, ds: &Dataset, seed: u64) -> Inspection {
     let mut groups: Vec<&Vec<usize>> = by_content.values().filter(|g| g.len() > 1).collect();
     groups.sort();
     let mut exact_pairs = 0usize;
+    // Pairs across the split are counted over every pair found and listed
+    // first: up to the cap of each kind, then cut to the cap after sorting.
+    let mut across = 0usize;
+    let keep = |list: &mut Vec<Duplicate>, across: &mut usize, p: Duplicate| {
+        let listed_across = *across;
+        *across += usize::from(p.across_split);
+        let listed_other = list.len() - listed_across.min(MAX_DUPLICATE_PAIRS);
+        if (p.across_split && listed_across < MAX_DUPLICATE_PAIRS)
+            || (!p.across_split && listed_other < MAX_DUPLICATE_PAIRS)
+        {
+            list.push(p);
+        }
+    };
     for g in groups {
         let mut firsts: Vec<(usize, Vec<u8>)> = Vec::new();
         for &i in g {
@@ -392,9 +405,8 @@ pub fn inspect(cfg: &DataConfig, ds: &Dataset, seed: u64) -> Inspection {
                 Some(&(first, _)) => {
                     copy_of[i] = Some(first);
                     exact_pairs += 1;
-                    if duplicates.len() < MAX_DUPLICATE_PAIRS {
-                        duplicates.push(pair("exact", first, i, 0, 1.0));
-                    }
+                    let p = pair("exact", first, i, 0, 1.0);
+                    keep(&mut duplicates, &mut across, p);
                 }
                 None => firsts.push((i, bytes)),
             }
@@ -440,22 +452,21 @@ pub fn inspect(cfg: &DataConfig, ds: &Dataset, seed: u64) -> Inspection {
             let r: f64 = ta.iter().zip(tb).map(|(x, y)| x * y).sum();
             if r >= NEAR_DUPLICATE_CORRELATION {
                 near_pairs += 1;
-                if duplicates.len() < MAX_DUPLICATE_PAIRS {
-                    duplicates.push(pair("near", a, b, d, r));
-                }
+                let p = pair("near", a, b, d, r);
+                keep(&mut duplicates, &mut across, p);
             }
         }
     }
+    // across the split first, then exact before near, then by distance
+    duplicates.sort_by_key(|d| (!d.across_split, d.kind != "exact", d.distance));
+    duplicates.truncate(MAX_DUPLICATE_PAIRS);
     if exact_pairs + near_pairs > duplicates.len() {
         notes.push(format!(
-            "{} duplicate pairs found ({exact_pairs} exact, {near_pairs} near); the first {} are listed",
+            "{} duplicate pairs found ({exact_pairs} exact, {near_pairs} near, {across} across the split); the first {} are listed",
             exact_pairs + near_pairs,
             duplicates.len()
         ));
     }
-    // across the split first, then exact before near, then by distance
-    duplicates.sort_by_key(|d| (!d.across_split, d.kind != "exact", d.distance));
-    let across = duplicates.iter().filter(|d| d.across_split).count();
     if across > 0 {
         warnings.push(format!(
             "{across} duplicate pair(s) fall on both sides of the train/validation split (seed {split_seed}): validation numbers are inflated"

@@ -3,7 +3,7 @@
 //! per-batch augmentation and normalization. No tensors here: batches are `f32` slices.
 
 mod augment;
-mod csv;
+pub mod csv;
 pub mod inspect;
 pub mod inspect_html;
 mod synthetic;
