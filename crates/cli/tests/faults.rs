@@ -465,7 +465,7 @@ fn a_read_only_results_folder_stops_the_sweep_until_it_is_writable() {
     assert!(
         first.contains("stopped on a fault of the machine, not of a trial")
             && first.contains("Read-only file system")
-            && first.contains("r/s/trials/0001"),
+            && first.contains("r/s/trials/000"),
         "{first}"
     );
     assert_eq!(read("second.rc").trim(), "0", "{}", read("second.out"));

@@ -1,6 +1,6 @@
 //! The fuzzing targets in CI: every regression input found so far and every
 //! seed still answers without a panic, a hang or unbounded memory; then a
-//! short fuzzing run per target (`SWEEP_FUZZ_SECONDS`, default 12 s each).
+//! short fuzzing run per target (`SWEEP_FUZZ_SECONDS`, default 15 s each).
 //! Long runs (millions of inputs) are `cargo run --release -p sweep-fuzz`;
 //! their results are in docs/RELIABILITY.md.
 
@@ -49,7 +49,7 @@ fn a_short_fuzz_run_finds_nothing() {
     let seconds: f64 = std::env::var("SWEEP_FUZZ_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(12.0);
+        .unwrap_or(15.0);
     let mut failures = Vec::new();
     for t in Target::ALL {
         let corpus: Vec<Vec<u8>> = read_corpus(&crate_dir().join("corpus").join(t.name()))
