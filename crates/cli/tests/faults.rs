@@ -79,6 +79,26 @@ fn objectives(dir: &Path, db: &Path) -> Vec<String> {
     )
 }
 
+/// The spec run with no fault (a database and results of its own), for the
+/// numbers a run that survived a fault must reproduce.
+fn reference(d: &Path, spec_file: &str) -> Vec<String> {
+    let o = sweep(
+        d,
+        &[
+            "run",
+            spec_file,
+            "--db",
+            "ref.db",
+            "--results",
+            "ref",
+            "--jobs",
+            "2",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    objectives(d, &d.join("ref.db"))
+}
+
 fn file_bytes(p: &Path) -> Vec<u8> {
     std::fs::read(p).unwrap()
 }
@@ -279,22 +299,7 @@ fn a_full_disk_under_the_results_stops_the_sweep_and_the_rerun_completes_it() {
     let exe = env!("CARGO_BIN_EXE_sweep");
     // hidden 512: each checkpoint is ~1.6 MB, far more than the room left
     std::fs::write(d.join("s.toml"), spec("s", "[1, 2]", 512, "")).unwrap();
-    // The same sweep without any fault, for the numbers.
-    let o = sweep(
-        d,
-        &[
-            "run",
-            "s.toml",
-            "--db",
-            "ref.db",
-            "--results",
-            "ref",
-            "--jobs",
-            "2",
-        ],
-    );
-    assert!(o.status.success(), "{}", text(&o));
-    let reference = objectives(d, &d.join("ref.db"));
+    let reference = reference(d, "s.toml");
     assert_eq!(reference.len(), 4, "{reference:?}");
 
     let mnt = d.join("small");
@@ -382,21 +387,7 @@ fn a_full_disk_under_the_database_stops_the_sweep_and_loses_nothing() {
     let exe = env!("CARGO_BIN_EXE_sweep");
     std::fs::write(d.join("one.toml"), spec("s", "[1]", 16, "")).unwrap();
     std::fs::write(d.join("two.toml"), spec("s", "[1, 2, 3]", 16, "")).unwrap();
-    let o = sweep(
-        d,
-        &[
-            "run",
-            "two.toml",
-            "--db",
-            "ref.db",
-            "--results",
-            "ref",
-            "--jobs",
-            "2",
-        ],
-    );
-    assert!(o.status.success(), "{}", text(&o));
-    let reference = objectives(d, &d.join("ref.db"));
+    let reference = reference(d, "two.toml");
 
     let mnt = d.join("small");
     std::fs::create_dir(&mnt).unwrap();

@@ -380,6 +380,14 @@ pub fn read_corpus(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
         .collect()
 }
 
+/// A target's seed corpus (`corpus/<target>/`).
+pub fn seeds(target: Target) -> Vec<Vec<u8>> {
+    read_corpus(&crate_dir().join("corpus").join(target.name()))
+        .into_iter()
+        .map(|(_, b)| b)
+        .collect()
+}
+
 /// Runs one input and judges it: `Some(what)` for a finding.
 pub fn check(target: Target, input: &[u8]) -> Option<String> {
     judge(target, input).err()

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use sweep_fuzz::{crate_dir, finding_name, fuzz, read_corpus, Counting, Target};
+use sweep_fuzz::{crate_dir, finding_name, fuzz, seeds, Counting, Target};
 
 #[global_allocator]
 static ALLOC: Counting = Counting;
@@ -52,10 +52,7 @@ fn main() -> ExitCode {
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     let mut any = false;
     for t in targets {
-        let corpus: Vec<Vec<u8>> = read_corpus(&crate_dir().join("corpus").join(t.name()))
-            .into_iter()
-            .map(|(_, b)| b)
-            .collect();
+        let corpus = seeds(t);
         *TARGET.lock().unwrap() = Some(t);
         let r = fuzz(
             t,

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use sweep_fuzz::{check, crate_dir, fuzz, judge, read_corpus, Counting, Target};
+use sweep_fuzz::{check, crate_dir, fuzz, judge, read_corpus, seeds, Counting, Target};
 
 #[global_allocator]
 static ALLOC: Counting = Counting;
@@ -52,10 +52,7 @@ fn a_short_fuzz_run_finds_nothing() {
         .unwrap_or(15.0);
     let mut failures = Vec::new();
     for t in Target::ALL {
-        let corpus: Vec<Vec<u8>> = read_corpus(&crate_dir().join("corpus").join(t.name()))
-            .into_iter()
-            .map(|(_, b)| b)
-            .collect();
+        let corpus = seeds(t);
         let r = fuzz(
             t,
             &corpus,
