@@ -55,6 +55,11 @@ pub struct RunArgs {
     /// Print the number of trials and the first few configurations; run nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Refuse a grid of more trials than this (counted before anything is
+    /// expanded: a typo in a grid must not take the machine down); raise it
+    /// on purpose.
+    #[arg(long, default_value_t = 100_000)]
+    pub max_trials: u64,
     /// Stop starting trials after the first failure.
     #[arg(long)]
     pub fail_fast: bool,
@@ -286,7 +291,11 @@ pub fn run(a: RunArgs) -> ExitCode {
         return code;
     }
     if a.dry_run {
-        return dry_run(&spec);
+        return dry_run(&spec, a.max_trials);
+    }
+    if let Err(e) = spec.check_size(a.max_trials) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
     }
     let db = match resolve_db(a.db.as_deref(), &a.results) {
         Ok(db) => db,
@@ -518,9 +527,14 @@ fn dry_run_search(spec: &SweepSpec) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn dry_run(spec: &SweepSpec) -> ExitCode {
+fn dry_run(spec: &SweepSpec, max_trials: u64) -> ExitCode {
     if spec.is_search() {
         return dry_run_search(spec);
+    }
+    // Counted, not expanded, when past the limit: answers at once for any size.
+    if let Err(e) = spec.check_size(max_trials) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
     }
     match spec.expand() {
         Ok(plans) => {

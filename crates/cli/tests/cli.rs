@@ -194,3 +194,70 @@ fn cuda_devices_need_a_cuda_build_and_well_formed_names() {
     }
     assert!(!dir.path().join("results").exists());
 }
+
+#[test]
+fn a_runaway_grid_is_refused_with_its_count_before_anything_is_expanded() {
+    let dir = tempfile::tempdir().unwrap();
+    // 10^4 × 20^2 × 5 seeds = 2,000,000 trials; 30 values of a sixth key
+    // make it 60,000,000, and a seventh 10^15: none is ever expanded.
+    let values = |n: usize, scale: f64| {
+        (1..=n)
+            .map(|i| format!("{}", i as f64 * scale))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let spec = format!(
+        "name = \"huge\"\nseeds = [1, 2, 3, 4, 5]\n[data.synthetic]\nclasses = 3\nper_class = 10\nimage_size = 8\n[grid]\n\
+         train.learning_rate = [{}]\ntrain.weight_decay = [{}]\nmodel.dropout = [{}]\n\
+         train.batch_size = [{}]\ntrain.epochs = [{}]\ndata.augmentation.probability = [{}]\n",
+        values(10, 1e-3),
+        values(10, 1e-4),
+        values(9, 0.1),
+        values(20, 1.0),
+        values(20, 1.0),
+        values(10, 0.1),
+    );
+    std::fs::write(dir.path().join("huge.toml"), spec).unwrap();
+    for args in [
+        &["run", "huge.toml", "--dry-run"][..],
+        &["run", "huge.toml"][..],
+    ] {
+        let t = std::time::Instant::now();
+        let o = sweep(args, dir.path());
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            t.elapsed()
+        );
+        assert!(
+            err.contains("the grid has 18000000 trials (data.augmentation.probability 10 × model.dropout 9 × train.batch_size 20 × train.epochs 20 × train.learning_rate 10 × train.weight_decay 10 × 5 seed(s)), more than --max-trials 100000")
+                && err.contains("[search] method = \"random\" or \"tpe\""),
+            "{err}"
+        );
+    }
+    assert!(!dir.path().join("results").exists(), "nothing recorded");
+    // --max-trials holds small grids to a limit too, and raises it on purpose
+    std::fs::write(
+        dir.path().join("small.toml"),
+        "name = \"small\"\nseeds = [1, 2]\n[data.synthetic]\nclasses = 3\nper_class = 10\nimage_size = 8\n[grid]\nmodel.dropout = [0.0, 0.5]\n",
+    )
+    .unwrap();
+    let o = sweep(
+        &["run", "small.toml", "--dry-run", "--max-trials", "3"],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).1.contains("the grid has 4 trials"),
+        "{}",
+        text(&o).1
+    );
+    let o = sweep(
+        &["run", "small.toml", "--dry-run", "--max-trials", "4"],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o).1);
+    assert!(text(&o).0.contains("4 trials"), "{}", text(&o).0);
+}

@@ -313,6 +313,9 @@ pub fn duration_text(seconds: f64) -> String {
     }
 }
 
+/// Grids of at most this many trials are expanded whole when a spec is read.
+const VALIDATE_WHOLE: u64 = 20_000;
+
 /// The value at a dotted path of a JSON object.
 pub fn get_path<'a>(root: &'a Json, path: &str) -> Option<&'a Json> {
     path.split('.').try_fold(root, |cur, p| cur.get(p))
@@ -669,7 +672,15 @@ impl SweepSpec {
         spec.base
             .validate()
             .map_err(|i| err_at(&origin, text, &i.key, i.message))?;
-        let plans = spec.decode_variants()?;
+        // A grid small enough is expanded whole (every combination checked);
+        // a larger one is checked value by value, so that reading a spec with
+        // a runaway grid costs milliseconds (it is refused by --max-trials).
+        let whole = spec.is_search() || spec.grid_size().is_some_and(|n| n <= VALIDATE_WHOLE);
+        let plans = if whole {
+            spec.decode_variants()?
+        } else {
+            spec.candidate_plans()?
+        };
         let mut roots: Vec<&Path> = plans
             .iter()
             .filter_map(|p| p.config.data.root.as_deref())
@@ -685,13 +696,64 @@ impl SweepSpec {
                 return Err(err_at(&origin, text, key, format!("{} is not a folder (image folder root/<class>/*.png, or the base of data.labels)", root.display())));
             }
         }
-        if plans.is_empty() {
+        if whole && plans.is_empty() {
             return Err(Error::Spec {
                 location: origin,
                 message: "the [[exclude]] rules drop every combination: nothing to run".into(),
             });
         }
         Ok(spec)
+    }
+
+    /// One trial per candidate value of the grid (the base with that one
+    /// value), for checking a grid too large to expand when read.
+    fn candidate_plans(&self) -> Result<Vec<TrialPlan>> {
+        let base_json = serde_json::to_value(&self.base).expect("config serializes");
+        let mut out = self.plans_for(&[], "grid", &base_json)?;
+        for (p, cands) in &self.grid {
+            for c in cands {
+                out.extend(self.plans_for(&[(p.clone(), c.clone())], "grid", &base_json)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The grid's trials before exclusions and de-duplication: the product of
+    /// the candidate counts times the seeds, computed without expanding
+    /// anything (`None` past `u64`). The count `--max-trials` is held to.
+    pub fn grid_size(&self) -> Option<u64> {
+        self.grid
+            .iter()
+            .try_fold(1u64, |n, (_, c)| n.checked_mul(c.len() as u64))?
+            .checked_mul(self.seeds.len().max(1) as u64)
+    }
+
+    /// Refuses a grid of more than `max` trials (before exclusions and
+    /// de-duplication), before it is expanded: a typo in a grid must not take
+    /// the machine down. Searches have their own budget (`[search] trials`).
+    pub fn check_size(&self, max: u64) -> Result<()> {
+        if self.is_search() {
+            return Ok(());
+        }
+        let sizes: Vec<String> = self
+            .grid
+            .iter()
+            .map(|(p, c)| format!("{p} {}", c.len()))
+            .collect();
+        let size = self.grid_size();
+        if size.is_some_and(|n| n <= max) {
+            return Ok(());
+        }
+        Err(Error::Spec {
+            location: self.path.display().to_string(),
+            message: format!(
+                "the grid has {} trials ({} × {} seed(s)), more than --max-trials {max}: narrow the grid, raise --max-trials on purpose, or sample it with a budget ([search] method = \"random\" or \"tpe\", trials = N)",
+                size.map(|n| n.to_string())
+                    .unwrap_or_else(|| "more than 18446744073709551615".into()),
+                if sizes.is_empty() { "1 configuration".to_string() } else { sizes.join(" × ") },
+                self.seeds.len()
+            ),
+        })
     }
 
     /// Every trial of the sweep: the grid's cartesian product minus exclusions, times
@@ -701,7 +763,14 @@ impl SweepSpec {
         let base_json = serde_json::to_value(&self.base).expect("config serializes");
         let mut plans: Vec<TrialPlan> = Vec::new();
         let mut seen = BTreeSet::new();
-        let n: usize = self.grid.iter().map(|(_, c)| c.len()).product();
+        let n: usize = self
+            .grid
+            .iter()
+            .try_fold(1usize, |n, (_, c)| n.checked_mul(c.len()))
+            .ok_or_else(|| Error::Spec {
+                location: self.path.display().to_string(),
+                message: "the grid has more combinations than this machine can count".into(),
+            })?;
         for combo in 0..n {
             let mut rest = combo;
             let mut point = Vec::with_capacity(self.grid.len());
