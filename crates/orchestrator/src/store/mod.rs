@@ -288,8 +288,12 @@ pub struct NewTrial {
     pub config_json: String,
     pub seed: u64,
     /// (dotted name, kind, canonical text, numeric value, swept)
-    pub params: Vec<(String, String, String, Option<f64>, bool)>,
+    pub params: Vec<Param>,
 }
+
+/// One setting of a trial: (dotted name, kind, canonical text, numeric value,
+/// swept).
+pub type Param = (String, String, String, Option<f64>, bool);
 
 /// A trial handed to a worker.
 #[derive(Clone, Debug)]
@@ -1087,7 +1091,7 @@ impl Store {
                 .collect();
             next += chunk.len() as i64;
             added += ids.len();
-            let rows: Vec<(i64, &(String, String, String, Option<f64>, bool))> = chunk
+            let rows: Vec<(i64, &Param)> = chunk
                 .iter()
                 .filter_map(|tr| ids.get(&tr.key).map(|id| (*id, &tr.params)))
                 .flat_map(|(id, params)| params.iter().map(move |p| (id, p)))
