@@ -487,11 +487,7 @@ pub(crate) async fn execute(
         .unwrap_or(!manifest.objective.ends_with("loss"));
     let mut last_beat = std::time::Instant::now();
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    const DROPPED: &str = "another worker reclaimed this trial after this session's heartbeat lapsed; this attempt's result is dropped";
-    let dropped = |number: i64| Progress::Dropped {
-        number,
-        note: DROPPED.into(),
-    };
+    let dropped = dropped_note;
 
     loop {
         let halted = |stopping: bool, failed: bool| stopping || (settings.fail_fast && failed);
@@ -587,25 +583,20 @@ pub(crate) async fn execute(
                 Err(e) if e.is_fault() => {
                     // too many open files, an unwritable folder: the machine's
                     // doing, not the trial's (the next claims would fail alike)
-                    let message = format!("could not start a worker: {e}");
-                    db!(
-                        patience,
-                        store
-                            .give_back(
-                                c.id,
-                                session,
-                                Some(&format!("fault of the machine: {message}"))
-                            )
-                            .await
-                    )?;
                     free.push(device);
-                    fault.get_or_insert(format!("trial {}: {message}", c.number));
-                    progress(Progress::Fault {
-                        number: c.number,
+                    let message = format!("could not start a worker: {e}");
+                    let at = (store.as_ref(), &patience, session);
+                    on_fault(
+                        at,
+                        c.id,
+                        c.number,
                         message,
-                    });
+                        &mut fault,
+                        &mut running,
+                        progress,
+                    )
+                    .await?;
                     stopping = true;
-                    stop_all(&mut running);
                 }
                 Err(e) => {
                     db!(
@@ -764,15 +755,8 @@ pub(crate) async fn execute(
                             Event::Fault { message } => {
                                 r.done = true;
                                 let number = r.number;
-                                if !db!(patience, store.give_back(id, session, Some(&format!("fault of the machine: {message}"))).await)? {
-                                    progress(dropped(number));
-                                }
-                                if fault.is_none() {
-                                    fault = Some(format!("trial {number}: {message}"));
-                                    progress(Progress::Fault { number, message });
-                                    stopping = true;
-                                    stop_all(&mut running);
-                                }
+                                on_fault((store.as_ref(), &patience, session), id, number, message, &mut fault, &mut running, progress).await?;
+                                stopping = true;
                             }
                             Event::Error { message } => {
                                 r.done = true;
@@ -797,15 +781,8 @@ pub(crate) async fn execute(
                             } else if !r.done && machine_fault {
                                 // It died of the machine's fault (a panic on a full disk, say).
                                 let message = format!("worker ended without a result: {status}");
-                                if !db!(patience, store.give_back(id, session, Some(&format!("fault of the machine: {message}"))).await)? {
-                                    progress(dropped(r.number));
-                                }
-                                if fault.is_none() {
-                                    fault = Some(format!("trial {}: {message}", r.number));
-                                    progress(Progress::Fault { number: r.number, message });
-                                    stopping = true;
-                                    stop_all(&mut running);
-                                }
+                                on_fault((store.as_ref(), &patience, session), id, r.number, message, &mut fault, &mut running, progress).await?;
+                                stopping = true;
                             } else if !r.done {
                                 let msg = format!("worker for trial {} ended without a result: {status}", r.number);
                                 if db!(patience, store.fail(id, session, &msg).await)? {
@@ -866,6 +843,39 @@ pub(crate) async fn execute(
         stopping,
         fault,
     })
+}
+
+/// The note of a trial whose result this session may no longer record.
+fn dropped_note(number: i64) -> Progress {
+    Progress::Dropped {
+        number,
+        note: "another worker reclaimed this trial after this session's heartbeat lapsed; this attempt's result is dropped".into(),
+    }
+}
+
+/// A trial stopped on a fault of the machine: its attempt is given back
+/// (recorded as `fault of the machine: …`), and the first such fault is the
+/// one the sweep stops on: reported, remembered in `fault`, and every other
+/// running trial asked to stop. The caller stops claiming.
+async fn on_fault(
+    (store, patience, session): (&Store, &crate::retry::Patience, i64),
+    id: i64,
+    number: i64,
+    message: String,
+    fault: &mut Option<String>,
+    running: &mut HashMap<i64, (Running, String)>,
+    progress: &mut impl FnMut(Progress),
+) -> Result<()> {
+    let why = format!("fault of the machine: {message}");
+    if !db!(patience, store.give_back(id, session, Some(&why)).await)? {
+        progress(dropped_note(number));
+    }
+    if fault.is_none() {
+        *fault = Some(format!("trial {number}: {message}"));
+        progress(Progress::Fault { number, message });
+        stop_all(running);
+    }
+    Ok(())
 }
 
 /// Asks every running trial to stop (SIGINT): each saves nothing more and
