@@ -205,6 +205,19 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         epochs: usize,
     },
+    /// Claims per second from a recorded sweep with many workers at once
+    /// (used by scripts/bench-large).
+    #[command(hide = true)]
+    BenchClaims {
+        /// The database (a file, or a postgres:// URL) holding the sweep.
+        db: String,
+        #[arg(long)]
+        sweep: String,
+        #[arg(long, default_value_t = 8)]
+        workers: usize,
+        #[arg(long, default_value_t = 2000)]
+        claims: usize,
+    },
     /// Sampler quality on Branin / Hartmann-6, and TPE's proposal time (used by
     /// scripts/bench-search, which runs Optuna side by side).
     #[command(hide = true)]
@@ -329,6 +342,21 @@ fn bench_store(db: String, trials: usize, epochs: usize) -> Result<()> {
     println!(
         "RESULT {}",
         serde_json::json!({ "epoch_rows_per_s": rate, "trials": trials, "epochs": epochs })
+    );
+    Ok(())
+}
+
+fn bench_claims(db: &str, sweep: &str, workers: usize, claims: usize) -> Result<()> {
+    let db = sweep_orchestrator::store::DbLocation::parse(db)?;
+    let (rate, made) = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(sweep_orchestrator::bench::claims_per_second(
+            &db, sweep, workers, claims,
+        ))?;
+    println!(
+        "RESULT {}",
+        serde_json::json!({ "claims_per_s": rate, "claims": made, "workers": workers })
     );
     Ok(())
 }
@@ -527,6 +555,12 @@ fn main() -> ExitCode {
         } => bench_search(&what, &method, trials, seeds, history, params, repeats),
         Command::BenchStore { db, trials, epochs } => bench_store(db, trials, epochs),
         Command::GenerateStudy { db, trials, name } => generate_study(&db, trials, &name),
+        Command::BenchClaims {
+            db,
+            sweep,
+            workers,
+            claims,
+        } => bench_claims(&db, &sweep, workers, claims),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -696,7 +696,7 @@ pub fn status(sweep: &str, out: &Output) -> Result<()> {
         }
         for t in rows.iter().filter(|t| t.state == "running") {
             let curve = query::curve(&s, t.id).await?;
-            let epochs = serde_json::from_str::<sweep_train::TrialConfig>(&t.config_json)
+            let epochs = serde_json::from_str::<sweep_train::TrialConfig>(&t.config_json())
                 .map(|c| c.train.epochs)
                 .unwrap_or(0);
             let last = curve.iter().next_back();
@@ -779,7 +779,7 @@ pub fn show(sweep: &str, number: i64, out: &Output) -> Result<()> {
         text += &files_section(&info, t);
         text += &attempts_section(&info, t, &attempts);
         text += "\nconfiguration:\n";
-        let cfg: serde_json::Value = serde_json::from_str(&t.config_json)?;
+        let cfg: serde_json::Value = serde_json::from_str(&t.config_json())?;
         text += &serde_json::to_string_pretty(&cfg)?;
         text += "\n\n";
         let names = [
@@ -1129,7 +1129,7 @@ pub fn eval(
         let path = info
             .locate(&ck, results)
             .map_err(|e| anyhow::anyhow!("the checkpoint of trial {number}: {e}"))?;
-        Ok((t.config_json, path, classes))
+        Ok((t.config_json(), path, classes))
     })?;
     let mut cfg: sweep_train::TrialConfig =
         serde_json::from_str(&cfg_json).context("the stored trial config")?;

@@ -531,48 +531,86 @@ fn dry_run(spec: &SweepSpec, max_trials: u64) -> ExitCode {
     if spec.is_search() {
         return dry_run_search(spec);
     }
-    // Counted, not expanded, when past the limit: answers at once for any size.
+    // A grid too large to list is counted, not expanded (any size answers in
+    // a moment), and its first trials are shown.
+    const SHOWN: usize = 5;
+    let large = spec.grid_size().is_none_or(|n| n > 20_000);
+    let expanded = if large {
+        spec.expand_first(SHOWN)
+    } else {
+        spec.expand()
+    };
+    let (plans, count) = match expanded.and_then(|plans| {
+        let count = if large {
+            spec.trial_count()?
+        } else {
+            Some(sweep_orchestrator::spec::TrialCount {
+                trials: plans.len() as u64,
+                exact: true,
+            })
+        };
+        Ok((plans, count))
+    }) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let seeds = spec.seeds.len().max(1) as u64;
+    match count {
+        Some(c) if c.exact => println!(
+            "sweep `{}`: {} trials ({} configurations × {} seeds, after exclusions and de-duplication)",
+            spec.name,
+            c.trials,
+            c.trials / seeds,
+            seeds
+        ),
+        Some(c) => println!(
+            "sweep `{}`: up to {} trials ({} configurations × {} seeds before exclusions and de-duplication: too many combinations of the settings they concern to count them exactly)",
+            spec.name,
+            c.trials,
+            c.trials / seeds,
+            seeds
+        ),
+        None => println!(
+            "sweep `{}`: more than 18446744073709551615 trials",
+            spec.name
+        ),
+    }
+    println!(
+        "objective: {} ({})",
+        spec.objective,
+        spec.direction.as_str()
+    );
+    for (i, p) in plans.iter().take(SHOWN).enumerate() {
+        let swept: Vec<String> = p
+            .swept
+            .iter()
+            .map(|(k, v)| format!("{k}={}", runner::param_text(v)))
+            .collect();
+        println!(
+            "\ntrial {} (seed {}): {}",
+            i + 1,
+            p.seed,
+            if swept.is_empty() {
+                "base configuration".into()
+            } else {
+                swept.join(" ")
+            }
+        );
+        println!("{}", p.config.to_json());
+    }
+    let total = count.map_or(u64::MAX, |c| c.trials);
+    if total > SHOWN as u64 {
+        println!("\n... and {} more", total - SHOWN as u64);
+    }
+    // What `sweep run` would say of the size.
     if let Err(e) = spec.check_size(max_trials) {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
-    match spec.expand() {
-        Ok(plans) => {
-            let combos = plans.len() / spec.seeds.len().max(1);
-            println!("sweep `{}`: {} trials ({} configurations × {} seeds, after exclusions and de-duplication)", spec.name, plans.len(), combos, spec.seeds.len());
-            println!(
-                "objective: {} ({})",
-                spec.objective,
-                spec.direction.as_str()
-            );
-            for (i, p) in plans.iter().take(5).enumerate() {
-                let swept: Vec<String> = p
-                    .swept
-                    .iter()
-                    .map(|(k, v)| format!("{k}={}", runner::param_text(v)))
-                    .collect();
-                println!(
-                    "\ntrial {} (seed {}): {}",
-                    i + 1,
-                    p.seed,
-                    if swept.is_empty() {
-                        "base configuration".into()
-                    } else {
-                        swept.join(" ")
-                    }
-                );
-                println!("{}", p.config.to_json());
-            }
-            if plans.len() > 5 {
-                println!("\n... and {} more", plans.len() - 5);
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(2)
-        }
-    }
+    ExitCode::SUCCESS
 }
 
 /// Renders progress: on a terminal, finished trials scroll above a live block (a

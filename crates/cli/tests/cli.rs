@@ -209,7 +209,8 @@ fn a_runaway_grid_is_refused_with_its_count_before_anything_is_expanded() {
     let spec = format!(
         "name = \"huge\"\nseeds = [1, 2, 3, 4, 5]\n[data.synthetic]\nclasses = 3\nper_class = 10\nimage_size = 8\n[grid]\n\
          train.learning_rate = [{}]\ntrain.weight_decay = [{}]\nmodel.dropout = [{}]\n\
-         train.batch_size = [{}]\ntrain.epochs = [{}]\ndata.augmentation.probability = [{}]\n",
+         train.batch_size = [{}]\ntrain.epochs = [{}]\ndata.augmentation.probability = [{}]\n\
+         [[exclude]]\nmodel.dropout = 0.1\n",
         values(10, 1e-3),
         values(10, 1e-4),
         values(9, 0.1),
@@ -231,12 +232,32 @@ fn a_runaway_grid_is_refused_with_its_count_before_anything_is_expanded() {
             "{:?}",
             t.elapsed()
         );
+        // Counted, not expanded: the exclusion drops one dropout in nine, and
+        // the augmentation probability has no effect without augmentations
+        // (its ten values are one trial).
         assert!(
-            err.contains("the grid has 18000000 trials (data.augmentation.probability 10 × model.dropout 9 × train.batch_size 20 × train.epochs 20 × train.learning_rate 10 × train.weight_decay 10 × 5 seed(s)), more than --max-trials 100000")
+            err.contains("the grid has 1600000 trials (data.augmentation.probability 10 × model.dropout 9 × train.batch_size 20 × train.epochs 20 × train.learning_rate 10 × train.weight_decay 10 × 5 seed(s), after exclusions and de-duplication), more than --max-trials 100000")
                 && err.contains("[search] method = \"random\" or \"tpe\""),
             "{err}"
         );
     }
+    // A dry run says how many and shows the first trials, whatever the size.
+    let t = std::time::Instant::now();
+    let o = sweep(
+        &["run", "huge.toml", "--dry-run", "--max-trials", "2000000"],
+        dir.path(),
+    );
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(5));
+    assert!(
+        out.contains("sweep `huge`: 1600000 trials (320000 configurations × 5 seeds, after exclusions and de-duplication)")
+            && out.contains("model.dropout=0.2 train.batch_size=1 train.epochs=1 train.learning_rate=0.001 train.weight_decay=0.0001\n")
+            && out.contains("trial 5 (seed 5)")
+            && !out.contains("trial 6 ")
+            && out.contains("... and 1599995 more"),
+        "{out}"
+    );
     assert!(!dir.path().join("results").exists(), "nothing recorded");
     // --max-trials holds small grids to a limit too, and raises it on purpose
     std::fs::write(

@@ -34,6 +34,7 @@ pub async fn epoch_rows_per_second(db: &DbLocation, trials: usize, epochs: usize
         .map(|i| NewTrial {
             key: format!("k{i}"),
             config_json: "{}".into(),
+            base: None,
             seed: i as u64,
             params: vec![],
         })
@@ -149,6 +150,7 @@ pub async fn generate_study(db: &DbLocation, name: &str, trials: usize) -> Resul
             NewTrial {
                 key: format!("generated-{n}"),
                 config_json: "{}".into(),
+                base: None,
                 seed: seed as u64,
                 params: STUDY_GRID
                     .iter()
@@ -317,4 +319,63 @@ pub async fn generate_study(db: &DbLocation, name: &str, trials: usize) -> Resul
         .map_err(|e| crate::Error::Store(format!("generating: {e}")))?;
     store.close().await;
     Ok(())
+}
+
+/// Claims per second with `workers` claimers at once, each with its own
+/// connection pool and session as separate `sweep worker` processes have,
+/// taking `claims` waiting trials in all from sweep `sweep` (a database `sweep
+/// run --executor none` recorded). Each claim is what a worker's is: the row
+/// locked and marked running, the attempt recorded, and a trial stored as a
+/// difference written whole. Returns (claims per second, claims made).
+pub async fn claims_per_second(
+    db: &DbLocation,
+    sweep: &str,
+    workers: usize,
+    claims: usize,
+) -> Result<(f64, usize)> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let mut stores = Vec::new();
+    for w in 0..workers {
+        let store = Store::open(db).await?;
+        let Some(id) = store.sweep_id(sweep).await? else {
+            return Err(crate::Error::Other(format!(
+                "{}: no sweep `{sweep}`",
+                db.display()
+            )));
+        };
+        let session = store
+            .start_session(id, std::process::id() as i64 * 100 + w as i64, "bench")
+            .await?;
+        stores.push((store, id, session));
+    }
+    let left = Arc::new(AtomicUsize::new(claims));
+    let start = Instant::now();
+    let tasks: Vec<_> = stores
+        .into_iter()
+        .map(|(store, id, session)| {
+            let left = Arc::clone(&left);
+            tokio::spawn(async move {
+                let mut made = 0usize;
+                while left
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok()
+                {
+                    if store.claim_next(id, session, "cpu").await?.is_none() {
+                        break;
+                    }
+                    made += 1;
+                }
+                store.close().await;
+                Ok::<usize, crate::Error>(made)
+            })
+        })
+        .collect();
+    let mut made = 0;
+    for t in tasks {
+        made += t
+            .await
+            .map_err(|e| crate::Error::Other(format!("a claimer panicked: {e}")))??;
+    }
+    Ok((made as f64 / start.elapsed().as_secs_f64(), made))
 }

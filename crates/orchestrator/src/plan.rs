@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 
 use serde_json::Value as Json;
 use sweep_train::{Dataset, TrialConfig};
@@ -14,6 +15,7 @@ use sweep_train::{Dataset, TrialConfig};
 use crate::cache;
 use crate::error::{Error, Result};
 use crate::spec::{Logging, SweepSpec, TrialPlan};
+use crate::store::compact::ConfigBase;
 use crate::store::{DbLocation, NewSweep, NewTrial, Store};
 
 /// How a sweep is run (resolved by the CLI from arguments and environment).
@@ -103,38 +105,7 @@ pub(crate) fn decode_key(c: &TrialConfig) -> String {
     .to_string()
 }
 
-/// The trial's parameters as (dotted name, kind, text, number) leaves.
-pub fn flatten_params(
-    prefix: &str,
-    v: &Json,
-    out: &mut Vec<(String, String, String, Option<f64>)>,
-) {
-    match v {
-        Json::Object(m) => {
-            for (k, child) in m {
-                let p = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                flatten_params(&p, child, out);
-            }
-        }
-        Json::Null => out.push((prefix.into(), "none".into(), "none".into(), None)),
-        Json::Bool(b) => out.push((
-            prefix.into(),
-            "bool".into(),
-            b.to_string(),
-            Some(f64::from(u8::from(*b))),
-        )),
-        Json::Number(n) => {
-            let kind = if n.is_f64() { "float" } else { "int" };
-            out.push((prefix.into(), kind.into(), n.to_string(), n.as_f64()));
-        }
-        Json::String(s) => out.push((prefix.into(), "text".into(), s.clone(), None)),
-        Json::Array(_) => out.push((prefix.into(), "list".into(), v.to_string(), None)),
-    }
-}
+pub use crate::store::compact::flatten_params;
 
 /// Text of one swept value, as `trial_params.value_text` stores it.
 pub fn param_text(v: &Json) -> String {
@@ -174,7 +145,16 @@ impl Prepared {
     /// A trial's content address: its canonical config (seed included) and the
     /// fingerprint of the data set it decodes.
     pub fn key_of(&self, p: &TrialPlan) -> String {
-        trial_key(&p.config, &self.caches[&decode_key(&p.config)].1)
+        trial_key(&p.config, self.fingerprint_of(p))
+    }
+
+    /// The fingerprint of the data set a trial decodes.
+    pub fn fingerprint_of(&self, p: &TrialPlan) -> &str {
+        if self.caches.len() == 1 {
+            // (one data set: no need to build the trial's decode settings)
+            return &self.caches.values().next().expect("one").1;
+        }
+        &self.caches[&decode_key(&p.config)].1
     }
 
     /// Decode settings → data-set fingerprint.
@@ -204,6 +184,7 @@ pub fn new_trial(p: &TrialPlan, key: String, swept: &[String]) -> NewTrial {
     NewTrial {
         key,
         config_json: text,
+        base: None,
         seed: p.seed,
         params: flat
             .into_iter()
@@ -212,6 +193,60 @@ pub fn new_trial(p: &TrialPlan, key: String, swept: &[String]) -> NewTrial {
                 (n, k, t, v, s)
             })
             .collect(),
+    }
+}
+
+/// The row of a grid trial, stored against `base`: its config as the
+/// difference from the base and rows for its swept settings only (the rest
+/// are written when it is claimed); its key as [`trial_key`] makes it (the
+/// config is serialized once for both).
+pub fn grid_trial(p: &TrialPlan, fingerprint: &str, swept: &[String], base: &GridBase) -> NewTrial {
+    let json = serde_json::to_value(&p.config).expect("config serializes");
+    let key = content_hash(format!("{json}\n{fingerprint}").as_bytes());
+    let Some(text) = crate::store::compact::stored_difference(&json, &base.json) else {
+        return new_trial(p, key, swept);
+    };
+    let params = swept
+        .iter()
+        .filter_map(|name| {
+            let v = crate::spec::get_path(&json, name)?;
+            let mut leaf = Vec::new();
+            flatten_params(name, v, &mut leaf);
+            // (a setting that is a table is not itself a row)
+            leaf.retain(|l| l.0 == *name);
+            Some(leaf)
+        })
+        .flatten()
+        .map(|(n, k, t, v)| (n, k, t, v, true))
+        .collect();
+    NewTrial {
+        key,
+        config_json: text,
+        base: Some(Arc::clone(&base.row)),
+        seed: p.seed,
+        params,
+    }
+}
+
+/// The base a grid's trials are stored against.
+pub struct GridBase {
+    pub row: Arc<ConfigBase>,
+    pub json: Json,
+}
+
+/// The spec's base settings, canonical, with the first seed (what most of a
+/// grid's trials share).
+pub fn grid_base(spec: &SweepSpec) -> GridBase {
+    let mut c = spec.base.clone();
+    c.train.seed = spec.seeds.first().copied().unwrap_or(c.train.seed);
+    let json = serde_json::to_value(crate::spec::canonicalize(c)).expect("config serializes");
+    let text = json.to_string();
+    GridBase {
+        row: Arc::new(ConfigBase {
+            hash: content_hash(text.as_bytes()),
+            json: text,
+        }),
+        json,
     }
 }
 
@@ -258,7 +293,8 @@ pub struct Manifest {
 pub const MANIFEST: &str = "manifest.json";
 
 impl Manifest {
-    pub fn new(spec: &SweepSpec, prep: &Prepared, results: &Path) -> Manifest {
+    /// `keys`: the keys of `prep.plans`, in order.
+    pub fn new(spec: &SweepSpec, prep: &Prepared, keys: &[String], results: &Path) -> Manifest {
         let sweep_dir = results.join(&spec.name);
         let caches = prep
             .caches
@@ -271,7 +307,8 @@ impl Manifest {
         let trials = prep
             .plans
             .iter()
-            .map(|p| (prep.key_of(p), params_line(&p.swept, p.seed)))
+            .zip(keys)
+            .map(|(p, k)| (k.clone(), params_line(&p.swept, p.seed)))
             .collect();
         Manifest {
             sweep: spec.name.clone(),
@@ -406,17 +443,19 @@ pub fn space_hash(spec: &SweepSpec) -> String {
 /// distinct data set once.
 pub fn prepare(spec: &SweepSpec, results: &Path) -> Result<Prepared> {
     let variants = spec.decode_variants()?;
-    let plans = if spec.is_search() {
-        Vec::new()
-    } else {
-        variants.clone()
-    };
     let mut caches = HashMap::new();
     let mut classes = Vec::new();
     let mut base_fp = None;
     let mut data_warnings = Vec::new();
     let base_key = decode_key(&spec.base);
+    let mut previous: Option<&sweep_train::config::DataConfig> = None;
     for p in &variants {
+        // (a grid's trials mostly share their data settings: compared, not
+        // written out as a decode key 50,000 times)
+        if previous == Some(&p.config.data) {
+            continue;
+        }
+        previous = Some(&p.config.data);
         let k = decode_key(&p.config);
         if caches.contains_key(&k) {
             continue;
@@ -452,6 +491,12 @@ pub fn prepare(spec: &SweepSpec, results: &Path) -> Result<Prepared> {
     };
     // The sweep is bound to its base data set; grid candidates such as another
     // image size decode the same source differently and do not change it.
+    // A grid's variants are its trials (moved, not copied: 50,000 configs).
+    let plans = if spec.is_search() {
+        Vec::new()
+    } else {
+        variants
+    };
     Ok(Prepared {
         plans,
         caches,
@@ -522,7 +567,7 @@ pub(crate) async fn record(
     settings: &RunSettings,
     prep: &Prepared,
     hold: Hold,
-) -> Result<(Store, i64, usize, i64)> {
+) -> Result<(Store, i64, usize, i64, Vec<String>)> {
     let store = Store::open(&settings.db)
         .await?
         .with_lease(settings.lease_seconds);
@@ -552,11 +597,34 @@ pub(crate) async fn record(
     store.set_classes(sweep_id, &prep.classes).await?;
     check_search_continues(&store, sweep_id, spec).await?;
     let swept = spec.swept_keys();
-    let trials: Vec<NewTrial> = prep
-        .plans
-        .iter()
-        .map(|p| new_trial(p, prep.key_of(p), &swept))
-        .collect();
+    let base = grid_base(spec);
+    // Keys and differences on every core (50,000 configs serialized and
+    // hashed: the larger part of recording a large grid).
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    let per = prep.plans.len().div_ceil(threads).max(1024);
+    let trials: Vec<NewTrial> = tokio::task::block_in_place(|| {
+        std::thread::scope(|scope| {
+            let parts: Vec<_> = prep
+                .plans
+                .chunks(per)
+                .map(|chunk| {
+                    let (swept, base) = (&swept, &base);
+                    scope.spawn(move || {
+                        chunk
+                            .iter()
+                            .map(|p| grid_trial(p, prep.fingerprint_of(p), swept, base))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            parts
+                .into_iter()
+                .flat_map(|h| h.join().expect("a recording thread panicked"))
+                .collect()
+        })
+    });
     let pid = std::process::id() as i64;
     let session = match hold {
         // Refuse before inserting anything when another run of this sweep is
@@ -579,7 +647,8 @@ pub(crate) async fn record(
         Hold::Shared => store.start_session(sweep_id, pid, &hostname()).await?,
     };
     let added = store.add_trials(sweep_id, &trials).await?;
-    Ok((store, sweep_id, added, session))
+    let keys = trials.into_iter().map(|t| t.key).collect();
+    Ok((store, sweep_id, added, session, keys))
 }
 
 /// A sweep is one kind of study for good: a grid's rerun finds no proposals,
@@ -643,10 +712,10 @@ pub(crate) async fn plan(
             spec.path.display()
         )));
     }
-    let (store, sweep_id, added, session) = record(spec, settings, &prep, hold).await?;
+    let (store, sweep_id, added, session, keys) = record(spec, settings, &prep, hold).await?;
     // Written only once the database has accepted this run (a refused run must
     // not change what workers of the running one read).
-    let manifest = Manifest::new(spec, &prep, results);
+    let manifest = Manifest::new(spec, &prep, &keys, results);
     manifest.write(results)?;
     if spec.logging.tensorboard {
         crate::tb::write_experiment(

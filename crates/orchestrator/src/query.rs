@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use serde_json::Value as Json;
 use sqlx::{Column, Row, TypeInfo, ValueRef};
 
 use crate::error::{Error, Result};
@@ -56,7 +57,8 @@ impl TrialRow {
             finished_at: None,
             duration_seconds: None,
             error: None,
-            config_json: "{}".into(),
+            stored_config: "{}".into(),
+            base_config: None,
             metrics_version: Some(crate::store::METRICS_VERSION),
             params: params
                 .iter()
@@ -122,7 +124,13 @@ pub struct TrialRow {
     pub finished_at: Option<String>,
     pub duration_seconds: Option<f64>,
     pub error: Option<String>,
-    pub config_json: String,
+    /// The configuration as stored: whole, or for a waiting grid trial its
+    /// difference from `base_config` (migration 0006); [`TrialRow::config_json`]
+    /// gives it whole. Empty where the query did not ask for it.
+    #[serde(skip)]
+    pub stored_config: String,
+    #[serde(skip)]
+    pub base_config: Option<std::sync::Arc<Json>>,
     /// What the metrics were recorded with (`store::METRICS_VERSION`); `None`
     /// for trials an older Sweep finished (no training diagnostics).
     pub metrics_version: Option<i64>,
@@ -305,6 +313,21 @@ pub async fn search_status(store: &Store, info: &SweepInfo) -> Result<Option<Sea
     }))
 }
 
+impl TrialRow {
+    /// The trial's whole configuration (JSON text): as stored, or for a
+    /// waiting grid trial stored as its difference from a base (migration
+    /// 0006), restored from the base.
+    pub fn config_json(&self) -> String {
+        let Some(base) = &self.base_config else {
+            return self.stored_config.clone();
+        };
+        match serde_json::from_str::<Json>(&self.stored_config) {
+            Ok(d) => crate::store::compact::apply(base, &d).to_string(),
+            Err(_) => self.stored_config.clone(),
+        }
+    }
+}
+
 pub async fn trials(store: &Store, sweep_id: i64) -> Result<Vec<TrialRow>> {
     trials_with(store, sweep_id, None).await
 }
@@ -320,13 +343,31 @@ pub async fn trials_with(
     // the database (string_agg over their primary-key indexes), so a sweep of 100,000
     // trials is 100,000 rows through the driver, not millions.
     let sql = format!(
-        "SELECT id, number, key, seed, state, stop_reason, stop_epoch, best_epoch, attempts, device, started_at, finished_at, duration_seconds, error, config_json, metrics_version, \
+        "SELECT id, number, key, seed, state, stop_reason, stop_epoch, best_epoch, attempts, device, started_at, finished_at, duration_seconds, error, {config} AS config_json, base_id, metrics_version, \
            (SELECT string_agg(name || $3 || value_text, $4) FROM trial_params p WHERE p.trial_id = t.id AND p.swept = 1) AS params, \
            (SELECT string_agg(name || $3 || value_kind || $3 || COALESCE({}, ''), $4) FROM final_metrics f WHERE f.trial_id = t.id AND ($1 IS NULL OR f.name = $1)) AS metrics, \
            (SELECT string_agg(kind || $3 || path, $4) FROM artifacts a WHERE a.trial_id = t.id) AS artifacts \
          FROM trials t WHERE sweep_id = $2 ORDER BY number",
-        store.backend().float_text("value")
+        store.backend().float_text("value"),
+        // (the configurations only when every trial is asked for: `compare`
+        // and the report read 50,000 trials without their 100 MB of JSON)
+        config = if only.is_some() { "''" } else { "config_json" },
     );
+    // Bases of trials stored as differences, each read and parsed once.
+    let mut bases: BTreeMap<i64, std::sync::Arc<Json>> = BTreeMap::new();
+    if only.is_none() {
+        let rows: Vec<(i64, String)> =
+            sqlx::query_as("SELECT id, config_json FROM config_bases WHERE sweep_id = $1")
+                .bind(sweep_id)
+                .fetch_all(store.pool())
+                .await
+                .map_err(err("reading base configurations"))?;
+        for (id, text) in rows {
+            let json = serde_json::from_str(&text)
+                .map_err(|e| Error::Store(format!("base configuration {id} is not JSON: {e}")))?;
+            bases.insert(id, std::sync::Arc::new(json));
+        }
+    }
     let rows = sqlx::query(&sql)
         .bind(only)
         .bind(sweep_id)
@@ -360,7 +401,10 @@ pub async fn trials_with(
             finished_at: r.get("finished_at"),
             duration_seconds: r.get("duration_seconds"),
             error: r.get("error"),
-            config_json: r.get("config_json"),
+            stored_config: r.get("config_json"),
+            base_config: r
+                .get::<Option<i64>, _>("base_id")
+                .and_then(|b| bases.get(&b).cloned()),
             metrics_version: r.get("metrics_version"),
             params: BTreeMap::new(),
             metrics: BTreeMap::new(),

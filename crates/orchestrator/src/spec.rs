@@ -728,11 +728,16 @@ impl SweepSpec {
             .checked_mul(self.seeds.len().max(1) as u64)
     }
 
-    /// Refuses a grid of more than `max` trials (before exclusions and
-    /// de-duplication), before it is expanded: a typo in a grid must not take
-    /// the machine down. Searches have their own budget (`[search] trials`).
+    /// Refuses a grid of more than `max` trials (after exclusions and
+    /// de-duplication, counted by [`SweepSpec::trial_count`]), before it is
+    /// expanded: a typo in a grid must not take the machine down. Searches have
+    /// their own budget (`[search] trials`).
     pub fn check_size(&self, max: u64) -> Result<()> {
-        if self.is_search() {
+        if self.is_search() || self.grid_size().is_some_and(|n| n <= max) {
+            return Ok(());
+        }
+        let count = self.trial_count()?;
+        if count.is_some_and(|c| c.exact && c.trials <= max) {
             return Ok(());
         }
         let sizes: Vec<String> = self
@@ -740,18 +745,21 @@ impl SweepSpec {
             .iter()
             .map(|(p, c)| format!("{p} {}", c.len()))
             .collect();
-        let size = self.grid_size();
-        if size.is_some_and(|n| n <= max) {
-            return Ok(());
-        }
         Err(Error::Spec {
             location: self.path.display().to_string(),
             message: format!(
-                "the grid has {} trials ({} × {} seed(s)), more than --max-trials {max}: narrow the grid, raise --max-trials on purpose, or sample it with a budget ([search] method = \"random\" or \"tpe\", trials = N)",
-                size.map(|n| n.to_string())
-                    .unwrap_or_else(|| "more than 18446744073709551615".into()),
+                "the grid has {} trials ({} × {} seed(s){}), more than --max-trials {max}: narrow the grid, raise --max-trials on purpose, or sample it with a budget ([search] method = \"random\" or \"tpe\", trials = N)",
+                match count {
+                    Some(c) if c.exact => c.trials.to_string(),
+                    Some(c) => format!("up to {}", c.trials),
+                    None => "more than 18446744073709551615".into(),
+                },
                 if sizes.is_empty() { "1 configuration".to_string() } else { sizes.join(" × ") },
-                self.seeds.len()
+                self.seeds.len(),
+                match count {
+                    Some(c) if c.exact && Some(c.trials) != self.grid_size() => ", after exclusions and de-duplication",
+                    _ => "",
+                }
             ),
         })
     }
@@ -760,6 +768,13 @@ impl SweepSpec {
     /// the seeds, canonicalized and de-duplicated (configurations that differ only in
     /// inactive settings run once).
     pub fn expand(&self) -> Result<Vec<TrialPlan>> {
+        self.expand_first(usize::MAX)
+    }
+
+    /// The sweep's first `limit` trials in order (as [`SweepSpec::expand`]
+    /// gives them), expanding no further than needed: what `--dry-run` shows
+    /// of a grid too large to list.
+    pub fn expand_first(&self, limit: usize) -> Result<Vec<TrialPlan>> {
         let base_json = serde_json::to_value(&self.base).expect("config serializes");
         let mut plans: Vec<TrialPlan> = Vec::new();
         let mut seen = BTreeSet::new();
@@ -772,28 +787,183 @@ impl SweepSpec {
                 message: "the grid has more combinations than this machine can count".into(),
             })?;
         for combo in 0..n {
-            let mut rest = combo;
-            let mut point = Vec::with_capacity(self.grid.len());
-            for (p, cands) in self.grid.iter().rev() {
-                point.push((p.clone(), cands[rest % cands.len()].clone()));
-                rest /= cands.len();
+            if plans.len() >= limit {
+                plans.truncate(limit);
+                break;
             }
-            point.reverse();
-            if self.exclude.iter().any(|rule| {
-                rule.iter()
-                    .all(|(p, v)| point.iter().any(|(q, w)| q == p && json_eq(w, v)))
-            }) {
+            let point = self.point(combo);
+            if self.excluded(&point) {
                 continue;
             }
-            for plan in self.plans_for(&point, "grid", &base_json)? {
-                let text = serde_json::to_string(&plan.config).expect("config serializes");
-                if seen.insert(text) {
-                    plans.push(plan);
-                }
+            let seeded = self.plans_for(&point, "grid", &base_json)?;
+            // A configuration's trials differ only in their seed: the first
+            // one's config stands for all. (A 128-bit hash of it, not its 2 KB
+            // of text: 50,000 trials' texts alone took 100 MB.)
+            let Some(first) = seeded.first() else {
+                continue;
+            };
+            let text = serde_json::to_vec(&first.config).expect("config serializes");
+            if seen.insert((fnv128(&text), text.len())) {
+                plans.extend(seeded);
             }
         }
+        plans.truncate(limit);
         Ok(plans)
     }
+
+    /// The grid's combination number `combo` (the last setting varies fastest).
+    fn point(&self, combo: usize) -> Vec<(String, Json)> {
+        let mut rest = combo;
+        let mut point = Vec::with_capacity(self.grid.len());
+        for (p, cands) in self.grid.iter().rev() {
+            point.push((p.clone(), cands[rest % cands.len()].clone()));
+            rest /= cands.len();
+        }
+        point.reverse();
+        point
+    }
+
+    /// Whether an `[[exclude]]` rule drops this combination.
+    fn excluded(&self, point: &[(String, Json)]) -> bool {
+        self.exclude.iter().any(|rule| {
+            rule.iter()
+                .all(|(p, v)| point.iter().any(|(q, w)| q == p && json_eq(w, v)))
+        })
+    }
+
+    /// The grid's number of trials after exclusions and de-duplication,
+    /// counted without expanding the grid: settings that exclusion rules name
+    /// or that the canonical form reads or resets ([`CANONICAL_KEYS`]) are
+    /// enumerated together (their product is usually small); every other
+    /// setting multiplies the count by its number of distinct values. `exact`
+    /// is false when that enumeration would pass `COUNT_ENUMERATION` (the
+    /// count is then the grid's size minus nothing: an upper bound). `None`
+    /// past `u64`.
+    pub fn trial_count(&self) -> Result<Option<TrialCount>> {
+        let seeds = self.seeds.len().max(1) as u64;
+        if self.is_search() {
+            return Ok(Some(TrialCount {
+                trials: (self.search.trials as u64).saturating_mul(seeds),
+                exact: true,
+            }));
+        }
+        let base_json = serde_json::to_value(&self.base).expect("config serializes");
+        let ruled: BTreeSet<&str> = self
+            .exclude
+            .iter()
+            .flatten()
+            .map(|(p, _)| p.as_str())
+            .collect();
+        let coupled = |p: &str| {
+            ruled.contains(p)
+                || CANONICAL_KEYS.iter().any(|k| {
+                    p == *k || p.starts_with(&format!("{k}.")) || k.starts_with(&format!("{p}."))
+                })
+        };
+        // Free settings: their distinct values as the canonical config holds them.
+        let mut free: u64 = 1;
+        let mut together: Vec<usize> = Vec::new();
+        for (i, (p, cands)) in self.grid.iter().enumerate() {
+            if coupled(p) {
+                together.push(i);
+                continue;
+            }
+            let mut values = BTreeSet::new();
+            for c in cands {
+                let plans = self.plans_for(&[(p.clone(), c.clone())], "grid", &base_json)?;
+                let canon = serde_json::to_value(&plans[0].config).expect("config serializes");
+                values.insert(get_path(&canon, p).map(Json::to_string).unwrap_or_default());
+            }
+            free = match free.checked_mul(values.len() as u64) {
+                Some(n) => n,
+                None => return Ok(None),
+            };
+        }
+        let sizes: Vec<usize> = together.iter().map(|i| self.grid[*i].1.len()).collect();
+        let combos = sizes.iter().try_fold(1usize, |n, s| n.checked_mul(*s));
+        let (configs, exact) = match combos {
+            Some(n) if n <= COUNT_ENUMERATION => {
+                let mut seen = BTreeSet::new();
+                for combo in 0..n {
+                    let mut rest = combo;
+                    let mut point = Vec::with_capacity(together.len());
+                    for (i, size) in together.iter().zip(&sizes).rev() {
+                        let (p, cands) = &self.grid[*i];
+                        point.push((p.clone(), cands[rest % size].clone()));
+                        rest /= size;
+                    }
+                    point.reverse();
+                    if self.excluded(&point) {
+                        continue;
+                    }
+                    let plans = self.plans_for(&point, "grid", &base_json)?;
+                    let text = serde_json::to_vec(&plans[0].config).expect("config serializes");
+                    seen.insert((fnv128(&text), text.len()));
+                }
+                (seen.len() as u64, true)
+            }
+            _ => match sizes.iter().try_fold(1u64, |n, s| n.checked_mul(*s as u64)) {
+                Some(n) => (n, false),
+                None => return Ok(None),
+            },
+        };
+        Ok(configs
+            .checked_mul(free)
+            .and_then(|n| n.checked_mul(seeds))
+            .map(|trials| TrialCount { trials, exact }))
+    }
+}
+
+/// How many trials a sweep has, counted without expanding it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TrialCount {
+    pub trials: u64,
+    /// False: an upper bound (exclusions and de-duplication not applied).
+    pub exact: bool,
+}
+
+/// The settings that [`canonicalize`] reads or resets (with everything
+/// under them): grid settings among them are counted together, not
+/// multiplied. Keep in step with `canonicalize` (the counting test expands
+/// grids over each of them and compares).
+const CANONICAL_KEYS: &[&str] = &[
+    "model.init",
+    "model.init_low",
+    "model.init_high",
+    "model.init_std",
+    "model.init_value",
+    "model.arch",
+    "model.conv_channels",
+    "model.hidden",
+    "train.optimizer",
+    "train.momentum",
+    "train.nesterov",
+    "train.beta1",
+    "train.beta2",
+    "train.epsilon",
+    "train.weight_decay",
+    "train.decay_bias_and_norm",
+    "train.lr_schedule",
+    "train.lr_step_epochs",
+    "train.lr_step_gamma",
+    "train.lr_min",
+    "train.early_stopping",
+    "data.augment",
+    "data.augmentation",
+];
+
+/// Combinations of the settings counted together past which the count is
+/// an upper bound rather than enumerated (about a second).
+const COUNT_ENUMERATION: usize = 100_000;
+
+/// A 128-bit FNV-1a hash: de-duplicates configurations by content.
+fn fnv128(bytes: &[u8]) -> u128 {
+    let mut h: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    for b in bytes {
+        h ^= u128::from(*b);
+        h = h.wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b);
+    }
+    h
 }
 
 impl SweepSpec {
@@ -964,22 +1134,22 @@ impl SweepSpec {
 /// One canonical trial of a valid configuration per seed, with the values of
 /// the `swept` settings as the canonical config has them.
 pub fn seed_plans(cfg: &TrialConfig, seeds: &[u64], swept: &[String]) -> Vec<TrialPlan> {
+    // Canonical once: the canonical form does not depend on the seed.
+    let canon = canonicalize(cfg.clone());
+    let json = serde_json::to_value(&canon).expect("config serializes");
+    let values: BTreeMap<String, Json> = swept
+        .iter()
+        .map(|p| (p.clone(), get_path(&json, p).cloned().unwrap_or(Json::Null)))
+        .collect();
     seeds
         .iter()
         .map(|&seed| {
-            let mut c = cfg.clone();
+            let mut c = canon.clone();
             c.train.seed = seed;
-            let c = canonicalize(c);
-            let canon = serde_json::to_value(&c).expect("config serializes");
-            let swept: BTreeMap<String, Json> = swept
-                .iter()
-                .map(|p| {
-                    (
-                        p.clone(),
-                        get_path(&canon, p).cloned().unwrap_or(Json::Null),
-                    )
-                })
-                .collect();
+            let mut swept = values.clone();
+            if let Some(v) = swept.get_mut("train.seed") {
+                *v = Json::from(seed);
+            }
             TrialPlan {
                 config: c,
                 swept,

@@ -150,6 +150,54 @@ fn exclusions_drop_matching_combinations() {
 
 const BASE: &str = "[data]\n[data.synthetic]\n";
 
+/// The count that `--max-trials` and `--dry-run` give without expanding a grid
+/// is the number of trials expanding it gives, on grids over every setting the
+/// canonical form reads or resets (so that a new canonical rule that the
+/// counting does not know of fails here), with exclusions among them and
+/// across them.
+#[test]
+fn counting_a_grid_agrees_with_expanding_it() {
+    let grids = [
+        // inactive settings: init parameters of other schemes
+        "model.init = [\"uniform\", \"normal\", \"constant\", \"kaiming_normal\"]\nmodel.init_std = [0.01, 0.1]\nmodel.init_low = [-0.1, -0.2]\nmodel.init_value = [0.0, 0.5]\nmodel.dropout = [0.0, 0.5]\n",
+        // optimizers: momentum/nesterov for SGD, betas for Adam
+        "train.optimizer = [\"sgd\", \"adam\", \"adamw\"]\ntrain.momentum = [0.0, 0.9]\ntrain.beta1 = [0.9, 0.8]\ntrain.epsilon = [1e-8, 1e-6]\ntrain.learning_rate = [0.001, 0.01]\n",
+        // schedules, weight decay, architectures
+        "train.lr_schedule = [\"constant\", \"step\", \"cosine\"]\ntrain.lr_step_epochs = [5, 10]\ntrain.lr_min = [0.0, 1e-5]\ntrain.weight_decay = [0.0, 1e-4]\ntrain.decay_bias_and_norm = [false, true]\nmodel.arch = [\"mlp\", \"cnn\"]\nmodel.conv_channels = [[8], [8, 16]]\n",
+        // early stopping and augmentation
+        "train.early_stopping.enabled = [false, true]\ntrain.early_stopping.patience = [3, 5]\ndata.augment = [[], [\"hflip\"], [\"brightness_contrast\", \"hflip\"], [\"hflip\", \"brightness_contrast\"]]\ndata.augmentation.probability = [0.5, 0.8]\ndata.augmentation.brightness_limit = [0.1, 0.2]\nmodel.batch_norm = [false, true]\n",
+    ];
+    let excludes = [
+        "",
+        "[[exclude]]\nmodel.dropout = 0.5\n",
+        "[[exclude]]\ntrain.learning_rate = 0.01\n[[exclude]]\ntrain.optimizer = \"sgd\"\ntrain.momentum = 0.0\n",
+        "[[exclude]]\nmodel.arch = \"cnn\"\ntrain.weight_decay = 0.0\n",
+        "[[exclude]]\nmodel.batch_norm = true\n",
+    ];
+    let mut checked = 0;
+    for grid in grids {
+        for ex in excludes {
+            let text = format!("name = \"c\"\nseeds = [1, 2]\n{BASE}[grid]\n{grid}{ex}");
+            let s = match parse(&text) {
+                Ok(s) => s,
+                // (an exclusion of a setting this grid does not sweep)
+                Err(e) if e.contains("is not swept in [grid]") => continue,
+                Err(e) => panic!("{e}\n{text}"),
+            };
+            let expanded = s.expand().unwrap().len() as u64;
+            let counted = s.trial_count().unwrap().unwrap();
+            assert!(counted.exact, "{text}");
+            assert_eq!(counted.trials, expanded, "{text}");
+            assert!(
+                expanded < s.grid_size().unwrap(),
+                "something collapses: {text}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 8, "{checked}");
+}
+
 #[test]
 fn bad_specs_name_file_line_and_key() {
     let cases: Vec<(String, &str)> = vec![

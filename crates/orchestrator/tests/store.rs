@@ -44,6 +44,7 @@ fn trial(key: &str) -> NewTrial {
     NewTrial {
         key: key.into(),
         config_json: "{}".into(),
+        base: None,
         seed: 1,
         params: vec![(
             "model.dropout".into(),
@@ -794,5 +795,111 @@ fn leases_are_written_by_the_database_clock() {
                 .unwrap();
             assert_eq!(state, "waiting");
         })
+    });
+}
+
+/// A grid's waiting trials are stored as their difference from a base that
+/// they share (migration 0006), with rows for their swept settings only; the
+/// claim writes the whole configuration and every setting's row, so a trial
+/// that ran reads as before. Queries see every trial's whole configuration.
+#[test]
+fn waiting_trials_are_stored_as_differences_and_claimed_whole() {
+    use std::sync::Arc;
+    use sweep_orchestrator::query;
+    use sweep_orchestrator::store::compact::{self, ConfigBase};
+
+    let base = serde_json::json!({
+        "model": {"dropout": 0.0, "hidden": [16]},
+        "train": {"seed": 1, "learning_rate": 0.001, "early_stopping": null}
+    });
+    let row = Arc::new(ConfigBase {
+        hash: "base1".into(),
+        json: base.to_string(),
+    });
+    let mut whole1 = base.clone();
+    whole1["model"]["dropout"] = serde_json::json!(0.5);
+    let mut whole2 = base.clone();
+    whole2["train"]["seed"] = serde_json::json!(2);
+    whole2["train"]["early_stopping"] = serde_json::json!({"patience": 3});
+    let stored = |key: &str, whole: &serde_json::Value, dropout: f64| {
+        let mut t = trial(key);
+        t.config_json = compact::stored_difference(whole, &base).unwrap();
+        t.base = Some(Arc::clone(&row));
+        t.params = vec![(
+            "model.dropout".into(),
+            "float".into(),
+            format!("{dropout:?}"),
+            Some(dropout),
+            true,
+        )];
+        t
+    };
+    let dir = tempfile::tempdir().unwrap();
+    on_both("differences", dir.path(), |db| {
+        rt().block_on(async {
+            let s = Store::open(&db).await.unwrap();
+            let id = s.upsert_sweep(&sweep("grid")).await.unwrap();
+            let trials = [stored("k1", &whole1, 0.5), stored("k2", &whole2, 0.0)];
+            assert_eq!(trials[0].config_json, r#"{"model":{"dropout":0.5}}"#);
+            assert_eq!(s.add_trials(id, &trials).await.unwrap(), 2);
+            // a rerun adds nothing, not even a second base
+            assert_eq!(s.add_trials(id, &trials).await.unwrap(), 0);
+            let count = |sql: &'static str| {
+                let s = &s;
+                async move {
+                    let (n,): (i64,) = sqlx::query_as(sql).fetch_one(s.pool()).await.unwrap();
+                    n
+                }
+            };
+            assert_eq!(count("SELECT COUNT(*) FROM config_bases").await, 1);
+            assert_eq!(count("SELECT COUNT(*) FROM trial_params").await, 2);
+            assert_eq!(count("SELECT COUNT(*) FROM trials WHERE base_id IS NOT NULL").await, 2);
+            // every query sees the whole configuration of a waiting trial
+            let rows = query::trials(&s, id).await.unwrap();
+            let parsed = |t: &str| serde_json::from_str::<serde_json::Value>(t).unwrap();
+            assert_eq!(parsed(&rows[0].config_json()), whole1);
+            assert_eq!(parsed(&rows[1].config_json()), whole2);
+            assert_eq!(rows[0].params["model.dropout"], "0.5");
+
+            // claimed: whole, in the row and in the worker's hands
+            let session = s.start_session(id, 1, "h").await.unwrap();
+            let c = s.claim_next(id, session, "cpu").await.unwrap().unwrap();
+            assert_eq!(c.key, "k1");
+            assert_eq!(parsed(&c.config_json), whole1);
+            let (text, base_id): (String, Option<i64>) =
+                sqlx::query_as("SELECT config_json, base_id FROM trials WHERE id = $1")
+                    .bind(c.id)
+                    .fetch_one(s.pool())
+                    .await
+                    .unwrap();
+            assert_eq!(parsed(&text), whole1);
+            assert_eq!(base_id, None);
+            let params: Vec<(String, String, i64)> = sqlx::query_as(
+                "SELECT name, value_text, swept FROM trial_params WHERE trial_id = $1 ORDER BY name",
+            )
+            .bind(c.id)
+            .fetch_all(s.pool())
+            .await
+            .unwrap();
+            let shown: Vec<(&str, &str, i64)> = params
+                .iter()
+                .map(|(n, v, s)| (n.as_str(), v.as_str(), *s))
+                .collect();
+            assert_eq!(
+                shown,
+                [
+                    ("model.dropout", "0.5", 1),
+                    ("model.hidden", "[16]", 0),
+                    ("train.early_stopping", "none", 0),
+                    ("train.learning_rate", "0.001", 0),
+                    ("train.seed", "1", 0),
+                ]
+            );
+            // the second, with a setting that is a table where the base has none
+            let c = s.claim_next(id, session, "cpu").await.unwrap().unwrap();
+            assert_eq!(parsed(&c.config_json), whole2);
+            assert_eq!(count("SELECT COUNT(*) FROM trials WHERE base_id IS NOT NULL").await, 0);
+            s.close().await;
+        });
     });
 }

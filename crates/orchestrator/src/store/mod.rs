@@ -11,6 +11,7 @@ use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use serde_json::Value as Json;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::AnyPool;
@@ -19,6 +20,7 @@ use sweep_train::{EpochMetrics, Report};
 
 use crate::error::{Error, Result};
 
+pub mod compact;
 mod guard;
 mod search;
 pub use guard::Schema;
@@ -51,6 +53,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "metrics_version",
         include_str!("../../../../migrations/0005_metrics_version.sql"),
+    ),
+    (
+        6,
+        "config_bases",
+        include_str!("../../../../migrations/0006_config_bases.sql"),
     ),
 ];
 
@@ -85,6 +92,11 @@ pub const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "metrics_version",
         include_str!("../../../../migrations/postgres/0005_metrics_version.sql"),
+    ),
+    (
+        6,
+        "config_bases",
+        include_str!("../../../../migrations/postgres/0006_config_bases.sql"),
     ),
 ];
 
@@ -285,7 +297,13 @@ pub struct NewSweep {
 #[derive(Clone, Debug)]
 pub struct NewTrial {
     pub key: String,
+    /// The canonical config; with `base`, only its difference from the base
+    /// ([`compact::diff`]).
     pub config_json: String,
+    /// The config this trial is stored against (a grid's trials share one):
+    /// `params` then holds only the swept settings, and the claim writes the
+    /// rest.
+    pub base: Option<std::sync::Arc<compact::ConfigBase>>,
     pub seed: u64,
     /// (dotted name, kind, canonical text, numeric value, swept)
     pub params: Vec<Param>,
@@ -1059,15 +1077,37 @@ impl Store {
                 fresh.push(tr);
             }
         }
+        // The bases the new trials are stored against, each once.
+        let mut bases: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+        for b in fresh.iter().filter_map(|tr| tr.base.as_deref()) {
+            if bases.contains_key(b.hash.as_str()) {
+                continue;
+            }
+            sqlx::query("INSERT INTO config_bases (sweep_id, hash, config_json) VALUES ($1, $2, $3) ON CONFLICT (sweep_id, hash) DO NOTHING")
+                .bind(sweep_id)
+                .bind(&b.hash)
+                .bind(&b.json)
+                .execute(&mut *tx)
+                .await
+                .map_err(sql_err("recording the base configuration"))?;
+            let (id,): (i64,) =
+                sqlx::query_as("SELECT id FROM config_bases WHERE sweep_id = $1 AND hash = $2")
+                    .bind(sweep_id)
+                    .bind(&b.hash)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(sql_err("recording the base configuration"))?;
+            bases.insert(&b.hash, id);
+        }
         let mut added = 0;
         for chunk in fresh.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
-                "INSERT INTO trials (sweep_id, number, key, config_json, seed, state, created_at, proposal) VALUES {} ON CONFLICT (sweep_id, key) DO NOTHING RETURNING id, key",
-                values(chunk.len(), 7, |p| {
-                    let v = self.backend.params(p, 7);
+                "INSERT INTO trials (sweep_id, number, key, config_json, seed, state, created_at, proposal, base_id) VALUES {} ON CONFLICT (sweep_id, key) DO NOTHING RETURNING id, key",
+                values(chunk.len(), 8, |p| {
+                    let v = self.backend.params(p, 8);
                     format!(
-                        "({}, {}, {}, {}, {}, 'waiting', {}, {})",
-                        v[0], v[1], v[2], v[3], v[4], v[5], v[6]
+                        "({}, {}, {}, {}, {}, 'waiting', {}, {}, {})",
+                        v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]
                     )
                 })
             );
@@ -1080,7 +1120,8 @@ impl Store {
                     .bind(&tr.config_json)
                     .bind(tr.seed as i64)
                     .bind(&t)
-                    .bind(proposal);
+                    .bind(proposal)
+                    .bind(tr.base.as_ref().map(|b| bases[b.hash.as_str()]));
             }
             let ids: std::collections::HashMap<String, i64> = q
                 .fetch_all(&mut *tx)
@@ -1292,8 +1333,8 @@ impl Store {
             // The page is read without locks; each candidate is then locked alone
             // (PostgreSQL: a row another worker is claiming right now is skipped,
             // not waited for, and no other row is held).
-            let page: Vec<(i64, i64, String, String, i64)> = sqlx::query_as(
-                "SELECT id, number, key, config_json, attempts FROM trials WHERE sweep_id = $1 AND state = 'waiting' AND number > $2 ORDER BY number LIMIT 32",
+            let page: Vec<(i64, i64, String, String, i64, Option<i64>)> = sqlx::query_as(
+                "SELECT id, number, key, config_json, attempts, base_id FROM trials WHERE sweep_id = $1 AND state = 'waiting' AND number > $2 ORDER BY number LIMIT 32",
             )
             .bind(sweep_id)
             .bind(after)
@@ -1304,7 +1345,7 @@ impl Store {
                 return Ok(None);
             };
             after = last;
-            for (id, number, key, config_json, attempts) in page {
+            for (id, number, key, config_json, attempts, base_id) in page {
                 if !allowed(id, &key) {
                     continue;
                 }
@@ -1341,6 +1382,13 @@ impl Store {
                     .fetch_one(&mut *tx)
                     .await
                     .map_err(sql_err("recording the attempt"))?;
+                let config_json = match base_id {
+                    Some(base) => {
+                        self.write_whole_config(&mut tx, id, base, &config_json)
+                            .await?
+                    }
+                    None => config_json,
+                };
                 tx.commit().await.map_err(sql_err("commit"))?;
                 return Ok(Some(Claimed {
                     id,
@@ -1352,6 +1400,63 @@ impl Store {
                 }));
             }
         }
+    }
+
+    /// A trial stored as its difference from a base gets its whole
+    /// configuration and every setting's row as it is claimed (so every trial
+    /// that ran reads as one recorded whole); returns the configuration.
+    async fn write_whole_config(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        trial_id: i64,
+        base_id: i64,
+        delta: &str,
+    ) -> Result<String> {
+        let (base,): (String,) =
+            sqlx::query_as("SELECT config_json FROM config_bases WHERE id = $1")
+                .bind(base_id)
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(sql_err("reading the trial's base configuration"))?;
+        let bad = |what: &str, e: serde_json::Error| {
+            Error::Store(format!(
+                "trial {trial_id}: its stored {what} is not JSON: {e}"
+            ))
+        };
+        let base: Json = serde_json::from_str(&base).map_err(|e| bad("base configuration", e))?;
+        let delta: Json = serde_json::from_str(delta).map_err(|e| bad("configuration", e))?;
+        let whole = compact::apply(&base, &delta);
+        let text = whole.to_string();
+        sqlx::query("UPDATE trials SET config_json = $1, base_id = NULL WHERE id = $2")
+            .bind(&text)
+            .bind(trial_id)
+            .execute(&mut **tx)
+            .await
+            .map_err(sql_err("writing the trial's configuration"))?;
+        let mut rows = Vec::new();
+        compact::flatten_params("", &whole, &mut rows);
+        // the swept settings have their rows already
+        let sql = format!(
+            "INSERT INTO trial_params (trial_id, name, kind, value_text, value_number, swept) VALUES {} ON CONFLICT (trial_id, name) DO NOTHING",
+            values(rows.len(), 6, |p| {
+                let v = self.backend.params(p, 6);
+                format!("({}, {}, {}, {}, CASE WHEN {} = 1 THEN {} END, 0)", v[0], v[1], v[2], v[3], v[4], v[5])
+            })
+        );
+        let mut q = sqlx::query(&sql);
+        for (name, kind, value, number) in &rows {
+            q = q
+                .bind(trial_id)
+                .bind(name)
+                .bind(kind)
+                .bind(value)
+                .bind(i64::from(number.is_some()))
+                .bind(number.unwrap_or(0.0));
+        }
+        q.execute(&mut **tx)
+            .await
+            .map_err(sql_err("writing the trial's settings"))?;
+        Ok(text)
     }
 
     pub async fn set_worker_pid(&self, trial_id: i64, session: i64, pid: i64) -> Result<()> {
