@@ -17,3 +17,6 @@ CREATE TABLE config_bases (
     UNIQUE (sweep_id, hash)
 );
 ALTER TABLE trials ADD COLUMN base_id BIGINT REFERENCES config_bases(id);
+-- The swept settings of each trial, found without reading its other rows:
+-- `compare`, `status` and the report read them for every trial.
+CREATE INDEX trial_params_swept ON trial_params (trial_id) WHERE swept = 1;

@@ -438,9 +438,9 @@ pub fn compare(a: CompareArgs, out: &Output) -> Result<()> {
                 .filter(|k| !baseline.iter().any(|c| &c.param == *k))
                 .cloned()
                 .collect();
-            query::bin_continuous(&trials, &keys, 4)
+            std::borrow::Cow::Owned(query::bin_continuous(&trials, &keys, 4))
         } else {
-            trials.clone()
+            std::borrow::Cow::Borrowed(&trials[..])
         };
         let cells = query::compare(&grouped, &rows, &cols, &metric, &baseline)?;
         let note = query::excluded(&trials, &metric);
@@ -452,14 +452,14 @@ pub fn compare(a: CompareArgs, out: &Output) -> Result<()> {
         };
         let t = if cols.is_empty() {
             // a ranked list: one column per setting that differs, tested against the best
-            let only_rows: Vec<query::TrialRow> = grouped
-                .iter()
-                .map(|t| {
-                    let mut t = t.clone();
-                    t.params.retain(|k, _| rows.contains(k));
-                    t
-                })
-                .collect();
+            let mut only_rows = match grouped {
+                std::borrow::Cow::Owned(v) => v,
+                // (the trials themselves: not copied)
+                std::borrow::Cow::Borrowed(_) => std::mem::take(&mut trials),
+            };
+            for t in &mut only_rows {
+                t.params.retain(|k, _| rows.contains(k));
+            }
             let board = leaderboard::leaderboard(&only_rows, &metric, maximize);
             let people = matches!(out.format, Format::Table | Format::Markdown);
             let mut t = leaderboard_table(&board, people, a.ci, usize::MAX);
@@ -664,7 +664,7 @@ pub fn status(sweep: &str, out: &Output) -> Result<()> {
     runtime()?.block_on(async {
         let s = open(out).await?;
         let info = query::sweep(&s, sweep).await?;
-        let rows = query::trials(&s, info.id).await?;
+        let rows = query::started_trials(&s, info.id).await?;
         let mut text = String::new();
         let c = &info.counts;
         text += &format!(
@@ -748,13 +748,13 @@ pub fn show(sweep: &str, number: i64, out: &Output) -> Result<()> {
     runtime()?.block_on(async {
         let s = open(out).await?;
         let info = query::sweep(&s, sweep).await?;
-        let rows = query::trials(&s, info.id).await?;
-        let Some(t) = rows.iter().find(|t| t.number == number) else {
+        let Some(t) = query::trial(&s, info.id, number).await? else {
             bail!(
                 "sweep `{sweep}` has no trial {number} (it has 1 to {})",
-                rows.len()
+                info.counts.total()
             );
         };
+        let t = &t;
         let classes = query::class_names(&s, info.id).await?;
         let curve = query::curve(&s, t.id).await?;
         let per_class = query::class_metrics(&s, t.id).await?;
@@ -1114,10 +1114,10 @@ pub fn eval(
     let (cfg_json, checkpoint, classes) = runtime()?.block_on(async {
         let s = Store::open_read_only(&db).await?;
         let info = query::sweep(&s, sweep).await?;
-        let rows = query::trials(&s, info.id).await?;
+        let row = query::trial(&s, info.id, number).await?;
         let classes = query::class_names(&s, info.id).await?;
         s.close().await;
-        let Some(t) = rows.into_iter().find(|t| t.number == number) else {
+        let Some(t) = row else {
             bail!("sweep `{sweep}` has no trial {number}");
         };
         let Some(ck) = t.artifacts.get("checkpoint").cloned() else {

@@ -768,7 +768,83 @@ impl SweepSpec {
     /// the seeds, canonicalized and de-duplicated (configurations that differ only in
     /// inactive settings run once).
     pub fn expand(&self) -> Result<Vec<TrialPlan>> {
-        self.expand_first(usize::MAX)
+        let n = self.combinations()?;
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |t| t.get())
+            .min(8);
+        if n < 4096 || threads < 2 {
+            return self.expand_first(usize::MAX);
+        }
+        // Large grids on every core: each thread configures its range of
+        // combinations in order; de-duplication then runs in grid order, so
+        // the trials and the first error are those of one thread's pass.
+        let base_json = serde_json::to_value(&self.base).expect("config serializes");
+        let per = n.div_ceil(threads);
+        type Part = Result<Vec<((u128, usize), Vec<TrialPlan>)>>;
+        let parts: Vec<Part> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|i| {
+                    let base_json = &base_json;
+                    scope.spawn(move || -> Part {
+                        let mut out = Vec::new();
+                        for combo in i * per..((i + 1) * per).min(n) {
+                            if let Some(c) = self.configuration(combo, base_json)? {
+                                out.push(c);
+                            }
+                        }
+                        Ok(out)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("an expanding thread panicked"))
+                .collect()
+        });
+        let mut seen = BTreeSet::new();
+        let mut plans = Vec::new();
+        for part in parts {
+            for (hash, seeded) in part? {
+                if seen.insert(hash) {
+                    plans.extend(seeded);
+                }
+            }
+        }
+        Ok(plans)
+    }
+
+    /// The number of combinations of the grid's values.
+    fn combinations(&self) -> Result<usize> {
+        self.grid
+            .iter()
+            .try_fold(1usize, |n, (_, c)| n.checked_mul(c.len()))
+            .ok_or_else(|| Error::Spec {
+                location: self.path.display().to_string(),
+                message: "the grid has more combinations than this machine can count".into(),
+            })
+    }
+
+    /// Combination number `combo`'s trials (one per seed) and the hash of its
+    /// config that de-duplicates it, or None when an exclusion drops it. (A
+    /// configuration's trials differ only in their seed: the first one's config
+    /// stands for all. A 128-bit hash of it, not its 2 KB of text: 50,000
+    /// trials' texts alone took 100 MB.)
+    #[allow(clippy::type_complexity)]
+    fn configuration(
+        &self,
+        combo: usize,
+        base_json: &Json,
+    ) -> Result<Option<((u128, usize), Vec<TrialPlan>)>> {
+        let point = self.point(combo);
+        if self.excluded(&point) {
+            return Ok(None);
+        }
+        let seeded = self.plans_for(&point, "grid", base_json)?;
+        let Some(first) = seeded.first() else {
+            return Ok(None);
+        };
+        let text = serde_json::to_vec(&first.config).expect("config serializes");
+        Ok(Some(((fnv128(&text), text.len()), seeded)))
     }
 
     /// The sweep's first `limit` trials in order (as [`SweepSpec::expand`]
@@ -778,33 +854,14 @@ impl SweepSpec {
         let base_json = serde_json::to_value(&self.base).expect("config serializes");
         let mut plans: Vec<TrialPlan> = Vec::new();
         let mut seen = BTreeSet::new();
-        let n: usize = self
-            .grid
-            .iter()
-            .try_fold(1usize, |n, (_, c)| n.checked_mul(c.len()))
-            .ok_or_else(|| Error::Spec {
-                location: self.path.display().to_string(),
-                message: "the grid has more combinations than this machine can count".into(),
-            })?;
-        for combo in 0..n {
+        for combo in 0..self.combinations()? {
             if plans.len() >= limit {
-                plans.truncate(limit);
                 break;
             }
-            let point = self.point(combo);
-            if self.excluded(&point) {
-                continue;
-            }
-            let seeded = self.plans_for(&point, "grid", &base_json)?;
-            // A configuration's trials differ only in their seed: the first
-            // one's config stands for all. (A 128-bit hash of it, not its 2 KB
-            // of text: 50,000 trials' texts alone took 100 MB.)
-            let Some(first) = seeded.first() else {
-                continue;
-            };
-            let text = serde_json::to_vec(&first.config).expect("config serializes");
-            if seen.insert((fnv128(&text), text.len())) {
-                plans.extend(seeded);
+            if let Some((hash, seeded)) = self.configuration(combo, &base_json)? {
+                if seen.insert(hash) {
+                    plans.extend(seeded);
+                }
             }
         }
         plans.truncate(limit);
