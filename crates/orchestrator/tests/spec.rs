@@ -267,3 +267,40 @@ fn bad_specs_name_file_line_and_key() {
         );
     }
 }
+
+/// A large grid is expanded on every core: the same trials in the same order
+/// as one pass, de-duplication and exclusions included, and the same error
+/// (the first in grid order) when a combination is invalid.
+#[test]
+fn a_large_grid_expands_on_every_core_as_in_one_pass() {
+    let values = |n: usize, scale: f64| {
+        (1..=n)
+            .map(|i| format!("{}", i as f64 * scale))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let text = format!(
+        "name = \"big\"\nseeds = [1, 2]\n{BASE}[grid]\ntrain.learning_rate = [{}]\nmodel.dropout = [0.0, 0.25, 0.5]\n\
+         data.augmentation.probability = [0.5, 0.75]\nmodel.init = [\"normal\", \"kaiming_normal\"]\nmodel.init_std = [0.01, 0.02]\n\
+         [[exclude]]\nmodel.dropout = 0.25\nmodel.init = \"normal\"\n",
+        values(400, 1e-5)
+    );
+    let s = parse(&text).unwrap();
+    assert!(s.grid_size().unwrap() > 8192);
+    let parallel = s.expand().unwrap();
+    let one_pass = s.expand_first(usize::MAX).unwrap();
+    let shown = |plans: &[sweep_orchestrator::spec::TrialPlan]| {
+        plans
+            .iter()
+            .map(|p| serde_json::to_string(&p.config).unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(shown(&parallel), shown(&one_pass));
+    // 400 × (3 dropouts × normal with 2 stds − the excluded 2 + 3 dropouts ×
+    // kaiming, its std inactive) × 2 seeds; the probability is inactive
+    assert_eq!(parallel.len(), 400 * (6 - 2 + 3) * 2);
+    assert_eq!(
+        s.trial_count().unwrap().unwrap().trials,
+        parallel.len() as u64
+    );
+}
