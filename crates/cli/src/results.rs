@@ -776,6 +776,12 @@ pub fn show(sweep: &str, number: i64, out: &Output) -> Result<()> {
         if let Some(e) = &t.error {
             text += &format!("error: {e}\n");
         }
+        if t.state != "waiting" {
+            text += &format!(
+                "numbers: {}\n",
+                query::reproducibility(t.metrics_version, t.device.as_deref())
+            );
+        }
         text += &files_section(&info, t);
         text += &attempts_section(&info, t, &attempts);
         text += "\nconfiguration:\n";

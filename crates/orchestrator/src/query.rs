@@ -355,6 +355,26 @@ impl TrialRow {
     }
 }
 
+/// What a trial's numbers guarantee on a rerun of the same configuration,
+/// seed and data, from the version they were recorded with and the device
+/// they were trained on (docs/config.md, "Determinism").
+pub fn reproducibility(metrics_version: Option<i64>, device: Option<&str>) -> String {
+    let version = metrics_version.map_or("none".to_string(), |v| v.to_string());
+    if device.is_some_and(|d| d.starts_with("cuda")) {
+        return format!(
+            "trained on a GPU (metrics version {version}): repeatable on the same GPU and software at best; candle's GPU reductions are not guaranteed to be deterministic"
+        );
+    }
+    match metrics_version {
+        Some(v) if v >= crate::store::THREAD_INDEPENDENT_SINCE => format!(
+            "thread-independent (metrics version {v}): the same numbers for the same configuration, seed and data on any thread count, --jobs or machine (CPU)"
+        ),
+        _ => format!(
+            "thread-dependent (metrics version {version}, recorded before thread-independent training): repeatable with the same thread count only; on another it can differ"
+        ),
+    }
+}
+
 pub async fn trials(store: &Store, sweep_id: i64) -> Result<Vec<TrialRow>> {
     load(store, sweep_id, None, Waiting::Whole, None).await
 }
@@ -1212,5 +1232,27 @@ mod bin_tests {
         assert_eq!(b[3].params["model.arch"], "cnn");
         let few = bin_continuous(&trials[..6], &keys, 4);
         assert_eq!(few[5].params, trials[5].params);
+    }
+}
+
+#[cfg(test)]
+mod reproducibility_tests {
+    use super::reproducibility;
+
+    #[test]
+    fn a_trials_numbers_say_what_a_rerun_gives() {
+        let new = reproducibility(Some(3), Some("cpu"));
+        assert!(
+            new.starts_with("thread-independent (metrics version 3)"),
+            "{new}"
+        );
+        for old in [
+            reproducibility(Some(2), Some("cpu")),
+            reproducibility(None, None),
+        ] {
+            assert!(old.starts_with("thread-dependent"), "{old}");
+        }
+        let gpu = reproducibility(Some(3), Some("cuda:0"));
+        assert!(gpu.starts_with("trained on a GPU"), "{gpu}");
     }
 }

@@ -68,9 +68,14 @@ struct Scratch {
     /// One image's gradient wrt the convolution output (no batch-norm).
     du: Vec<f32>,
     dcols: Vec<f32>,
-    dw: Vec<f32>,
-    db: Vec<f32>,
 }
+
+/// Images whose convolution weight and bias gradients are summed together
+/// (image by image, in order) before the groups' sums are added up (in group
+/// order): a fixed number, so that the order of every sum is set by the batch
+/// and never by the thread count, and a trial gives the same numbers on any
+/// number of threads (docs/config.md, "Determinism").
+const GRAD_GROUP: usize = 8;
 
 /// Indices of a layer's parameters in `Model::params()` order.
 #[derive(Clone, Copy)]
@@ -99,6 +104,9 @@ pub struct Engine {
     /// Gradient wrt a convolution block's pre-pool activations.
     gconv: Vec<f32>,
     scratch: Vec<Scratch>,
+    /// A convolution's weight and bias gradients per group of [`GRAD_GROUP`]
+    /// images, `[group][cout·cin·9 + cout]`.
+    group_grads: Vec<f32>,
     grads: Vec<Vec<f32>>,
     /// Seconds of the last training step's forward (with the loss) and backward pass.
     last_timing: (f64, f64),
@@ -214,6 +222,7 @@ impl Engine {
             gb: Vec::new(),
             gconv: Vec::new(),
             scratch: (0..threads).map(|_| Scratch::default()).collect(),
+            group_grads: Vec::new(),
             grads,
             last_timing: (0.0, 0.0),
         })
@@ -245,9 +254,13 @@ impl Engine {
                 if train {
                     grow(&mut sc.du, l.cout * l.h * l.w);
                     grow(&mut sc.dcols, l.cin * 9 * l.h * l.w);
-                    grow(&mut sc.dw, l.cout * l.cin * 9);
-                    grow(&mut sc.db, l.cout);
                 }
+            }
+            if train {
+                grow(
+                    &mut self.group_grads,
+                    n.div_ceil(GRAD_GROUP) * (l.cout * l.cin * 9 + l.cout),
+                );
             }
         }
         for l in &mut self.dense {
@@ -731,7 +744,11 @@ impl Engine {
             let l = &mut rest[0];
             let (cin, cout, h, wd) = (l.cin, l.cout, l.h, l.w);
             let (hw, hw2) = (h * wd, (h / 2) * (wd / 2));
-            let per = n.div_ceil(groups).max(1);
+            // Each task takes whole groups of GRAD_GROUP images (as many tasks
+            // as threads): the thread count decides who sums a group, not
+            // which images it holds.
+            let ngroups = n.div_ceil(GRAD_GROUP);
+            let per = ngroups.div_ceil(groups).max(1) * GRAD_GROUP;
             let pre: &[f32] = if l.bn {
                 &l.v[..n * cout * hw]
             } else {
@@ -795,17 +812,25 @@ impl Engine {
             let gp = &self.ga[..n * cout * hw2];
             let arg = &l.arg[..n * cout * hw2];
             let pooled = &l.pooled[..n * cout * hw2];
+            let acc_len = cout * kdim + cout;
             du.par_chunks(per * cout * hw)
                 .zip(input.par_chunks(per * cin * hw))
                 .zip(dx_chunks.into_par_iter())
                 .zip(self.scratch.par_iter_mut())
+                .zip(
+                    self.group_grads[..ngroups * acc_len]
+                        .par_chunks_mut(per / GRAD_GROUP * acc_len),
+                )
                 .enumerate()
-                .for_each(|(g, (((dun, xn), dxn), sc))| {
-                    sc.dw[..cout * kdim].fill(0.0);
-                    sc.db[..cout].fill(0.0);
+                .for_each(|(g, ((((dun, xn), dxn), sc), accs))| {
                     let first = g * per;
                     for (i, xi) in xn.chunks_exact(cin * hw).enumerate() {
                         let img = first + i;
+                        // this image's group: its sums start afresh with the
+                        // group's first image
+                        let (dwg, dbg) =
+                            accs[i / GRAD_GROUP * acc_len..][..acc_len].split_at_mut(cout * kdim);
+                        let fresh = i % GRAD_GROUP == 0;
                         let dui: &[f32] = if bn {
                             &dun[i * cout * hw..(i + 1) * cout * hw]
                         } else {
@@ -822,17 +847,18 @@ impl Engine {
                         };
                         k::im2col3(xi, cin, h, wd, &mut sc.cols);
                         k::matmul(
-                            &mut sc.dw,
+                            dwg,
                             cout,
                             kdim,
                             hw,
                             MatRef::rows(dui, hw),
                             MatRef::transposed(&sc.cols, hw),
-                            true,
+                            !fresh,
                             Parallelism::None,
                         );
-                        for c in 0..cout {
-                            sc.db[c] += dui[c * hw..(c + 1) * hw].iter().sum::<f32>();
+                        for (c, d) in dbg.iter_mut().enumerate() {
+                            let sum = dui[c * hw..(c + 1) * hw].iter().sum::<f32>();
+                            *d = if fresh { sum } else { *d + sum };
                         }
                         if need_dx {
                             k::matmul(
@@ -855,16 +881,16 @@ impl Engine {
                         }
                     }
                 });
-            let used = n.div_ceil(per);
             let (gw, rest) = self.grads.split_at_mut(sl.w + 1);
             let (dw, db) = (&mut gw[sl.w], &mut rest[0]);
             dw.fill(0.0);
             db.fill(0.0);
-            for sc in &self.scratch[..used] {
-                for (a, b) in dw.iter_mut().zip(&sc.dw[..cout * kdim]) {
+            for acc in self.group_grads[..ngroups * acc_len].chunks_exact(acc_len) {
+                let (gdw, gdb) = acc.split_at(cout * kdim);
+                for (a, b) in dw.iter_mut().zip(gdw) {
                     *a += b;
                 }
-                for (a, b) in db.iter_mut().zip(&sc.db[..cout]) {
+                for (a, b) in db.iter_mut().zip(gdb) {
                     *a += b;
                 }
             }
@@ -1218,6 +1244,76 @@ mod tests {
             ..ModelConfig::default()
         };
         compare(cfg, 2, 6, 7, 2);
+    }
+
+    /// A training step gives bit-identical losses, gradients and weights on
+    /// any number of threads (1, 2, 3, 4, 8, and 16: more threads than groups
+    /// of images), with and without batch-norm, with dropout, over batch sizes
+    /// that are not multiples of `GRAD_GROUP`: every sum's order is set by the
+    /// batch, never by the thread count. (The conv layers summed their weight
+    /// gradients per thread's share of the batch before `GRAD_GROUP`.)
+    #[test]
+    fn training_steps_do_not_depend_on_the_thread_count() {
+        let cnn = |batch_norm| ModelConfig {
+            arch: Arch::Cnn,
+            conv_channels: vec![4, 6],
+            hidden: Some(vec![10]),
+            batch_norm,
+            dropout: 0.25,
+            ..ModelConfig::default()
+        };
+        let mlp = ModelConfig {
+            hidden: Some(vec![32, 16]),
+            batch_norm: true,
+            dropout: 0.25,
+            ..ModelConfig::default()
+        };
+        for (cfg, n) in [(cnn(true), 50), (cnn(false), 37), (mlp, 64)] {
+            let (channels, size, classes) = (3, 12, 5);
+            let mut reference = None;
+            for threads in [1, 2, 3, 4, 8, 16] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let got = pool.install(|| {
+                    let dev = Device::Cpu;
+                    let mut model = Model::new(&cfg, channels, size, classes, 7, &dev).unwrap();
+                    let mut engine = Engine::new(&model, channels, size).unwrap();
+                    // (the engine takes its thread count from RAYON_NUM_THREADS)
+                    engine.threads = threads;
+                    engine.scratch = (0..threads).map(|_| Scratch::default()).collect();
+                    let params = model.params();
+                    let mut opt = Optimizer::new(&TrainConfig::default(), &params);
+                    let ce = CrossEntropy::new(vec![1.0; classes], 0.0);
+                    let (mut data, mut drop) = (Rng::new(11), Rng::new(5));
+                    let mut bits = Vec::new();
+                    for _ in 0..3 {
+                        let x: Vec<f32> = (0..n * channels * size * size)
+                            .map(|_| data.normal() as f32)
+                            .collect();
+                        let y: Vec<u32> = (0..n).map(|i| (i % classes) as u32).collect();
+                        let loss = engine
+                            .train_step(&mut model, &x, &y, &ce, &mut drop)
+                            .unwrap();
+                        bits.push(loss.to_bits());
+                        for g in engine.grads() {
+                            bits.extend(g.iter().map(|v| v.to_bits()));
+                        }
+                        opt.step_slices(&params, engine.grads(), 1e-2).unwrap();
+                    }
+                    for (_, t) in model.state().iter() {
+                        let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                        bits.extend(v.iter().map(|v| v.to_bits()));
+                    }
+                    bits
+                });
+                match &reference {
+                    None => reference = Some(got),
+                    Some(r) => assert!(*r == got, "{cfg:?} n={n}: {threads} threads differ from 1"),
+                }
+            }
+        }
     }
 
     #[test]

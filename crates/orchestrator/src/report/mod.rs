@@ -85,6 +85,7 @@ pub async fn html_with(store: &Store, name: &str, opts: &Options) -> Result<Stri
     let _ = write!(h, "<h1>Sweep <code>{}</code></h1><p class=\"muted\">{} trials: {} complete, {} pruned by the pruner, {} diverged, {} failed, {} running, {} waiting · objective <b>{}</b> ({})</p>",
         esc(name), c.total(), c.complete, c.pruned as usize - diverged, diverged, c.failed, c.running, c.waiting, esc(&metric), esc(&info.direction));
 
+    h += &reproducibility_line(&trials);
     h += &leaderboard_section(&board, &trials, top);
     h += &search_section(store, &info, &metric, maximize).await?;
     h += &effects_section(&trials, &board, &metric);
@@ -98,6 +99,27 @@ pub async fn html_with(store: &Store, name: &str, opts: &Options) -> Result<Stri
         esc(&tool), esc(&dataset), esc(&fp), esc(commit.as_deref().unwrap_or("(not in a git checkout)")), esc(&host), esc(&classes.join(", ")), esc(&spec_text));
     h += "</body></html>\n";
     Ok(h)
+}
+
+/// What the finished trials' numbers guarantee on a rerun, counted by
+/// guarantee (a sweep can hold trials recorded by several Sweeps or devices).
+fn reproducibility_line(trials: &[TrialRow]) -> String {
+    let mut by: BTreeMap<String, usize> = BTreeMap::new();
+    for t in trials.iter().filter(|t| t.finished_at.is_some()) {
+        *by.entry(query::reproducibility(
+            t.metrics_version,
+            t.device.as_deref(),
+        ))
+        .or_default() += 1;
+    }
+    if by.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = by
+        .iter()
+        .map(|(what, n)| format!("{n} trial(s): {}", esc(what)))
+        .collect();
+    format!("<p class=\"muted\">Numbers: {}</p>", parts.join("; "))
 }
 
 /// The study's questions as charts: per swept setting, how fast trials

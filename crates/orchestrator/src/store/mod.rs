@@ -62,8 +62,14 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
 ];
 
 /// `trials.metrics_version` of the trials this Sweep finishes: 2 since the
-/// training diagnostics (migration 0005; NULL for older trials).
-pub const METRICS_VERSION: i64 = 2;
+/// training diagnostics (migration 0005; NULL for older trials); 3 since CPU
+/// training gives the same numbers on any thread count (the same metrics as
+/// 2; [`crate::query::reproducibility`] says what each version guarantees).
+pub const METRICS_VERSION: i64 = 3;
+
+/// The first `metrics_version` whose CPU numbers do not depend on the thread
+/// count (or on `--jobs`, or the machine's core count).
+pub const THREAD_INDEPENDENT_SINCE: i64 = 3;
 
 /// The same migrations for PostgreSQL (`migrations/postgres/`): same versions, same
 /// tables and meaning, PostgreSQL's types.
