@@ -168,10 +168,15 @@ impl Prepared {
 
 /// A trial's content address from its canonical config and its data set's fingerprint.
 pub fn trial_key(config: &TrialConfig, fingerprint: &str) -> String {
-    let json = serde_json::to_value(config)
-        .expect("config serializes")
-        .to_string();
-    content_hash(format!("{json}\n{fingerprint}").as_bytes())
+    key_of_json(
+        &serde_json::to_value(config).expect("config serializes"),
+        fingerprint,
+    )
+}
+
+/// [`trial_key`] of a config already serialized to JSON.
+fn key_of_json(config: &Json, fingerprint: &str) -> String {
+    content_hash(format!("{config}\n{fingerprint}").as_bytes())
 }
 
 /// The row to insert for a trial plan: its key, canonical config and every
@@ -202,7 +207,7 @@ pub fn new_trial(p: &TrialPlan, key: String, swept: &[String]) -> NewTrial {
 /// config is serialized once for both).
 pub fn grid_trial(p: &TrialPlan, fingerprint: &str, swept: &[String], base: &GridBase) -> NewTrial {
     let json = serde_json::to_value(&p.config).expect("config serializes");
-    let key = content_hash(format!("{json}\n{fingerprint}").as_bytes());
+    let key = key_of_json(&json, fingerprint);
     let Some(text) = crate::store::compact::stored_difference(&json, &base.json) else {
         return new_trial(p, key, swept);
     };
