@@ -142,12 +142,6 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// A trial's content address: its canonical config (seed included) and the
-    /// fingerprint of the data set it decodes.
-    pub fn key_of(&self, p: &TrialPlan) -> String {
-        trial_key(&p.config, self.fingerprint_of(p))
-    }
-
     /// The fingerprint of the data set a trial decodes.
     pub fn fingerprint_of(&self, p: &TrialPlan) -> &str {
         if self.caches.len() == 1 {

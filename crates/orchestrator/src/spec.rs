@@ -870,9 +870,17 @@ impl SweepSpec {
 
     /// The grid's combination number `combo` (the last setting varies fastest).
     fn point(&self, combo: usize) -> Vec<(String, Json)> {
+        let all: Vec<usize> = (0..self.grid.len()).collect();
+        self.point_of(&all, combo)
+    }
+
+    /// Combination number `combo` of the grid settings numbered `settings`
+    /// (the last varies fastest).
+    fn point_of(&self, settings: &[usize], combo: usize) -> Vec<(String, Json)> {
         let mut rest = combo;
-        let mut point = Vec::with_capacity(self.grid.len());
-        for (p, cands) in self.grid.iter().rev() {
+        let mut point = Vec::with_capacity(settings.len());
+        for i in settings.iter().rev() {
+            let (p, cands) = &self.grid[*i];
             point.push((p.clone(), cands[rest % cands.len()].clone()));
             rest /= cands.len();
         }
@@ -942,14 +950,7 @@ impl SweepSpec {
             Some(n) if n <= COUNT_ENUMERATION => {
                 let mut seen = BTreeSet::new();
                 for combo in 0..n {
-                    let mut rest = combo;
-                    let mut point = Vec::with_capacity(together.len());
-                    for (i, size) in together.iter().zip(&sizes).rev() {
-                        let (p, cands) = &self.grid[*i];
-                        point.push((p.clone(), cands[rest % size].clone()));
-                        rest /= size;
-                    }
-                    point.reverse();
+                    let point = self.point_of(&together, combo);
                     if self.excluded(&point) {
                         continue;
                     }

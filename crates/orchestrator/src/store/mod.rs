@@ -1143,35 +1143,46 @@ impl Store {
                 .filter_map(|tr| ids.get(&tr.key).map(|id| (*id, &tr.params)))
                 .flat_map(|(id, params)| params.iter().map(move |p| (id, p)))
                 .collect();
-            for rows in rows.chunks(ROWS_PER_STATEMENT) {
-                // (parameters in the order they are bound: SQLite's `?`)
-                let sql = format!(
-                    "INSERT INTO trial_params (trial_id, name, kind, value_text, value_number, swept) VALUES {}",
-                    values(rows.len(), 7, |p| {
-                        let v = self.backend.params(p, 7);
-                        format!(
-                            "({}, {}, {}, {}, CASE WHEN {} = 1 THEN {} END, {})",
-                            v[0], v[1], v[2], v[3], v[4], v[5], v[6]
-                        )
-                    })
-                );
-                let mut q = sqlx::query(&sql);
-                for (id, (name, kind, text, num, swept)) in rows {
-                    q = q
-                        .bind(*id)
-                        .bind(name)
-                        .bind(kind)
-                        .bind(text)
-                        .bind(i64::from(num.is_some()))
-                        .bind(num.unwrap_or(0.0))
-                        .bind(i64::from(*swept));
-                }
-                q.execute(&mut *tx)
-                    .await
-                    .map_err(sql_err("inserting trial parameters"))?;
-            }
+            self.insert_params(&mut *tx, &rows, "inserting trial parameters")
+                .await?;
         }
         Ok(added)
+    }
+
+    /// `trial_params` rows `(trial id, setting)`, one statement per 500 rows;
+    /// a row already there is kept.
+    async fn insert_params(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        rows: &[(i64, &Param)],
+        what: &'static str,
+    ) -> Result<()> {
+        for rows in rows.chunks(ROWS_PER_STATEMENT) {
+            // (parameters in the order they are bound: SQLite's `?`)
+            let sql = format!(
+                "INSERT INTO trial_params (trial_id, name, kind, value_text, value_number, swept) VALUES {} ON CONFLICT (trial_id, name) DO NOTHING",
+                values(rows.len(), 7, |p| {
+                    let v = self.backend.params(p, 7);
+                    format!(
+                        "({}, {}, {}, {}, CASE WHEN {} = 1 THEN {} END, {})",
+                        v[0], v[1], v[2], v[3], v[4], v[5], v[6]
+                    )
+                })
+            );
+            let mut q = sqlx::query(&sql);
+            for (id, (name, kind, text, num, swept)) in rows {
+                q = q
+                    .bind(*id)
+                    .bind(name)
+                    .bind(kind)
+                    .bind(text)
+                    .bind(i64::from(num.is_some()))
+                    .bind(num.unwrap_or(0.0))
+                    .bind(i64::from(*swept));
+            }
+            q.execute(&mut *conn).await.map_err(sql_err(what))?;
+        }
+        Ok(())
     }
 
     async fn clear_partial(tx: &mut Transaction<'_, Any>, trial_id: i64) -> Result<()> {
@@ -1439,29 +1450,16 @@ impl Store {
             .execute(&mut **tx)
             .await
             .map_err(sql_err("writing the trial's configuration"))?;
-        let mut rows = Vec::new();
-        compact::flatten_params("", &whole, &mut rows);
-        // the swept settings have their rows already
-        let sql = format!(
-            "INSERT INTO trial_params (trial_id, name, kind, value_text, value_number, swept) VALUES {} ON CONFLICT (trial_id, name) DO NOTHING",
-            values(rows.len(), 6, |p| {
-                let v = self.backend.params(p, 6);
-                format!("({}, {}, {}, {}, CASE WHEN {} = 1 THEN {} END, 0)", v[0], v[1], v[2], v[3], v[4], v[5])
-            })
-        );
-        let mut q = sqlx::query(&sql);
-        for (name, kind, value, number) in &rows {
-            q = q
-                .bind(trial_id)
-                .bind(name)
-                .bind(kind)
-                .bind(value)
-                .bind(i64::from(number.is_some()))
-                .bind(number.unwrap_or(0.0));
-        }
-        q.execute(&mut **tx)
-            .await
-            .map_err(sql_err("writing the trial's settings"))?;
+        let mut leaves = Vec::new();
+        compact::flatten_params("", &whole, &mut leaves);
+        let params: Vec<Param> = leaves
+            .into_iter()
+            .map(|(name, kind, text, number)| (name, kind, text, number, false))
+            .collect();
+        let rows: Vec<(i64, &Param)> = params.iter().map(|p| (trial_id, p)).collect();
+        // (the swept settings have their rows already, and keep them)
+        self.insert_params(tx, &rows, "writing the trial's settings")
+            .await?;
         Ok(text)
     }
 
