@@ -40,6 +40,92 @@ pub struct InspectArgs {
     pub html: Option<PathBuf>,
 }
 
+#[derive(Args, Debug)]
+pub struct AugmentArgs {
+    /// A trial config or a sweep spec whose `[data]` lists `augment`.
+    pub path: PathBuf,
+    /// The PNG to write.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// The image to show: its index in the data set (classes in order, files
+    /// sorted), or a file name as the data set lists it.
+    #[arg(long, default_value = "0")]
+    pub image: String,
+    /// Augmented copies per row.
+    #[arg(long, default_value_t = 6)]
+    pub draws: usize,
+    /// Seed of the draws.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// `sweep data augment`: the preview grid.
+pub fn augment(a: AugmentArgs) -> Result<()> {
+    let args = InspectArgs {
+        path: a.path.clone(),
+        seed: None,
+        image_size: None,
+        channels: None,
+        format: InspectFormat::Table,
+        html: None,
+    };
+    anyhow::ensure!(
+        !a.path.is_dir(),
+        "{} is a folder: give a trial config or sweep spec that lists data.augment",
+        a.path.display()
+    );
+    let (cfg, _) = data_config(&args)?;
+    anyhow::ensure!(
+        !cfg.augment.is_empty(),
+        "{}: data.augment is empty, nothing to preview",
+        a.path.display()
+    );
+    anyhow::ensure!(
+        (1..=32).contains(&a.draws),
+        "--draws must be in [1, 32], got {}",
+        a.draws
+    );
+    let ds =
+        Dataset::load(&cfg).with_context(|| format!("loading the data of {}", a.path.display()))?;
+    let index = match a.image.parse::<usize>() {
+        Ok(i) if i < ds.len() => i,
+        Ok(i) => anyhow::bail!(
+            "--image {i}: the data set has {} images (0 to {})",
+            ds.len(),
+            ds.len() - 1
+        ),
+        Err(_) => ds
+            .sources
+            .iter()
+            .position(|s| s == &a.image || s.ends_with(&format!("/{}", a.image)))
+            .with_context(|| {
+                format!(
+                    "--image {}: no image of that name in {}",
+                    a.image,
+                    a.path.display()
+                )
+            })?,
+    };
+    let rows = sweep_train::data::preview::augmentation_rows(&ds, &cfg, index, a.draws, a.seed);
+    let png = sweep_train::data::preview::grid_png(&rows, ds.image_size, ds.channels);
+    std::fs::write(&a.output, png).with_context(|| format!("writing {}", a.output.display()))?;
+    println!(
+        "{} ({}, class {}): rows, top to bottom:",
+        a.output.display(),
+        ds.sources[index],
+        ds.classes[ds.label(index) as usize]
+    );
+    for (k, r) in rows.iter().enumerate() {
+        println!(
+            "  {:>2}. {}: the image, then {} draws",
+            k + 1,
+            r.label,
+            r.tiles.len() - 1
+        );
+    }
+    Ok(())
+}
+
 /// The `[data]` table and the seed a trial would split with.
 fn data_config(a: &InspectArgs) -> Result<(DataConfig, u64)> {
     if a.path.is_dir() {

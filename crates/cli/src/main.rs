@@ -32,6 +32,10 @@ enum DataCommand {
     /// Exploratory analysis of the data named by a trial config, a sweep spec or
     /// an image folder (docs/data.md).
     Inspect(data::InspectArgs),
+    /// A PNG grid of one image under each configured augmentation alone (always
+    /// applied, with the config's limits), then under all of them as training
+    /// applies them: see what the limits do before training.
+    Augment(data::AugmentArgs),
 }
 
 #[derive(Subcommand)]
@@ -251,7 +255,8 @@ enum Command {
         #[arg(long, default_value = "big")]
         name: String,
     },
-    /// Measure the data path: batches with and without augmentation.
+    /// Measure the data path: batches with no augmentation, the reference
+    /// script's, each transform alone, and all of them.
     #[command(hide = true)]
     BenchData {
         #[arg(long, default_value_t = 3)]
@@ -375,8 +380,8 @@ fn generate_study(db: &std::path::Path, trials: usize, name: &str) -> Result<()>
 }
 
 fn bench_data(epochs: usize) -> Result<()> {
-    for augment in [false, true] {
-        let r = sweep_train::bench::data_throughput(augment, epochs)?;
+    for (set, augs, p) in sweep_train::bench::data_sets() {
+        let r = sweep_train::bench::data_throughput(&set, &augs, p, epochs)?;
         println!("RESULT {}", serde_json::to_string(&r)?);
     }
     Ok(())
@@ -387,6 +392,11 @@ struct TablePrinter {
 }
 
 impl Observer for TablePrinter {
+    fn on_init(&mut self, r: &sweep_train::InitReport) {
+        if !self.json {
+            println!("pretrained: {}", r.summary());
+        }
+    }
     fn on_start(&mut self, s: &TrialStart) {
         if self.json {
             return;
@@ -522,6 +532,9 @@ fn main() -> ExitCode {
         Command::Data {
             command: DataCommand::Inspect(args),
         } => data::inspect(args),
+        Command::Data {
+            command: DataCommand::Augment(args),
+        } => data::augment(args),
         Command::Eval {
             sweep,
             trial,

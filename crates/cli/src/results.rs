@@ -782,6 +782,13 @@ pub fn show(sweep: &str, number: i64, out: &Output) -> Result<()> {
                 query::reproducibility(t.metrics_version, t.device.as_deref())
             );
         }
+        if let Some(init) = &t.init {
+            text += &format!(
+                "pretrained: {}
+",
+                init.summary()
+            );
+        }
         text += &files_section(&info, t);
         text += &attempts_section(&info, t, &attempts);
         text += "\nconfiguration:\n";

@@ -183,13 +183,14 @@ fn inspect_reports_classes_statistics_and_planted_faults() {
     let shown_pairs = dups.len().min(30);
     assert_eq!(
         pngs,
-        3 + 4 + shown_pairs,
-        "classes + augmented rows + pairs"
+        3 + 2 + 4 + shown_pairs,
+        "classes + one row per transform + augmented rows + pairs"
     );
     assert_eq!(page.matches("<img").count(), pngs, "every picture inline");
     for part in [
         "Augmentations",
-        "Hflip, ShiftScaleRotate",
+        "hflip, shift_scale_rotate",
+        "<td>hflip</td>",
         "bees/broken.png",
         "[train ↔ val]",
         "normalize_mean",
@@ -266,4 +267,96 @@ fn inspect_reports_classes_statistics_and_planted_faults() {
         &["data", "inspect", "set", "--image-size", "16"],
     ));
     assert!(folder.contains("3 classes"), "{folder}");
+}
+
+/// `sweep data augment` on the real digits: one row per listed transform in the
+/// order they apply, then all of them; the PNG has that many rows of tiles, and
+/// a row's first tile is the image itself. Bad requests are refused by name.
+#[test]
+fn augment_preview_shows_each_transform_on_a_real_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = common::data::digits();
+    let all = [
+        "coarse_dropout",
+        "elastic_transform",
+        "gauss_noise",
+        "grid_distortion",
+        "hflip",
+        "hue_saturation_value",
+        "random_resized_crop",
+        "shift_scale_rotate",
+        "vflip",
+        "brightness_contrast",
+    ];
+    let list: Vec<String> = all.iter().map(|a| format!("{a:?}")).collect();
+    std::fs::write(
+        dir.path().join("t.toml"),
+        format!(
+            "[data]\nroot = {:?}\nimage_size = 32\naugment = [{}]\n[data.augmentation]\nelastic_alpha = 30\nelastic_sigma = 4\n",
+            root.display().to_string(),
+            list.join(", ")
+        ),
+    )
+    .unwrap();
+    let out = stdout(&sweep(
+        dir.path(),
+        &[
+            "data", "augment", "t.toml", "-o", "grid.png", "--image", "5", "--draws", "4",
+        ],
+    ));
+    let rows: Vec<&str> = out
+        .lines()
+        .skip(1)
+        .map(|l| l.split(". ").nth(1).unwrap().split(':').next().unwrap())
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            "random_resized_crop",
+            "hflip",
+            "vflip",
+            "brightness_contrast",
+            "hue_saturation_value",
+            "shift_scale_rotate",
+            "grid_distortion",
+            "elastic_transform",
+            "gauss_noise",
+            "coarse_dropout",
+            "all, probability 0.5 each"
+        ],
+        "{out}"
+    );
+    let png = image::open(dir.path().join("grid.png")).unwrap().to_rgb8();
+    // 32-pixel tiles scaled ×2, 2 pixels apart; rows 6 apart
+    assert_eq!((png.width(), png.height()), (5 * 66, 11 * 70));
+    // the first tile of the first and last rows is the same (original) image
+    for y in 0..64 {
+        for x in 0..64 {
+            assert_eq!(png.get_pixel(x, y), png.get_pixel(x, 10 * 70 + y));
+        }
+    }
+
+    let o = sweep(
+        dir.path(),
+        &[
+            "data", "augment", "t.toml", "-o", "g.png", "--image", "99999",
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("--image 99999") && err.contains("1797 images"),
+        "{err}"
+    );
+    std::fs::write(
+        dir.path().join("none.toml"),
+        format!("[data]\nroot = {:?}\n", root.display().to_string()),
+    )
+    .unwrap();
+    let o = sweep(dir.path(), &["data", "augment", "none.toml", "-o", "g.png"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("none.toml") && err.contains("data.augment"),
+        "{err}"
+    );
+    assert!(!dir.path().join("g.png").exists());
 }

@@ -10,6 +10,7 @@ pub mod error;
 pub mod fault;
 pub mod leaderboard;
 pub mod plan;
+pub mod pretrain;
 pub mod process;
 pub mod protocol;
 pub mod query;

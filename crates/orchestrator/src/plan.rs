@@ -163,13 +163,51 @@ impl Prepared {
 /// A trial's content address from its canonical config and its data set's fingerprint.
 pub fn trial_key(config: &TrialConfig, fingerprint: &str) -> String {
     key_of_json(
-        &serde_json::to_value(config).expect("config serializes"),
+        serde_json::to_value(config).expect("config serializes"),
         fingerprint,
     )
 }
 
+/// Settings added to the trial config after trial keys were first stored
+/// (JSON pointers). While one holds its default it is left out of the key, so
+/// a sweep recorded before it existed keeps its keys: a resume re-runs nothing.
+/// A setting added later goes at the end of this list (and of its struct).
+pub const ADDED_SETTINGS: &[&str] = &[
+    "/data/augmentation/crop_scale",
+    "/data/augmentation/crop_ratio",
+    "/data/augmentation/hue_shift_limit",
+    "/data/augmentation/sat_shift_limit",
+    "/data/augmentation/val_shift_limit",
+    "/data/augmentation/grid_num_steps",
+    "/data/augmentation/grid_distort_limit",
+    "/data/augmentation/elastic_alpha",
+    "/data/augmentation/elastic_sigma",
+    "/data/augmentation/noise_std_range",
+    "/data/augmentation/noise_mean_range",
+    "/data/augmentation/noise_per_channel",
+    "/data/augmentation/num_holes_range",
+    "/data/augmentation/hole_height_range",
+    "/data/augmentation/hole_width_range",
+    "/data/augmentation/hole_fill",
+    "/model/init_from",
+    "/train/freeze",
+    "/train/freeze_epochs",
+];
+
 /// [`trial_key`] of a config already serialized to JSON.
-fn key_of_json(config: &Json, fingerprint: &str) -> String {
+fn key_of_json(mut config: Json, fingerprint: &str) -> String {
+    static DEFAULTS: std::sync::OnceLock<Json> = std::sync::OnceLock::new();
+    let defaults = DEFAULTS
+        .get_or_init(|| serde_json::to_value(TrialConfig::default()).expect("config serializes"));
+    for path in ADDED_SETTINGS {
+        let (parent, leaf) = path.rsplit_once('/').expect("a JSON pointer");
+        let default = defaults.pointer(path);
+        if let Some(table) = config.pointer_mut(parent).and_then(Json::as_object_mut) {
+            if table.get(leaf) == default {
+                table.remove(leaf);
+            }
+        }
+    }
     content_hash(format!("{config}\n{fingerprint}").as_bytes())
 }
 
@@ -201,9 +239,8 @@ pub fn new_trial(p: &TrialPlan, key: String, swept: &[String]) -> NewTrial {
 /// config is serialized once for both).
 pub fn grid_trial(p: &TrialPlan, fingerprint: &str, swept: &[String], base: &GridBase) -> NewTrial {
     let json = serde_json::to_value(&p.config).expect("config serializes");
-    let key = key_of_json(&json, fingerprint);
     let Some(text) = crate::store::compact::stored_difference(&json, &base.json) else {
-        return new_trial(p, key, swept);
+        return new_trial(p, key_of_json(json, fingerprint), swept);
     };
     let params = swept
         .iter()
@@ -219,7 +256,7 @@ pub fn grid_trial(p: &TrialPlan, fingerprint: &str, swept: &[String], base: &Gri
         .map(|(n, k, t, v)| (n, k, t, v, true))
         .collect();
     NewTrial {
-        key,
+        key: key_of_json(json, fingerprint),
         config_json: text,
         base: Some(Arc::clone(&base.row)),
         seed: p.seed,
@@ -287,6 +324,9 @@ pub struct Manifest {
     /// The spec's `trial_timeout` in seconds (`--trial-timeout` overrides).
     #[serde(default)]
     pub trial_timeout: Option<f64>,
+    /// `model.init_from` → the weights file it names (see [`crate::pretrain`]).
+    #[serde(default)]
+    pub init_weights: BTreeMap<String, PathBuf>,
 }
 
 pub const MANIFEST: &str = "manifest.json";
@@ -319,6 +359,7 @@ impl Manifest {
             search: search_plan(spec, prep),
             pruner: spec.pruner.clone(),
             trial_timeout: spec.trial_timeout,
+            init_weights: BTreeMap::new(),
         }
     }
 
@@ -561,15 +602,36 @@ pub(crate) enum Hold {
 
 /// Records the sweep and its trials without running anything; returns the store,
 /// sweep id, how many trials were new and this run's session.
+/// What recording a sweep leaves: the open store, the sweep, how many trials
+/// were added, the session, the planned trials' keys (in plan order) and the
+/// weights files `model.init_from` names.
+pub(crate) struct Recorded {
+    pub store: Store,
+    pub sweep_id: i64,
+    pub added: usize,
+    pub session: i64,
+    pub keys: Vec<String>,
+    pub init_weights: BTreeMap<String, PathBuf>,
+}
+
 pub(crate) async fn record(
     spec: &SweepSpec,
     settings: &RunSettings,
     prep: &Prepared,
     hold: Hold,
-) -> Result<(Store, i64, usize, i64, Vec<String>)> {
+) -> Result<Recorded> {
     let store = Store::open(&settings.db)
         .await?
         .with_lease(settings.lease_seconds);
+    // before anything is recorded: a sweep that starts from another's trial
+    // refuses to start until that trial is complete
+    let init_weights = crate::pretrain::resolve(
+        &store,
+        spec,
+        &crate::pretrain::sources(spec, &prep.plans),
+        &settings.results,
+    )
+    .await?;
     let sweep_id = store
         .upsert_sweep(&NewSweep {
             name: spec.name.clone(),
@@ -647,7 +709,14 @@ pub(crate) async fn record(
     };
     let added = store.add_trials(sweep_id, &trials).await?;
     let keys = trials.into_iter().map(|t| t.key).collect();
-    Ok((store, sweep_id, added, session, keys))
+    Ok(Recorded {
+        store,
+        sweep_id,
+        added,
+        session,
+        keys,
+        init_weights,
+    })
 }
 
 /// A sweep is one kind of study for good: a grid's rerun finds no proposals,
@@ -711,10 +780,18 @@ pub(crate) async fn plan(
             spec.path.display()
         )));
     }
-    let (store, sweep_id, added, session, keys) = record(spec, settings, &prep, hold).await?;
+    let Recorded {
+        store,
+        sweep_id,
+        added,
+        session,
+        keys,
+        init_weights,
+    } = record(spec, settings, &prep, hold).await?;
     // Written only once the database has accepted this run (a refused run must
     // not change what workers of the running one read).
-    let manifest = Manifest::new(spec, &prep, &keys, results);
+    let mut manifest = Manifest::new(spec, &prep, &keys, results);
+    manifest.init_weights = init_weights;
     manifest.write(results)?;
     if spec.logging.tensorboard {
         crate::tb::write_experiment(
@@ -739,4 +816,54 @@ pub(crate) async fn plan(
         planned,
         prep.data_warnings,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A config that sets none of the settings added later is keyed by the JSON
+    /// it had before they existed: a sweep recorded then resumes without re-running.
+    #[test]
+    fn settings_added_later_leave_old_keys_alone() {
+        let mut c = TrialConfig::default();
+        c.data.augment = vec![sweep_train::config::Augmentation::Hflip];
+        c.model.dropout = 0.25;
+        let mut json = serde_json::to_value(&c).unwrap();
+        for path in ADDED_SETTINGS {
+            let (parent, leaf) = path.rsplit_once('/').unwrap();
+            let table = json.pointer_mut(parent).unwrap().as_object_mut().unwrap();
+            assert!(table.remove(leaf).is_some(), "{path} is a setting");
+        }
+        // what the augmentation table held before #19
+        let keys: Vec<&String> = json["data"]["augmentation"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "brightness_limit",
+                "contrast_limit",
+                "probability",
+                "rotate_limit",
+                "scale_limit",
+                "shift_limit"
+            ]
+        );
+        let old = content_hash(format!("{json}\nfp").as_bytes());
+        assert_eq!(trial_key(&c, "fp"), old);
+        // the keys Sweep made before these settings existed (commit 18f067c, run
+        // there); a change here re-runs every recorded sweep
+        assert_eq!(old, "53a8e96c569db38429fe14d09c0cfc1d");
+        assert_eq!(
+            trial_key(&TrialConfig::default(), "fp"),
+            "b0bed1950bdd7642ea5b376914091c27"
+        );
+        // a setting that is not its default is part of the key
+        let mut e = c.clone();
+        e.data.augmentation.elastic_alpha = 30.0;
+        assert_ne!(trial_key(&e, "fp"), old);
+    }
 }

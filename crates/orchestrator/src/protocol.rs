@@ -29,6 +29,10 @@ pub struct Job {
     /// waits for one [`Reply`] line on stdin before going on.
     #[serde(default)]
     pub ask_after_epoch: bool,
+    /// The weights file `config.model.init_from` names (a sweep's trial's
+    /// checkpoint, found by the orchestrator).
+    #[serde(default)]
+    pub init_weights: Option<PathBuf>,
 }
 
 /// The orchestrator's answer after an epoch, one JSON line on the worker's

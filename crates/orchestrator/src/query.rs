@@ -60,6 +60,7 @@ impl TrialRow {
             stored_config: "{}".into(),
             base_config: None,
             metrics_version: Some(crate::store::METRICS_VERSION),
+            init: None,
             params: params
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -134,6 +135,9 @@ pub struct TrialRow {
     /// What the metrics were recorded with (`store::METRICS_VERSION`); `None`
     /// for trials an older Sweep finished (no training diagnostics).
     pub metrics_version: Option<i64>,
+    /// What the trial loaded from `model.init_from` (migration 0007).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init: Option<sweep_train::InitReport>,
     /// swept parameters, by name (canonical text)
     pub params: BTreeMap<String, String>,
     pub metrics: BTreeMap<String, f64>,
@@ -335,6 +339,7 @@ impl TrialRow {
             stored_config: String::new(),
             base_config: None,
             metrics_version: None,
+            init: None,
             params: BTreeMap::new(),
             metrics: BTreeMap::new(),
             artifacts: BTreeMap::new(),
@@ -425,7 +430,7 @@ async fn load(
     // the database (string_agg over their primary-key indexes), so a sweep of 100,000
     // trials is 100,000 rows through the driver, not millions.
     let sql = format!(
-        "SELECT id, number, key, seed, state, stop_reason, stop_epoch, best_epoch, attempts, device, started_at, finished_at, duration_seconds, error, {config} AS config_json, base_id, metrics_version, \
+        "SELECT id, number, key, seed, state, stop_reason, stop_epoch, best_epoch, attempts, device, started_at, finished_at, duration_seconds, error, {config} AS config_json, base_id, metrics_version, init_json, \
            (SELECT string_agg(name || $3 || value_text, $4) FROM trial_params p WHERE p.trial_id = t.id AND p.swept = 1) AS params, \
            (SELECT string_agg(name || $3 || value_kind || $3 || COALESCE({}, ''), $4) FROM final_metrics f WHERE f.trial_id = t.id AND ($1 IS NULL OR f.name = $1)) AS metrics, \
            (SELECT string_agg(kind || $3 || path, $4) FROM artifacts a WHERE a.trial_id = t.id) AS artifacts \
@@ -494,6 +499,9 @@ async fn load(
                 .get::<Option<i64>, _>("base_id")
                 .and_then(|b| bases.get(&b).cloned()),
             metrics_version: r.get("metrics_version"),
+            init: r
+                .get::<Option<String>, _>("init_json")
+                .and_then(|j| serde_json::from_str(&j).ok()),
             params: BTreeMap::new(),
             metrics: BTreeMap::new(),
             artifacts: BTreeMap::new(),

@@ -1096,6 +1096,11 @@ async fn spawn_worker(
         })
         .collect();
     hparams.push(("seed".into(), serde_json::Value::from(config.train.seed)));
+    let init_weights = config
+        .model
+        .init_from
+        .as_ref()
+        .and_then(|f| m.init_weights.get(f).cloned());
     let job = Job {
         trial_id: c.id,
         config,
@@ -1110,6 +1115,7 @@ async fn spawn_worker(
         logging: m.logging.clone(),
         hparams,
         ask_after_epoch,
+        init_weights,
     };
     let mut child = Command::new(&settings.worker_exe)
         .arg("worker")
@@ -1308,6 +1314,10 @@ async fn finish_trial(
                 report: o.report.as_ref(),
                 extra_metrics: extra,
                 artifacts,
+                init_json: o
+                    .init
+                    .as_ref()
+                    .map(|i| serde_json::to_string(i).expect("report serializes")),
             },
         )
         .await?;

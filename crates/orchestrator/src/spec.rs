@@ -1008,6 +1008,8 @@ const CANONICAL_KEYS: &[&str] = &[
     "train.early_stopping",
     "data.augment",
     "data.augmentation",
+    "train.freeze",
+    "train.freeze_epochs",
 ];
 
 /// Combinations of the settings counted together past which the count is
@@ -1506,6 +1508,15 @@ pub fn canonicalize(mut c: TrialConfig) -> TrialConfig {
     if let Some(e) = &mut c.train.early_stopping {
         e.mode = Some(e.resolved_mode());
     }
+    if c.train.freeze_epochs == Some(0) {
+        c.train.freeze.clear();
+    }
+    if c.train.freeze.is_empty() {
+        c.train.freeze_epochs = None;
+    } else {
+        c.train.freeze.sort();
+        c.train.freeze.dedup();
+    }
     c.data.augment.sort_by_key(|a| a.name());
     let aug = sweep_train::config::AugmentationSettings::default();
     let listed = |a: Augmentation| c.data.augment.contains(&a);
@@ -1516,10 +1527,39 @@ pub fn canonicalize(mut c: TrialConfig) -> TrialConfig {
         c.data.augmentation.brightness_limit = aug.brightness_limit;
         c.data.augmentation.contrast_limit = aug.contrast_limit;
     }
+    let a = &mut c.data.augmentation;
     if !listed(Augmentation::ShiftScaleRotate) {
-        c.data.augmentation.shift_limit = aug.shift_limit;
-        c.data.augmentation.scale_limit = aug.scale_limit;
-        c.data.augmentation.rotate_limit = aug.rotate_limit;
+        a.shift_limit = aug.shift_limit;
+        a.scale_limit = aug.scale_limit;
+        a.rotate_limit = aug.rotate_limit;
+    }
+    if !listed(Augmentation::RandomResizedCrop) {
+        a.crop_scale = aug.crop_scale;
+        a.crop_ratio = aug.crop_ratio;
+    }
+    if !listed(Augmentation::HueSaturationValue) {
+        a.hue_shift_limit = aug.hue_shift_limit;
+        a.sat_shift_limit = aug.sat_shift_limit;
+        a.val_shift_limit = aug.val_shift_limit;
+    }
+    if !listed(Augmentation::GridDistortion) {
+        a.grid_num_steps = aug.grid_num_steps;
+        a.grid_distort_limit = aug.grid_distort_limit;
+    }
+    if !listed(Augmentation::ElasticTransform) {
+        a.elastic_alpha = aug.elastic_alpha;
+        a.elastic_sigma = aug.elastic_sigma;
+    }
+    if !listed(Augmentation::GaussNoise) {
+        a.noise_std_range = aug.noise_std_range;
+        a.noise_mean_range = aug.noise_mean_range;
+        a.noise_per_channel = aug.noise_per_channel;
+    }
+    if !listed(Augmentation::CoarseDropout) {
+        a.num_holes_range = aug.num_holes_range;
+        a.hole_height_range = aug.hole_height_range;
+        a.hole_width_range = aug.hole_width_range;
+        a.hole_fill = aug.hole_fill;
     }
     c
 }

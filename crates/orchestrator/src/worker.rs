@@ -195,6 +195,7 @@ pub fn run_job(
             histogram_every: (job.tensorboard_dir.is_some() && job.logging.histogram_every > 0)
                 .then_some(job.logging.histogram_every),
             gradient_histograms: job.logging.gradient_histograms,
+            init_weights: job.init_weights.clone(),
             ..TrialOptions::default()
         };
         let outcome = run_trial(&job.config, &ds, &dev, &opts, &mut lines, stop)?;

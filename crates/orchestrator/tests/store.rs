@@ -148,6 +148,7 @@ fn pruned() -> Finish<'static> {
         report: None,
         extra_metrics: vec![("train.loss".into(), f64::NAN)],
         artifacts: vec![],
+        init_json: None,
     }
 }
 

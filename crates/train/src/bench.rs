@@ -158,14 +158,51 @@ pub fn step_throughput(
 
 #[derive(Clone, Debug, Serialize)]
 pub struct DataResult {
+    /// What was augmented: `none`, `reference` (the PyTorch script's set), a
+    /// transform's name alone, or `all`.
+    pub set: String,
+    /// Probability each listed transform applies with.
+    pub probability: f64,
     pub images: usize,
     pub augment: bool,
     pub samples_per_s: f64,
+    /// Milliseconds to build one batch of 64.
+    pub batch_ms: f64,
 }
 
-/// Samples per second of building shuffled training batches of 64×64×3 images
-/// (augmentation of the reference script, normalization, CHW layout), decode excluded.
-pub fn data_throughput(augment: bool, epochs: usize) -> Result<DataResult> {
+/// The augmentation sets `sweep bench-data` measures: none, the reference
+/// script's, each transform alone (probability 1), and every transform (at
+/// the default probability 0.5, and at 1).
+pub fn data_sets() -> Vec<(String, Vec<Augmentation>, f64)> {
+    let mut out = vec![
+        ("none".to_string(), vec![], 0.5),
+        (
+            "reference".to_string(),
+            vec![
+                Augmentation::Hflip,
+                Augmentation::BrightnessContrast,
+                Augmentation::ShiftScaleRotate,
+            ],
+            0.5,
+        ),
+    ];
+    for a in Augmentation::ORDER {
+        out.push((a.name().to_string(), vec![a], 1.0));
+    }
+    out.push(("all".to_string(), Augmentation::ORDER.to_vec(), 0.5));
+    out.push(("all".to_string(), Augmentation::ORDER.to_vec(), 1.0));
+    out
+}
+
+/// Samples per second of building shuffled training batches of 64 images of
+/// 64×64×3 (augmentation with `augs` at `probability` and default limits,
+/// normalization, CHW layout), decode excluded.
+pub fn data_throughput(
+    set: &str,
+    augs: &[Augmentation],
+    probability: f64,
+    epochs: usize,
+) -> Result<DataResult> {
     let data = DataConfig {
         synthetic: Some(SyntheticConfig {
             classes: 7,
@@ -174,16 +211,11 @@ pub fn data_throughput(augment: bool, epochs: usize) -> Result<DataResult> {
             seed: 0,
         }),
         image_size: 64,
-        augment: if augment {
-            vec![
-                Augmentation::Hflip,
-                Augmentation::BrightnessContrast,
-                Augmentation::ShiftScaleRotate,
-            ]
-        } else {
-            vec![]
+        augment: augs.to_vec(),
+        augmentation: AugmentationSettings {
+            probability,
+            ..AugmentationSettings::default()
         },
-        augmentation: AugmentationSettings::default(),
         ..DataConfig::default()
     };
     let ds = Dataset::load(&data)?;
@@ -191,6 +223,10 @@ pub fn data_throughput(augment: bool, epochs: usize) -> Result<DataResult> {
     let mut rng = Rng::new(3);
     let mut order: Vec<usize> = (0..ds.len()).collect();
     let (mut buf, mut labels) = (Vec::new(), Vec::new());
+    // one untimed epoch: buffers and blur plans warm, as in training
+    for chunk in order.chunks(64) {
+        batcher.fill(&ds, chunk, Some(&mut rng), &mut buf, &mut labels);
+    }
     let t0 = Instant::now();
     for _ in 0..epochs {
         rng.shuffle(&mut order);
@@ -199,9 +235,13 @@ pub fn data_throughput(augment: bool, epochs: usize) -> Result<DataResult> {
         }
     }
     let n = ds.len() * epochs;
+    let samples_per_s = n as f64 / t0.elapsed().as_secs_f64();
     Ok(DataResult {
+        set: set.to_string(),
+        probability,
         images: ds.len(),
-        augment,
-        samples_per_s: n as f64 / t0.elapsed().as_secs_f64(),
+        augment: !augs.is_empty(),
+        samples_per_s,
+        batch_ms: 64.0 / samples_per_s * 1e3,
     })
 }

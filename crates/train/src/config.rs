@@ -25,19 +25,62 @@ pub struct TrialConfig {
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum Augmentation {
+    RandomResizedCrop,
     Hflip,
     Vflip,
     BrightnessContrast,
+    HueSaturationValue,
     ShiftScaleRotate,
+    GridDistortion,
+    ElasticTransform,
+    GaussNoise,
+    CoarseDropout,
 }
 
 impl Augmentation {
+    /// Every augmentation, in the order in which they apply (whatever the order
+    /// of `data.augment`): crop, flips, colour, warps, noise, occlusion.
+    pub const ORDER: [Augmentation; 10] = [
+        Augmentation::RandomResizedCrop,
+        Augmentation::Hflip,
+        Augmentation::Vflip,
+        Augmentation::BrightnessContrast,
+        Augmentation::HueSaturationValue,
+        Augmentation::ShiftScaleRotate,
+        Augmentation::GridDistortion,
+        Augmentation::ElasticTransform,
+        Augmentation::GaussNoise,
+        Augmentation::CoarseDropout,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
+            Augmentation::RandomResizedCrop => "random_resized_crop",
             Augmentation::Hflip => "hflip",
             Augmentation::Vflip => "vflip",
             Augmentation::BrightnessContrast => "brightness_contrast",
+            Augmentation::HueSaturationValue => "hue_saturation_value",
             Augmentation::ShiftScaleRotate => "shift_scale_rotate",
+            Augmentation::GridDistortion => "grid_distortion",
+            Augmentation::ElasticTransform => "elastic_transform",
+            Augmentation::GaussNoise => "gauss_noise",
+            Augmentation::CoarseDropout => "coarse_dropout",
+        }
+    }
+
+    /// Albumentations' name of the transform.
+    pub fn albumentations_name(self) -> &'static str {
+        match self {
+            Augmentation::RandomResizedCrop => "RandomResizedCrop",
+            Augmentation::Hflip => "HorizontalFlip",
+            Augmentation::Vflip => "VerticalFlip",
+            Augmentation::BrightnessContrast => "RandomBrightnessContrast",
+            Augmentation::HueSaturationValue => "HueSaturationValue",
+            Augmentation::ShiftScaleRotate => "ShiftScaleRotate",
+            Augmentation::GridDistortion => "GridDistortion",
+            Augmentation::ElasticTransform => "ElasticTransform",
+            Augmentation::GaussNoise => "GaussNoise",
+            Augmentation::CoarseDropout => "CoarseDropout",
         }
     }
 }
@@ -55,6 +98,32 @@ pub struct AugmentationSettings {
     pub scale_limit: f64,
     /// Degrees.
     pub rotate_limit: f64,
+    /// `random_resized_crop`: area of the crop as a fraction of the image (Albumentations' `scale`).
+    pub crop_scale: [f64; 2],
+    /// `random_resized_crop`: aspect ratio width / height of the crop (Albumentations' `ratio`).
+    pub crop_ratio: [f64; 2],
+    /// `hue_saturation_value`: shifts in OpenCV's 8-bit HSV units (hue 0–179).
+    pub hue_shift_limit: f64,
+    pub sat_shift_limit: f64,
+    pub val_shift_limit: f64,
+    /// `grid_distortion`: cells per side, and the step factor's range 1 ± limit.
+    pub grid_num_steps: usize,
+    pub grid_distort_limit: f64,
+    /// `elastic_transform`: displacement scale and Gaussian smoothing (pixels).
+    pub elastic_alpha: f64,
+    pub elastic_sigma: f64,
+    /// `gauss_noise`: standard deviation and mean as fractions of 255.
+    pub noise_std_range: [f64; 2],
+    pub noise_mean_range: [f64; 2],
+    /// `gauss_noise`: one noise value per channel (`true`) or one per pixel shared by its channels.
+    pub noise_per_channel: bool,
+    /// `coarse_dropout`: number of holes, inclusive range.
+    pub num_holes_range: [usize; 2],
+    /// `coarse_dropout`: hole sides as fractions of the image side.
+    pub hole_height_range: [f64; 2],
+    pub hole_width_range: [f64; 2],
+    /// `coarse_dropout`: the value holes are filled with (0–255).
+    pub hole_fill: u8,
 }
 
 impl Default for AugmentationSettings {
@@ -66,6 +135,22 @@ impl Default for AugmentationSettings {
             shift_limit: 0.0625,
             scale_limit: 0.1,
             rotate_limit: 45.0,
+            crop_scale: [0.08, 1.0],
+            crop_ratio: [0.75, 4.0 / 3.0],
+            hue_shift_limit: 20.0,
+            sat_shift_limit: 30.0,
+            val_shift_limit: 20.0,
+            grid_num_steps: 5,
+            grid_distort_limit: 0.3,
+            elastic_alpha: 1.0,
+            elastic_sigma: 50.0,
+            noise_std_range: [0.2, 0.44],
+            noise_mean_range: [0.0, 0.0],
+            noise_per_channel: true,
+            num_holes_range: [1, 2],
+            hole_height_range: [0.1, 0.2],
+            hole_width_range: [0.1, 0.2],
+            hole_fill: 0,
         }
     }
 }
@@ -219,6 +304,33 @@ pub struct ModelConfig {
     pub init_std: f64,
     /// Value of `init = "constant"` (every weight the same).
     pub init_value: f64,
+    /// Pretrained weights to start from: a `.safetensors` file (a Sweep
+    /// checkpoint, relative to the config file), or `"SWEEP/N"`, trial N of a
+    /// sweep in the same results database (found by `sweep run`). Tensors whose
+    /// name and shape match are loaded; the rest keep `init`. `"none"` or
+    /// absent: no pretraining.
+    #[serde(deserialize_with = "none_or_string")]
+    pub init_from: Option<String>,
+}
+
+/// Whether `model.init_from` names a weights file (else a sweep's trial, `SWEEP/N`).
+pub fn is_weights_file(init_from: &str) -> bool {
+    init_from.ends_with(".safetensors")
+}
+
+/// `model.init_from = "SWEEP/N"` as (sweep, trial number).
+pub fn init_from_trial(init_from: &str) -> Option<(&str, i64)> {
+    let (sweep, n) = init_from.rsplit_once('/')?;
+    let n: i64 = n.parse().ok().filter(|n| *n >= 0)?;
+    (!sweep.is_empty() && !sweep.contains('/')).then_some((sweep, n))
+}
+
+/// `"none"` and `""` read as no value (a grid can then sweep "none" against a source).
+fn none_or_string<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<String>, D::Error> {
+    let v: Option<String> = Option::deserialize(d)?;
+    Ok(v.filter(|s| !s.is_empty() && s != "none"))
 }
 
 impl Default for ModelConfig {
@@ -235,11 +347,36 @@ impl Default for ModelConfig {
             init_high: 0.05,
             init_std: 0.01,
             init_value: 0.01,
+            init_from: None,
         }
     }
 }
 
 impl ModelConfig {
+    /// The model's layer names, input first: `conv0`…, `hidden0`…, `output`
+    /// (a parameter is `LAYER.weight`, `LAYER.bias`, `LAYER.bn.*`).
+    pub fn layer_names(&self) -> Vec<String> {
+        let convs = if self.arch == Arch::Cnn {
+            self.conv_channels.len()
+        } else {
+            0
+        };
+        (0..convs)
+            .map(|i| format!("conv{i}"))
+            .chain((0..self.hidden_sizes().len()).map(|i| format!("hidden{i}")))
+            .chain(std::iter::once("output".to_string()))
+            .collect()
+    }
+
+    /// Whether `train.freeze` entry `pattern` names `layer`: the layer's name,
+    /// or its kind (`conv`, `hidden`) for every layer of that kind.
+    pub fn freeze_matches(pattern: &str, layer: &str) -> bool {
+        layer == pattern
+            || layer
+                .strip_prefix(pattern)
+                .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()))
+    }
+
     pub fn hidden_sizes(&self) -> Vec<usize> {
         match (&self.hidden, self.arch) {
             (Some(h), _) => h.clone(),
@@ -383,6 +520,13 @@ pub struct TrainConfig {
     pub label_smoothing: f64,
     pub early_stopping: Option<EarlyStoppingConfig>,
     pub seed: u64,
+    /// Layers that get no update and no weight decay: `"conv"` (every conv
+    /// block), `"hidden"` (every hidden layer) or layer names (`"conv0"`,
+    /// `"hidden1"`, `"output"`). Batch-norm running statistics still update.
+    pub freeze: Vec<String>,
+    /// Frozen for the first N epochs only, then every layer trains, with a
+    /// fresh optimizer (no moments, step count from 0). Absent: the whole run.
+    pub freeze_epochs: Option<usize>,
 }
 
 impl Default for TrainConfig {
@@ -408,6 +552,8 @@ impl Default for TrainConfig {
             label_smoothing: 0.0,
             early_stopping: None,
             seed: 42,
+            freeze: Vec::new(),
+            freeze_epochs: None,
         }
     }
 }
@@ -452,8 +598,15 @@ impl TrialConfig {
         Ok(cfg)
     }
 
-    /// Makes a relative `data.root` relative to `dir`.
+    /// Makes a relative `data.root`, and a relative `model.init_from` file,
+    /// relative to `dir`.
     pub fn resolve_paths(&mut self, dir: &Path) {
+        if let Some(f) = &self.model.init_from {
+            let p = Path::new(f);
+            if is_weights_file(f) && p.is_relative() {
+                self.model.init_from = Some(dir.join(p).display().to_string());
+            }
+        }
         if let Some(root) = &self.data.root {
             if root.is_relative() {
                 self.data.root = Some(dir.join(root));
@@ -574,6 +727,106 @@ impl TrialConfig {
                 return Err(issue(key, format!("must be in [0, {max}], got {v}")));
             }
         }
+        for (key, v, max) in [
+            (
+                "data.augmentation.hue_shift_limit",
+                a.hue_shift_limit,
+                180.0,
+            ),
+            (
+                "data.augmentation.sat_shift_limit",
+                a.sat_shift_limit,
+                255.0,
+            ),
+            (
+                "data.augmentation.val_shift_limit",
+                a.val_shift_limit,
+                255.0,
+            ),
+            (
+                "data.augmentation.grid_distort_limit",
+                a.grid_distort_limit,
+                1.0,
+            ),
+            ("data.augmentation.elastic_alpha", a.elastic_alpha, 10_000.0),
+            ("data.augmentation.elastic_sigma", a.elastic_sigma, 10_000.0),
+        ] {
+            if !(0.0..=max).contains(&v) {
+                return Err(issue(key, format!("must be in [0, {max}], got {v}")));
+            }
+        }
+        if a.elastic_sigma == 0.0 {
+            return Err(issue(
+                "data.augmentation.elastic_sigma",
+                "must be greater than 0",
+            ));
+        }
+        if !(1..=64).contains(&a.grid_num_steps) {
+            return Err(issue(
+                "data.augmentation.grid_num_steps",
+                format!("must be in [1, 64], got {}", a.grid_num_steps),
+            ));
+        }
+        let range = |key: &str, r: [f64; 2], lo: f64, hi: f64, open_low: bool| {
+            let ok_low = if open_low { r[0] > lo } else { r[0] >= lo };
+            if !(ok_low && r[0] <= r[1] && r[1] <= hi) {
+                let open = if open_low { "(" } else { "[" };
+                return Err(issue(
+                    key,
+                    format!(
+                        "must be [low, high] with {open}{lo} ≤ low ≤ high ≤ {hi}], got [{}, {}]",
+                        r[0], r[1]
+                    ),
+                ));
+            }
+            Ok(())
+        };
+        range("data.augmentation.crop_scale", a.crop_scale, 0.0, 1.0, true)?;
+        range(
+            "data.augmentation.crop_ratio",
+            a.crop_ratio,
+            0.0,
+            100.0,
+            true,
+        )?;
+        range(
+            "data.augmentation.noise_std_range",
+            a.noise_std_range,
+            0.0,
+            1.0,
+            false,
+        )?;
+        range(
+            "data.augmentation.noise_mean_range",
+            a.noise_mean_range,
+            -1.0,
+            1.0,
+            false,
+        )?;
+        range(
+            "data.augmentation.hole_height_range",
+            a.hole_height_range,
+            0.0,
+            1.0,
+            true,
+        )?;
+        range(
+            "data.augmentation.hole_width_range",
+            a.hole_width_range,
+            0.0,
+            1.0,
+            true,
+        )?;
+        let h = a.num_holes_range;
+        if !(h[0] >= 1 && h[0] <= h[1] && h[1] <= 1000) {
+            return Err(issue(
+                "data.augmentation.num_holes_range",
+                format!(
+                    "must be [low, high] with 1 ≤ low ≤ high ≤ 1000, got [{}, {}]",
+                    h[0], h[1]
+                ),
+            ));
+        }
         if let Some(s) = &d.synthetic {
             if s.classes < 2 {
                 return Err(issue(
@@ -602,6 +855,26 @@ impl TrialConfig {
         }
 
         let m = &self.model;
+        if let Some(f) = &m.init_from {
+            if !is_weights_file(f) && init_from_trial(f).is_none() {
+                return Err(issue(
+                    "model.init_from",
+                    format!("`{f}` is neither a .safetensors file nor SWEEP/N (trial N of a sweep); \"none\" for no pretraining"),
+                ));
+            }
+        }
+        let layers = m.layer_names();
+        for f in &self.train.freeze {
+            if !layers.iter().any(|l| ModelConfig::freeze_matches(f, l)) {
+                return Err(issue(
+                    "train.freeze",
+                    format!(
+                        "`{f}` names no layer of this model (its layers: {}; or \"conv\", \"hidden\" for every layer of a kind)",
+                        layers.join(", ")
+                    ),
+                ));
+            }
+        }
         if let Some(h) = &m.hidden {
             if h.contains(&0) {
                 return Err(issue("model.hidden", "layer sizes must be at least 1"));

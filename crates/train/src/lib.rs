@@ -14,6 +14,7 @@ pub mod loss;
 pub mod metrics;
 pub mod model;
 pub mod optim;
+pub mod pretrained;
 pub mod probe;
 pub mod rng;
 pub mod serde_float;
@@ -23,6 +24,7 @@ pub use config::TrialConfig;
 pub use data::Dataset;
 pub use error::{Error, Result};
 pub use metrics::Report;
+pub use pretrained::InitReport;
 pub use probe::{LayerHealth, Probe};
 pub use trainer::{
     run_trial, EpochMetrics, Histogram, NoObserver, Observer, StopFlag, StopReason, TrialOptions,

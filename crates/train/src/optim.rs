@@ -315,6 +315,8 @@ pub struct Optimizer {
     weight_decay: Vec<f32>,
     states: Vec<ParamState>,
     t: u64,
+    /// Parameters that get no update (nor weight decay): `train.freeze`.
+    frozen: Vec<bool>,
 }
 
 impl Optimizer {
@@ -343,7 +345,16 @@ impl Optimizer {
             weight_decay,
             states: vec![ParamState::default(); params.len()],
             t: 0,
+            frozen: vec![false; params.len()],
         }
+    }
+
+    /// The same optimizer with the parameters flagged in `frozen` left alone:
+    /// no update, no weight decay, no moments.
+    pub fn with_frozen(mut self, frozen: Vec<bool>) -> Self {
+        assert_eq!(frozen.len(), self.frozen.len(), "one flag per parameter");
+        self.frozen = frozen;
+        self
     }
 
     /// One step at learning rate `lr` with the gradients in `grads`. Parameters
@@ -353,6 +364,9 @@ impl Optimizer {
         let mut h = self.hyper;
         h.lr = lr as f32;
         for (i, p) in params.iter().enumerate() {
+            if self.frozen[i] {
+                continue;
+            }
             let Some(g) = grads.get(p.var.as_tensor()) else {
                 continue;
             };
@@ -387,6 +401,9 @@ impl Optimizer {
         let mut h = self.hyper;
         h.lr = lr as f32;
         for (i, (p, g)) in params.iter().zip(grads).enumerate() {
+            if self.frozen[i] {
+                continue;
+            }
             let wd = self.weight_decay[i];
             if p.var.device().is_cpu() {
                 let op = InPlaceSlice {

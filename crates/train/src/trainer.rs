@@ -18,6 +18,7 @@ use crate::loss::{balanced_weights, CrossEntropy};
 use crate::metrics::{Confusion, Report};
 use crate::model::Model;
 use crate::optim::{learning_rate_at, Optimizer};
+use crate::pretrained::InitReport;
 use crate::probe::{probe, Probe};
 use crate::rng::Rng;
 
@@ -54,6 +55,9 @@ pub struct TrialOptions {
     /// Measure initialization health (see [`crate::probe`]); on by default, off
     /// only to measure what it costs.
     pub probe: bool,
+    /// The file `model.init_from` names, found by the caller (a sweep's trial's
+    /// checkpoint); `None`: `model.init_from` itself, which must then be a file.
+    pub init_weights: Option<PathBuf>,
 }
 
 impl Default for TrialOptions {
@@ -65,6 +69,7 @@ impl Default for TrialOptions {
             best_metric: Monitor::ValLoss,
             autograd: false,
             probe: true,
+            init_weights: None,
         }
     }
 }
@@ -212,6 +217,8 @@ pub trait Observer {
     /// Initialization health (see [`crate::probe`]): before the first update and
     /// after the first epoch.
     fn on_probe(&mut self, _probe: &Probe) {}
+    /// What the model took from `model.init_from`, before training.
+    fn on_init(&mut self, _report: &InitReport) {}
     /// Asked after each epoch but the last (once `on_epoch` and `on_histograms`
     /// have seen it): `Some(reason)` stops the trial there, as pruned (a search's
     /// pruner answering from the trial's peers). The default never stops.
@@ -269,6 +276,9 @@ pub struct TrialOutcome {
     /// (absent when the training split has fewer than two images).
     #[serde(default)]
     pub probes: Vec<Probe>,
+    /// What was loaded from `model.init_from`, when set.
+    #[serde(default)]
+    pub init: Option<InitReport>,
 }
 
 impl TrialOutcome {
@@ -527,8 +537,35 @@ pub fn run_trial(
         seed,
         device,
     )?;
+    let init = match &cfg.model.init_from {
+        Some(source) => {
+            let file = match &opts.init_weights {
+                Some(f) => f.clone(),
+                None if crate::config::is_weights_file(source) => PathBuf::from(source),
+                None => {
+                    return Err(Error::Invalid(format!(
+                        "model.init_from = {source:?} names a sweep's trial: `sweep run` finds its checkpoint in the results database; give `sweep train` a .safetensors file"
+                    )))
+                }
+            };
+            let report = crate::pretrained::load_matching(&mut model, &file, source)?;
+            obs.on_init(&report);
+            Some(report)
+        }
+        None => None,
+    };
     let params = model.params();
-    let mut opt = Optimizer::new(&cfg.train, &params);
+    let frozen: Vec<bool> = params
+        .iter()
+        .map(|p| {
+            let layer = p.name.split('.').next().unwrap_or(&p.name);
+            cfg.train
+                .freeze
+                .iter()
+                .any(|f| crate::config::ModelConfig::freeze_matches(f, layer))
+        })
+        .collect();
+    let mut opt = Optimizer::new(&cfg.train, &params).with_frozen(frozen);
     let mut engine = if device.is_cpu() && !opts.autograd {
         Some(Engine::new(&model, ds.channels, ds.image_size)?)
     } else {
@@ -610,6 +647,10 @@ pub fn run_trial(
     }
 
     'epochs: for epoch in 1..=cfg.train.epochs {
+        if !cfg.train.freeze.is_empty() && cfg.train.freeze_epochs.map(|n| n + 1) == Some(epoch) {
+            // unfrozen: every layer trains, with a fresh optimizer
+            opt = Optimizer::new(&cfg.train, &params);
+        }
         let t_epoch = Instant::now();
         let lr = learning_rate_at(&cfg.train, epoch - 1);
         shuffle_rng.shuffle(&mut order);
@@ -794,6 +835,7 @@ pub fn run_trial(
         report_checkpoint,
         seconds: t_start.elapsed().as_secs_f64(),
         probes,
+        init,
     })
 }
 

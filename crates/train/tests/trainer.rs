@@ -415,3 +415,187 @@ fn the_cpu_engine_and_candle_autograd_train_the_same_trial() {
         }
     }
 }
+
+/// The tensors of a checkpoint, by name.
+fn tensors(path: &std::path::Path) -> std::collections::HashMap<String, Vec<f32>> {
+    candle_core::safetensors::load(path, &candle_core::Device::Cpu)
+        .unwrap()
+        .into_iter()
+        .map(|(n, t)| (n, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+        .collect()
+}
+
+/// `train.freeze`: frozen layers end the run with the weights they started
+/// with (no update, no weight decay: the decay would move them), the others
+/// train. With `freeze_epochs`, they train after that many epochs. On the CPU
+/// engine and through candle's autograd alike.
+#[test]
+fn frozen_layers_keep_their_weights_until_unfrozen() {
+    for autograd in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cfg(
+            "arch = \"cnn\"\nconv_channels = [4, 8]\nhidden = [16]\nbatch_norm = true",
+            "epochs = 3\noptimizer = \"adamw\"\nweight_decay = 0.1\nfreeze = [\"conv\"]",
+        );
+        let opts = TrialOptions {
+            checkpoint_dir: Some(dir.path().join("a")),
+            autograd,
+            ..TrialOptions::default()
+        };
+        let o = run(&c, &opts, &mut NoObserver);
+        let ds = Dataset::load(&c.data).unwrap();
+        let init = Model::new(
+            &c.model,
+            3,
+            16,
+            ds.num_classes(),
+            c.train.seed,
+            &Device::Cpu,
+        )
+        .unwrap();
+        let init: std::collections::HashMap<String, Vec<f32>> = init
+            .state()
+            .into_iter()
+            .map(|(n, t)| (n, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+            .collect();
+        // the last epoch's weights (the report's, without early stopping)
+        let after = tensors(o.report_checkpoint.as_ref().unwrap());
+        for (name, v) in &after {
+            let frozen_param = name.starts_with("conv") && !name.contains("running_");
+            if frozen_param {
+                assert_eq!(v, &init[name], "{name} is frozen (autograd {autograd})");
+            } else if !name.contains("running_") {
+                assert_ne!(v, &init[name], "{name} trains (autograd {autograd})");
+            }
+        }
+        // frozen for the first epoch only: the conv layers train afterwards
+        let c2 = cfg(
+            "arch = \"cnn\"\nconv_channels = [4, 8]\nhidden = [16]\nbatch_norm = true",
+            "epochs = 3\noptimizer = \"adamw\"\nfreeze = [\"conv0\"]\nfreeze_epochs = 1",
+        );
+        let opts = TrialOptions {
+            checkpoint_dir: Some(dir.path().join("b")),
+            autograd,
+            ..TrialOptions::default()
+        };
+        let o2 = run(&c2, &opts, &mut NoObserver);
+        let after = tensors(o2.report_checkpoint.as_ref().unwrap());
+        assert_eq!(o2.report_epoch, Some(3));
+        assert_ne!(
+            after["conv0.weight"], init["conv0.weight"],
+            "unfrozen after epoch 1"
+        );
+    }
+}
+
+/// `model.init_from` a checkpoint of a 4-class run into a 3-class run: the
+/// report (observer and outcome) lists what was loaded and what was not; with
+/// the loaded layers frozen they end the run exactly as the source had them.
+#[test]
+fn a_trial_starts_from_a_checkpoint_and_says_what_it_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = "arch = \"cnn\"\nconv_channels = [4, 8]\nhidden = [16]";
+    let src = cfg(model, "epochs = 2");
+    let o = run(
+        &src,
+        &TrialOptions {
+            checkpoint_dir: Some(dir.path().to_path_buf()),
+            ..TrialOptions::default()
+        },
+        &mut NoObserver,
+    );
+    let ck = o.checkpoint.unwrap();
+    // 3 classes instead of 4: the output layer cannot be loaded
+    let mut c = cfg(
+        &format!("{model}\ninit_from = {:?}", ck.display().to_string()),
+        "epochs = 1\nfreeze = [\"conv\", \"hidden\"]",
+    );
+    c.data.synthetic.as_mut().unwrap().classes = 3;
+    struct Seen(Option<sweep_train::InitReport>);
+    impl Observer for Seen {
+        fn on_init(&mut self, r: &sweep_train::InitReport) {
+            self.0 = Some(r.clone());
+        }
+    }
+    let mut seen = Seen(None);
+    let out_dir = dir.path().join("fine");
+    let o = run(
+        &c,
+        &TrialOptions {
+            checkpoint_dir: Some(out_dir),
+            ..TrialOptions::default()
+        },
+        &mut seen,
+    );
+    let report = o.init.clone().expect("an init report");
+    assert_eq!(seen.0.as_ref(), Some(&report));
+    assert_eq!(
+        report.loaded,
+        [
+            "conv0.weight",
+            "conv0.bias",
+            "conv1.weight",
+            "conv1.bias",
+            "hidden0.weight",
+            "hidden0.bias"
+        ]
+    );
+    assert_eq!(report.initialized.len(), 2, "{report:?}");
+    // everything loaded and frozen is the source's, bit for bit
+    let (before, after) = (tensors(&ck), tensors(o.report_checkpoint.as_ref().unwrap()));
+    for name in &report.loaded {
+        assert_eq!(before[name], after[name], "{name}");
+    }
+    assert_ne!(before["output.bias"].len(), after["output.bias"].len());
+
+    // `sweep train` has no database: a SWEEP/N source is refused by name
+    let mut c = cfg(&format!("{model}\ninit_from = \"caltech/3\""), "epochs = 1");
+    c.data.synthetic.as_mut().unwrap().classes = 3;
+    let ds = Dataset::load(&c.data).unwrap();
+    let err = run_trial(
+        &c,
+        &ds,
+        &Device::Cpu,
+        &TrialOptions::default(),
+        &mut NoObserver,
+        &StopFlag::new(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("caltech/3") && err.contains(".safetensors"),
+        "{err}"
+    );
+}
+
+#[test]
+fn freeze_and_init_from_are_checked_by_name() {
+    let bad = |model: &str, train: &str| {
+        TrialConfig::from_toml_str(
+            &format!("[data.synthetic]\n[model]\n{model}\n[train]\n{train}\n"),
+            "t.toml",
+        )
+        .unwrap_err()
+        .to_string()
+    };
+    let e = bad(
+        "arch = \"cnn\"\nconv_channels = [4]",
+        "freeze = [\"conv1\"]",
+    );
+    assert!(
+        e.contains("train.freeze") && e.contains("conv1") && e.contains("conv0, hidden0, output"),
+        "{e}"
+    );
+    let e = bad("init_from = \"pretrained.pt\"", "");
+    assert!(
+        e.contains("model.init_from") && e.contains("pretrained.pt"),
+        "{e}"
+    );
+    // "none" is no pretraining
+    let c = TrialConfig::from_toml_str(
+        "[data.synthetic]\n[model]\ninit_from = \"none\"\n",
+        "t.toml",
+    )
+    .unwrap();
+    assert_eq!(c.model.init_from, None);
+}

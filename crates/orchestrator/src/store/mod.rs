@@ -59,6 +59,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "config_bases",
         include_str!("../../../../migrations/0006_config_bases.sql"),
     ),
+    (
+        7,
+        "init_from",
+        include_str!("../../../../migrations/0007_init_from.sql"),
+    ),
 ];
 
 /// `trials.metrics_version` of the trials this Sweep finishes: 2 since the
@@ -103,6 +108,11 @@ pub const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
         6,
         "config_bases",
         include_str!("../../../../migrations/postgres/0006_config_bases.sql"),
+    ),
+    (
+        7,
+        "init_from",
+        include_str!("../../../../migrations/postgres/0007_init_from.sql"),
     ),
 ];
 
@@ -368,6 +378,8 @@ pub struct Finish<'a> {
     /// Final metrics beyond the report (`train.loss` of the report epoch, ...).
     pub extra_metrics: Vec<(String, f64)>,
     pub artifacts: Vec<(String, String)>,
+    /// What the trial loaded from `model.init_from` (JSON), when set.
+    pub init_json: Option<String>,
 }
 
 /// Where the results live: a SQLite file (the default) or a PostgreSQL database
@@ -1521,7 +1533,7 @@ impl Store {
     pub async fn finish(&self, trial_id: i64, session: i64, f: &Finish<'_>) -> Result<bool> {
         let mut tx = self.begin_write().await?;
         let t = now();
-        let r = sqlx::query("UPDATE trials SET state = $1, stop_reason = $2, stop_epoch = $3, best_epoch = $4, report_epoch = $5, num_parameters = $6, train_size = $7, val_size = $8, duration_seconds = $9, finished_at = $10, error = NULL, stop_detail = $13, metrics_version = $14 WHERE id = $11 AND state = 'running' AND session_id = $12")
+        let r = sqlx::query("UPDATE trials SET state = $1, stop_reason = $2, stop_epoch = $3, best_epoch = $4, report_epoch = $5, num_parameters = $6, train_size = $7, val_size = $8, duration_seconds = $9, finished_at = $10, error = NULL, stop_detail = $13, metrics_version = $14, init_json = $15 WHERE id = $11 AND state = 'running' AND session_id = $12")
             .bind(f.state.as_str())
             .bind(&f.stop_reason)
             .bind(f.stop_epoch)
@@ -1536,6 +1548,7 @@ impl Store {
             .bind(session)
             .bind(&f.stop_detail)
             .bind(METRICS_VERSION)
+            .bind(&f.init_json)
             .execute(&mut *tx)
             .await
             .map_err(sql_err("finishing a trial"))?;

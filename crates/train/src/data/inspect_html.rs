@@ -152,12 +152,28 @@ pub fn html(r: &Inspection, ds: &Dataset, cfg: &DataConfig, title: &str) -> Stri
 
     // the augmentations, as training applies them
     if !cfg.augment.is_empty() {
-        let names: Vec<String> = cfg.augment.iter().map(|a| format!("{a:?}")).collect();
+        let names: Vec<&str> = crate::config::Augmentation::ORDER
+            .into_iter()
+            .filter(|a| cfg.augment.contains(a))
+            .map(|a| a.name())
+            .collect();
         let _ = write!(
             h,
-            "<h2>Augmentations</h2><p class=muted>{}, with the config's limits and probability: each row is one training image, then six draws.</p>",
+            "<h2>Augmentations</h2><p class=muted>{}, in the order they apply. Each transform alone, always applied with the config's limits: the image, then six draws.</p><table>",
             esc(&names.join(", "))
         );
+        let first = crate::probe::evenly_spaced(&(0..ds.len()).collect::<Vec<_>>(), 1);
+        let rows = super::preview::augmentation_rows(ds, cfg, first[0], 6, 0);
+        // (the last row, all of them together, is the next section's subject)
+        for row in &rows[..rows.len() - 1] {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td></tr>",
+                esc(&row.label),
+                img_tag(&strip_png(&row.tiles, size, ch), &row.label)
+            );
+        }
+        h += "</table><p class=muted>All of them as training applies them, each with its probability: one training image per row, then six draws.</p>";
         let mut rng = Rng::stream(0, "inspect");
         let mut scratch = AugmentScratch::default();
         for i in crate::probe::evenly_spaced(&(0..ds.len()).collect::<Vec<_>>(), 4) {

@@ -2,10 +2,11 @@
 //! once into a compact `u8` cache, the stratified split, the synthetic data set, and
 //! per-batch augmentation and normalization. No tensors here: batches are `f32` slices.
 
-mod augment;
+pub mod augment;
 pub mod csv;
 pub mod inspect;
 pub mod inspect_html;
+pub mod preview;
 mod synthetic;
 
 pub use augment::{apply_augmentations, brightness_contrast, shift_scale_rotate, AugmentScratch};

@@ -1,20 +1,47 @@
-//! Training-time augmentations on `u8` HWC images, with Albumentations' semantics and
-//! default limits. They are applied in a fixed order (hflip, vflip,
-//! brightness_contrast, shift_scale_rotate) whatever the order of the list, each with
-//! probability `data.augmentation.probability`, drawing from the trial's
-//! augmentation stream.
+//! Training-time augmentations on `u8` HWC images, with Albumentations 2.0.8's
+//! semantics and default limits (docs/config.md lists every deliberate
+//! difference). They apply in one fixed order, [`Augmentation::ORDER`] (crop,
+//! flips, colour, warps, noise, occlusion), whatever the order of the list:
+//! the list is a set, so a sweep over augmentation sets has one trial per set.
+//! Each listed augmentation is applied with probability
+//! `data.augmentation.probability`, drawing from the image's own stream.
+
+pub mod geometric;
+pub mod pixel;
 
 use crate::config::{Augmentation, AugmentationSettings};
 use crate::rng::Rng;
 
-/// Reused buffers, so augmentation allocates nothing per image.
+pub use pixel::brightness_contrast;
+
+/// Reused buffers, so augmentation allocates nothing per image once warm.
 #[derive(Default, Debug)]
 pub struct AugmentScratch {
     a: Vec<u8>,
     b: Vec<u8>,
+    map_x: Vec<f32>,
+    map_y: Vec<f32>,
+    line: Vec<f32>,
+    noise: Vec<f32>,
+    holes: Vec<(usize, usize, usize, usize)>,
+    elastic: geometric::ElasticScratch,
 }
 
-/// Applies `augs` to `img` and returns the augmented image (inside `scratch`).
+impl AugmentScratch {
+    /// Starts from `img` (for [`apply_one`]).
+    pub fn reset(&mut self, img: &[u8]) {
+        self.a.clear();
+        self.a.extend_from_slice(img);
+    }
+
+    /// The image as augmented so far.
+    pub fn image(&self) -> &[u8] {
+        &self.a
+    }
+}
+
+/// Applies `augs` to `img` (a `size` × `size` image) and returns the augmented
+/// image (inside `scratch`).
 pub fn apply_augmentations<'s>(
     img: &[u8],
     size: usize,
@@ -24,53 +51,127 @@ pub fn apply_augmentations<'s>(
     rng: &mut Rng,
     scratch: &'s mut AugmentScratch,
 ) -> &'s [u8] {
-    scratch.a.clear();
-    scratch.a.extend_from_slice(img);
-    let p = settings.probability;
-    for kind in [
-        Augmentation::Hflip,
-        Augmentation::Vflip,
-        Augmentation::BrightnessContrast,
-        Augmentation::ShiftScaleRotate,
-    ] {
-        if !augs.contains(&kind) {
-            continue;
-        }
-        // One draw for "apply?" per listed augmentation, always, so the stream stays
-        // aligned whatever happened to earlier images.
-        if !rng.bernoulli(p) {
-            continue;
-        }
-        match kind {
-            Augmentation::Hflip => flip(&mut scratch.a, size, channels, true),
-            Augmentation::Vflip => flip(&mut scratch.a, size, channels, false),
-            Augmentation::BrightnessContrast => {
-                let alpha = 1.0 + rng.uniform(-settings.contrast_limit, settings.contrast_limit);
-                let beta = rng.uniform(-settings.brightness_limit, settings.brightness_limit);
-                brightness_contrast(&mut scratch.a, alpha, beta);
-            }
-            Augmentation::ShiftScaleRotate => {
-                let angle = rng.uniform(-settings.rotate_limit, settings.rotate_limit);
-                let scale = 1.0 + rng.uniform(-settings.scale_limit, settings.scale_limit);
-                let dx = rng.uniform(-settings.shift_limit, settings.shift_limit);
-                let dy = rng.uniform(-settings.shift_limit, settings.shift_limit);
-                scratch.b.resize(scratch.a.len(), 0);
-                shift_scale_rotate(
-                    &scratch.a,
-                    size,
-                    size,
-                    channels,
-                    angle,
-                    scale,
-                    dx,
-                    dy,
-                    &mut scratch.b,
-                );
-                std::mem::swap(&mut scratch.a, &mut scratch.b);
-            }
+    scratch.reset(img);
+    for kind in Augmentation::ORDER {
+        if augs.contains(&kind) {
+            apply_one(kind, size, channels, settings, rng, scratch);
         }
     }
     &scratch.a
+}
+
+/// Applies one augmentation to the scratch image with the settings' probability: one
+/// draw for "apply?", always, then the augmentation's own draws if it applies.
+pub fn apply_one(
+    kind: Augmentation,
+    size: usize,
+    c: usize,
+    st: &AugmentationSettings,
+    rng: &mut Rng,
+    s: &mut AugmentScratch,
+) {
+    if !rng.bernoulli(st.probability) {
+        return;
+    }
+    let (w, h) = (size, size);
+    match kind {
+        Augmentation::Hflip => flip(&mut s.a, size, c, true),
+        Augmentation::Vflip => flip(&mut s.a, size, c, false),
+        Augmentation::BrightnessContrast => {
+            let alpha = 1.0 + rng.uniform(-st.contrast_limit, st.contrast_limit);
+            let beta = rng.uniform(-st.brightness_limit, st.brightness_limit);
+            brightness_contrast(&mut s.a, alpha, beta);
+        }
+        Augmentation::ShiftScaleRotate => {
+            let angle = rng.uniform(-st.rotate_limit, st.rotate_limit);
+            let scale = 1.0 + rng.uniform(-st.scale_limit, st.scale_limit);
+            let dx = rng.uniform(-st.shift_limit, st.shift_limit);
+            let dy = rng.uniform(-st.shift_limit, st.shift_limit);
+            s.b.resize(s.a.len(), 0);
+            shift_scale_rotate(&s.a, w, h, c, angle, scale, dx, dy, &mut s.b);
+            std::mem::swap(&mut s.a, &mut s.b);
+        }
+        Augmentation::RandomResizedCrop => {
+            let bx = geometric::random_resized_crop_box(rng, w, h, st.crop_scale, st.crop_ratio);
+            geometric::crop(&s.a, w, c, bx, &mut s.b);
+            let (cw, ch) = (bx.2 - bx.0, bx.3 - bx.1);
+            std::mem::swap(&mut s.a, &mut s.b);
+            geometric::resize_linear(&s.a, cw, ch, c, w, h, &mut s.b);
+            std::mem::swap(&mut s.a, &mut s.b);
+        }
+        Augmentation::HueSaturationValue => {
+            let hue = rng.uniform(-st.hue_shift_limit, st.hue_shift_limit);
+            let sat = rng.uniform(-st.sat_shift_limit, st.sat_shift_limit);
+            let val = rng.uniform(-st.val_shift_limit, st.val_shift_limit);
+            pixel::hue_saturation_value(&mut s.a, c, hue, sat, val);
+        }
+        Augmentation::GridDistortion => {
+            let n = st.grid_num_steps;
+            let (mut sx, mut sy) = geometric::grid_steps(rng, n, st.grid_distort_limit);
+            geometric::normalize_grid_steps(w, n, &mut sx);
+            geometric::normalize_grid_steps(h, n, &mut sy);
+            geometric::grid_line(w, n, &sx, &mut s.line);
+            s.map_x.clear();
+            for _ in 0..h {
+                s.map_x.extend_from_slice(&s.line);
+            }
+            geometric::grid_line(h, n, &sy, &mut s.line);
+            s.map_y.clear();
+            for y in 0..h {
+                s.map_y.extend(std::iter::repeat_n(s.line[y], w));
+            }
+            warp(s, w, h, c);
+        }
+        Augmentation::ElasticTransform => {
+            geometric::elastic_fields(
+                rng,
+                w,
+                h,
+                st.elastic_alpha,
+                st.elastic_sigma,
+                &mut s.elastic,
+            );
+            geometric::displacement_maps(
+                s.elastic.dx(),
+                s.elastic.dy(),
+                w,
+                &mut s.map_x,
+                &mut s.map_y,
+            );
+            warp(s, w, h, c);
+        }
+        Augmentation::GaussNoise => {
+            pixel::gauss_noise(
+                rng,
+                w * h,
+                c,
+                st.noise_std_range,
+                st.noise_mean_range,
+                st.noise_per_channel,
+                &mut s.noise,
+            );
+            pixel::add_noise(&mut s.a, &s.noise);
+        }
+        Augmentation::CoarseDropout => {
+            pixel::dropout_holes(
+                rng,
+                w,
+                h,
+                st.num_holes_range,
+                st.hole_height_range,
+                st.hole_width_range,
+                &mut s.holes,
+            );
+            pixel::fill_holes(&mut s.a, w, c, &s.holes, &[st.hole_fill; 4]);
+        }
+    }
+}
+
+/// `scratch.a` remapped through `map_x`, `map_y`, borders filled with 0.
+fn warp(s: &mut AugmentScratch, w: usize, h: usize, c: usize) {
+    s.b.resize(s.a.len(), 0);
+    geometric::remap_linear(&s.a, w, h, c, &s.map_x, &s.map_y, &[0; 4], &mut s.b);
+    std::mem::swap(&mut s.a, &mut s.b);
 }
 
 fn flip(img: &mut [u8], size: usize, c: usize, horizontal: bool) {
@@ -88,19 +189,6 @@ fn flip(img: &mut [u8], size: usize, c: usize, horizontal: bool) {
             let (top, bottom) = img.split_at_mut((size - 1 - y) * stride);
             top[y * stride..(y + 1) * stride].swap_with_slice(&mut bottom[..stride]);
         }
-    }
-}
-
-/// Albumentations' `RandomBrightnessContrast` on `u8` with `brightness_by_max`:
-/// a lookup table `clip(v × alpha + beta × 255)`.
-pub fn brightness_contrast(img: &mut [u8], alpha: f64, beta: f64) {
-    let mut lut = [0u8; 256];
-    for (v, out) in lut.iter_mut().enumerate() {
-        // float32 and truncation, exactly as Albumentations' uint8 table
-        *out = (v as f32 * alpha as f32 + (beta * 255.0) as f32).clamp(0.0, 255.0) as u8;
-    }
-    for p in img.iter_mut() {
-        *p = lut[*p as usize];
     }
 }
 

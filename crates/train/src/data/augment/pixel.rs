@@ -1,0 +1,274 @@
+//! Pixel transforms with Albumentations 2.0.8's arithmetic on `u8`:
+//! brightness/contrast, hue/saturation/value (OpenCV's 8-bit HSV), Gaussian
+//! noise, coarse dropout. Tested against Albumentations' output in
+//! `tests/albumentations.rs`.
+
+use std::sync::OnceLock;
+
+use super::geometric::round_even_f32;
+use crate::rng::Rng;
+
+/// Albumentations' `RandomBrightnessContrast` on `u8` with `brightness_by_max`:
+/// a lookup table `clip(v × alpha + beta × 255)`.
+pub fn brightness_contrast(img: &mut [u8], alpha: f64, beta: f64) {
+    let mut lut = [0u8; 256];
+    for (v, out) in lut.iter_mut().enumerate() {
+        // float32 and truncation, exactly as Albumentations' uint8 table
+        *out = (v as f32 * alpha as f32 + (beta * 255.0) as f32).clamp(0.0, 255.0) as u8;
+    }
+    for p in img.iter_mut() {
+        *p = lut[*p as usize];
+    }
+}
+
+/// OpenCV's division tables for RGB → HSV on `u8` (`hsv_shift` = 12).
+struct HsvTables {
+    sdiv: [i32; 256],
+    hdiv: [i32; 256],
+}
+
+fn hsv_tables() -> &'static HsvTables {
+    static T: OnceLock<HsvTables> = OnceLock::new();
+    T.get_or_init(|| {
+        let mut t = HsvTables {
+            sdiv: [0; 256],
+            hdiv: [0; 256],
+        };
+        for i in 1..256 {
+            t.sdiv[i] = ((255 << 12) as f64 / i as f64).round_ties_even() as i32;
+            t.hdiv[i] = ((180 << 12) as f64 / (6.0 * i as f64)).round_ties_even() as i32;
+        }
+        t
+    })
+}
+
+/// `cv2.cvtColor(RGB2HSV)` of one `u8` pixel: OpenCV's integer algorithm, hue in 0..180.
+pub fn rgb_to_hsv(r: u8, g: u8, b: u8) -> (u8, u8, u8) {
+    let t = hsv_tables();
+    let (r, g, b) = (r as i32, g as i32, b as i32);
+    let v = r.max(g).max(b);
+    let d = v - r.min(g).min(b);
+    let s = (d * t.sdiv[v as usize] + 2048) >> 12;
+    let h = if v == r {
+        g - b
+    } else if v == g {
+        b - r + 2 * d
+    } else {
+        r - g + 4 * d
+    };
+    let mut h = (h * t.hdiv[d as usize] + 2048) >> 12;
+    if h < 0 {
+        h += 180;
+    }
+    (h as u8, s as u8, v as u8)
+}
+
+/// `cv2.cvtColor(HSV2RGB)` of one `u8` pixel: OpenCV's scalar float path,
+/// rounded half to even. (OpenCV's vector path, used for the first ⌊w/32⌋·32
+/// pixels of a row, truncates instead, and OpenCV fuses `1 − s·h`: both within
+/// one grey level of this.)
+pub fn hsv_to_rgb(h: u8, s: u8, v: u8) -> (u8, u8, u8) {
+    const SECTOR: [[usize; 3]; 6] = [
+        [1, 3, 0],
+        [1, 0, 2],
+        [3, 0, 1],
+        [0, 2, 1],
+        [0, 1, 3],
+        [2, 1, 0],
+    ];
+    let s = s as f32 * (1.0 / 255.0);
+    let v = v as f32 * (1.0 / 255.0);
+    let (r, g, b) = if s == 0.0 {
+        (v, v, v)
+    } else {
+        let mut hh = h as f32 * (6.0 / 180.0);
+        if hh >= 6.0 {
+            hh -= 6.0;
+        }
+        let sec = hh as usize; // hh ≥ 0: truncation is floor
+        let f = hh - sec as f32;
+        let tab = [
+            v,
+            v * (1.0 - s),
+            v * (1.0 - s * f),
+            v * (1.0 - s * (1.0 - f)),
+        ];
+        let [bi, gi, ri] = SECTOR[sec.min(5)];
+        (tab[ri], tab[gi], tab[bi])
+    };
+    let q = |x: f32| round_even_f32(x * 255.0).clamp(0.0, 255.0) as u8;
+    (q(r), q(g), q(b))
+}
+
+/// Albumentations' `shift_hsv` on `u8`: hue `⌊(h + Δh) mod 180⌋`, saturation
+/// `s + trunc(Δs)` (a grey pixel, s = 0, stays grey), value `v + trunc(Δv)`,
+/// both saturating. A grey image (one channel) gets the value shift only.
+pub fn hue_saturation_value(img: &mut [u8], channels: usize, hue: f64, sat: f64, val: f64) {
+    if hue == 0.0 && sat == 0.0 && val == 0.0 {
+        return;
+    }
+    let dv = val.trunc() as i32;
+    let val_lut: [u8; 256] = std::array::from_fn(|v| (v as i32 + dv).clamp(0, 255) as u8);
+    if channels == 1 {
+        for p in img.iter_mut() {
+            *p = val_lut[*p as usize];
+        }
+        return;
+    }
+    let ds = sat.trunc() as i32;
+    let sat_lut: [u8; 256] = std::array::from_fn(|s| {
+        if s == 0 {
+            0
+        } else {
+            (s as i32 + ds).clamp(0, 255) as u8
+        }
+    });
+    let hue_lut: [u8; 256] = std::array::from_fn(|h| {
+        // Python's mod; a result of 180.0 (a shift a hair below −h) is hue 0, as OpenCV reads it
+        let x = (h as f64 + hue).rem_euclid(180.0) as u8;
+        if x >= 180 {
+            0
+        } else {
+            x
+        }
+    });
+    for px in img.chunks_exact_mut(channels) {
+        let (h, s, v) = rgb_to_hsv(px[0], px[1], px[2]);
+        let (h, s, v) = (
+            if hue != 0.0 { hue_lut[h as usize] } else { h },
+            if sat != 0.0 { sat_lut[s as usize] } else { s },
+            val_lut[v as usize],
+        );
+        let (r, g, b) = hsv_to_rgb(h, s, v);
+        px[0] = r;
+        px[1] = g;
+        px[2] = b;
+    }
+}
+
+/// Albumentations' `GaussNoise` applied: `clip(img + trunc(noise))` with
+/// `noise` in grey levels (a value in (−1, 1) changes nothing, as there).
+pub fn add_noise(img: &mut [u8], noise: &[f32]) {
+    for (p, n) in img.iter_mut().zip(noise) {
+        *p = (*p as i32 + *n as i32).clamp(0, 255) as u8;
+    }
+}
+
+/// `GaussNoise`'s noise: σ ~ U[std₀, std₁), μ ~ U[mean₀, mean₁) (fractions of
+/// 255), then `(μ + σ z) · 255` per value, one `z` per channel or one per pixel
+/// shared by its channels. Albumentations draws `z` from OpenCV's generator,
+/// which no one else reproduces: Sweep draws it from its own stream.
+pub fn gauss_noise(
+    rng: &mut Rng,
+    n_pixels: usize,
+    channels: usize,
+    std_range: [f64; 2],
+    mean_range: [f64; 2],
+    per_channel: bool,
+    out: &mut Vec<f32>,
+) {
+    let sigma = rng.uniform(std_range[0], std_range[1]) as f32;
+    let mean = rng.uniform(mean_range[0], mean_range[1]) as f32;
+    out.clear();
+    if per_channel {
+        out.extend((0..n_pixels * channels).map(|_| (mean + sigma * rng.normal_f32()) * 255.0));
+    } else {
+        for _ in 0..n_pixels {
+            let v = (mean + sigma * rng.normal_f32()) * 255.0;
+            out.extend(std::iter::repeat_n(v, channels));
+        }
+    }
+}
+
+/// Coarse dropout's holes `(x0, y0, x1, y1)` (half-open), drawn as
+/// Albumentations does with fractional sizes: the count uniform in
+/// `[n₀, n₁]`, every height `int(h · U[h₀, h₁))`, then every width, then
+/// every top in `[0, h − height]`, then every left.
+pub fn dropout_holes(
+    rng: &mut Rng,
+    w: usize,
+    h: usize,
+    count: [usize; 2],
+    heights: [f64; 2],
+    widths: [f64; 2],
+    out: &mut Vec<(usize, usize, usize, usize)>,
+) {
+    let n = count[0] + rng.below(count[1] - count[0] + 1);
+    let hs: Vec<usize> = (0..n)
+        .map(|_| ((h as f64 * rng.uniform(heights[0], heights[1])) as usize).min(h))
+        .collect();
+    let ws: Vec<usize> = (0..n)
+        .map(|_| ((w as f64 * rng.uniform(widths[0], widths[1])) as usize).min(w))
+        .collect();
+    let ys: Vec<usize> = hs.iter().map(|hh| rng.below(h - hh + 1)).collect();
+    let xs: Vec<usize> = ws.iter().map(|ww| rng.below(w - ww + 1)).collect();
+    out.clear();
+    for i in 0..n {
+        out.push((xs[i], ys[i], xs[i] + ws[i], ys[i] + hs[i]));
+    }
+}
+
+/// Fills each hole with `fill` (one value per channel).
+pub fn fill_holes(
+    img: &mut [u8],
+    w: usize,
+    c: usize,
+    holes: &[(usize, usize, usize, usize)],
+    fill: &[u8],
+) {
+    for &(x0, y0, x1, y1) in holes {
+        for y in y0..y1 {
+            for px in img[(y * w + x0) * c..(y * w + x1) * c].chunks_exact_mut(c) {
+                px.copy_from_slice(&fill[..c]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Round trips where OpenCV's 8-bit HSV is exact: greys, primaries, and
+    /// `cv2.cvtColor(np.uint8([[[200, 120, 40]]]), cv2.COLOR_RGB2HSV)` = [15, 204, 200].
+    #[test]
+    fn hsv_conversions_match_opencv_on_known_pixels() {
+        assert_eq!(rgb_to_hsv(200, 120, 40), (15, 204, 200));
+        assert_eq!(rgb_to_hsv(255, 0, 0), (0, 255, 255));
+        assert_eq!(rgb_to_hsv(0, 255, 0), (60, 255, 255));
+        assert_eq!(rgb_to_hsv(0, 0, 255), (120, 255, 255));
+        assert_eq!(rgb_to_hsv(77, 77, 77), (0, 0, 77));
+        for (r, g, b) in [
+            (255, 0, 0),
+            (0, 255, 0),
+            (0, 0, 255),
+            (77, 77, 77),
+            (0, 0, 0),
+        ] {
+            let (h, s, v) = rgb_to_hsv(r, g, b);
+            assert_eq!(hsv_to_rgb(h, s, v), (r, g, b));
+        }
+    }
+
+    #[test]
+    fn noise_below_one_grey_level_changes_nothing() {
+        let mut img = vec![10u8, 10, 10, 250];
+        add_noise(&mut img, &[-0.9, 0.9, 1.5, 20.0]);
+        assert_eq!(img, vec![10, 10, 11, 255]);
+    }
+
+    #[test]
+    fn holes_stay_inside_and_follow_the_ranges() {
+        let mut rng = Rng::new(2);
+        let mut holes = Vec::new();
+        for _ in 0..500 {
+            dropout_holes(&mut rng, 64, 48, [1, 3], [0.1, 0.2], [0.3, 0.5], &mut holes);
+            assert!((1..=3).contains(&holes.len()));
+            for &(x0, y0, x1, y1) in &holes {
+                assert!(x1 <= 64 && y1 <= 48);
+                assert!((4..=9).contains(&(y1 - y0)), "{}", y1 - y0);
+                assert!((19..=31).contains(&(x1 - x0)), "{}", x1 - x0);
+            }
+        }
+    }
+}
