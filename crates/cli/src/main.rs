@@ -261,6 +261,9 @@ enum Command {
     BenchData {
         #[arg(long, default_value_t = 3)]
         epochs: usize,
+        /// Only the sets of this name (`none`, `reference`, a transform, `all`).
+        #[arg(long)]
+        only: Option<String>,
     },
 }
 
@@ -379,8 +382,11 @@ fn generate_study(db: &std::path::Path, trials: usize, name: &str) -> Result<()>
     Ok(())
 }
 
-fn bench_data(epochs: usize) -> Result<()> {
+fn bench_data(epochs: usize, only: Option<&str>) -> Result<()> {
     for (set, augs, p) in sweep_train::bench::data_sets() {
+        if only.is_some_and(|o| o != set) {
+            continue;
+        }
         let r = sweep_train::bench::data_throughput(&set, &augs, p, epochs)?;
         println!("RESULT {}", serde_json::to_string(&r)?);
     }
@@ -556,7 +562,7 @@ fn main() -> ExitCode {
             steps,
             device,
         } => bench_step(specs, steps, &device),
-        Command::BenchData { epochs } => bench_data(epochs),
+        Command::BenchData { epochs, only } => bench_data(epochs, only.as_deref()),
         Command::BenchSearch {
             what,
             method,

@@ -35,6 +35,7 @@ pub(crate) fn round_even_f32(v: f32) -> f32 {
 /// reads `fill`, and `v = v0 + ay (v1 − v0)` with `vk = p + ax (q − p)`, rounded
 /// half to even. `fill` holds one value per channel.
 #[allow(clippy::too_many_arguments)]
+#[allow(clippy::needless_range_loop)] // parallel arrays by index: the shape that vectorizes
 pub fn remap_linear(
     src: &[u8],
     w: usize,
@@ -45,29 +46,177 @@ pub fn remap_linear(
     fill: &[u8],
     dst: &mut [u8],
 ) {
+    // Samples go by blocks: where index and weights, then per channel the four
+    // neighbours gathered and blended as whole arrays (which vectorize), for
+    // samples whose neighbours are all inside; the others one by one with the
+    // border rule. The same float operations per sample either way.
+    const BLOCK: usize = 64;
+    const MAGIC: f32 = 8_388_608.0; // 2²³: a convex mix of bytes rounds without a sign test
     let (wi, hi) = (w as i32, h as i32);
-    for (i, (sx, sy)) in map_x.iter().zip(map_y).enumerate() {
-        let out = &mut dst[i * c..(i + 1) * c];
-        let (ix, iy) = (floor_i32(*sx), floor_i32(*sy));
-        if ix < -1 || ix >= wi || iy < -1 || iy >= hi {
-            out.copy_from_slice(&fill[..c]);
+    let n = map_x.len().min(map_y.len());
+    let mut start = 0;
+    while start < n {
+        let len = (n - start).min(BLOCK);
+        let mut base = [usize::MAX; BLOCK];
+        let mut ax = [0f32; BLOCK];
+        let mut ay = [0f32; BLOCK];
+        for k in 0..len {
+            let (sx, sy) = (map_x[start + k], map_y[start + k]);
+            let (ix, iy) = (floor_i32(sx), floor_i32(sy));
+            if ix >= 0 && iy >= 0 && ix + 1 < wi && iy + 1 < hi {
+                base[k] = (iy as usize * w + ix as usize) * c;
+                ax[k] = sx - ix as f32;
+                ay[k] = sy - iy as f32;
+            }
+        }
+        for ch in 0..c {
+            let (mut p00, mut p01) = ([0f32; BLOCK], [0f32; BLOCK]);
+            let (mut p10, mut p11) = ([0f32; BLOCK], [0f32; BLOCK]);
+            for k in 0..len {
+                if base[k] != usize::MAX {
+                    let b = base[k] + ch;
+                    p00[k] = src[b] as f32;
+                    p01[k] = src[b + c] as f32;
+                    p10[k] = src[b + w * c] as f32;
+                    p11[k] = src[b + w * c + c] as f32;
+                }
+            }
+            let mut v = [0f32; BLOCK];
+            for k in 0..BLOCK {
+                let v0 = p00[k] + ax[k] * (p01[k] - p00[k]);
+                let v1 = p10[k] + ax[k] * (p11[k] - p10[k]);
+                v[k] = ((v0 + ay[k] * (v1 - v0)) + MAGIC) - MAGIC;
+            }
+            for k in 0..len {
+                if base[k] != usize::MAX {
+                    dst[(start + k) * c + ch] = v[k] as u8;
+                }
+            }
+        }
+        for k in 0..len {
+            if base[k] == usize::MAX {
+                let i = start + k;
+                remap_border(
+                    src,
+                    w,
+                    h,
+                    c,
+                    map_x[i],
+                    map_y[i],
+                    fill,
+                    &mut dst[i * c..(i + 1) * c],
+                );
+            }
+        }
+        start += len;
+    }
+}
+
+/// One sample of [`remap_linear`] near or beyond the border.
+#[allow(clippy::too_many_arguments)]
+fn remap_border(
+    src: &[u8],
+    w: usize,
+    h: usize,
+    c: usize,
+    sx: f32,
+    sy: f32,
+    fill: &[u8],
+    out: &mut [u8],
+) {
+    let (wi, hi) = (w as i32, h as i32);
+    let (ix, iy) = (floor_i32(sx), floor_i32(sy));
+    if ix < -1 || ix >= wi || iy < -1 || iy >= hi {
+        out.copy_from_slice(&fill[..c]);
+        return;
+    }
+    let (ax, ay) = (sx - ix as f32, sy - iy as f32);
+    let at = |x: i32, y: i32, ch: usize| -> f32 {
+        if x >= 0 && x < wi && y >= 0 && y < hi {
+            src[(y as usize * w + x as usize) * c + ch] as f32
+        } else {
+            fill[ch] as f32
+        }
+    };
+    for (ch, o) in out.iter_mut().enumerate() {
+        let (p00, p01) = (at(ix, iy, ch), at(ix + 1, iy, ch));
+        let (p10, p11) = (at(ix, iy + 1, ch), at(ix + 1, iy + 1, ch));
+        let v0 = p00 + ax * (p01 - p00);
+        let v1 = p10 + ax * (p11 - p10);
+        let v = v0 + ay * (v1 - v0);
+        *o = round_even_f32(v).clamp(0.0, 255.0) as u8;
+    }
+}
+
+/// [`remap_linear`] for separable maps (`map_x[y][x] = xs[x]`, `map_y[y][x] =
+/// ys[y]`, as grid distortion's): each source row's horizontal blend is
+/// computed once, not once per output row reading it. The same float
+/// operations in the same order, so the same bytes; outputs whose four
+/// neighbours are not all inside fall back to the general path.
+#[allow(clippy::too_many_arguments)]
+pub fn remap_separable(
+    src: &[u8],
+    w: usize,
+    h: usize,
+    c: usize,
+    xs: &[f32],
+    ys: &[f32],
+    fill: &[u8],
+    rows: &mut Vec<f32>,
+    dst: &mut [u8],
+) {
+    const MAGIC: f32 = 8_388_608.0;
+    let (wi, hi) = (w as i32, h as i32);
+    let cols: Vec<(i32, f32)> = xs
+        .iter()
+        .map(|sx| {
+            let ix = floor_i32(*sx);
+            (ix, sx - ix as f32)
+        })
+        .collect();
+    let inside_x = |ix: i32| ix >= 0 && ix + 1 < wi;
+    // v0 of every source row at every output column (interior columns only)
+    rows.clear();
+    rows.resize(h * w * c, 0.0);
+    for r in 0..h {
+        let line = &src[r * w * c..(r + 1) * w * c];
+        let out = &mut rows[r * w * c..(r + 1) * w * c];
+        for (x, &(ix, ax)) in cols.iter().enumerate() {
+            if !inside_x(ix) {
+                continue;
+            }
+            let i = ix as usize * c;
+            for ch in 0..c {
+                let (p0, p1) = (line[i + ch] as f32, line[i + c + ch] as f32);
+                out[x * c + ch] = p0 + ax * (p1 - p0);
+            }
+        }
+    }
+    for (y, sy) in ys.iter().enumerate() {
+        let iy = floor_i32(*sy);
+        let ay = sy - iy as f32;
+        let out = &mut dst[y * w * c..(y + 1) * w * c];
+        if iy < 0 || iy + 1 >= hi {
+            let mx: Vec<f32> = xs.to_vec();
+            let my = vec![*sy; w];
+            remap_linear(src, w, h, c, &mx, &my, fill, out);
             continue;
         }
-        let (ax, ay) = (sx - ix as f32, sy - iy as f32);
-        let at = |x: i32, y: i32, ch: usize| -> f32 {
-            if x >= 0 && x < wi && y >= 0 && y < hi {
-                src[(y as usize * w + x as usize) * c + ch] as f32
-            } else {
-                fill[ch] as f32
+        let (top, bottom) = (
+            &rows[iy as usize * w * c..(iy as usize + 1) * w * c],
+            &rows[(iy as usize + 1) * w * c..(iy as usize + 2) * w * c],
+        );
+        for (x, &(ix, _)) in cols.iter().enumerate() {
+            let o = &mut out[x * c..(x + 1) * c];
+            if !inside_x(ix) {
+                remap_linear(src, w, h, c, &xs[x..x + 1], &[*sy], fill, o);
+                continue;
             }
-        };
-        for (ch, o) in out.iter_mut().enumerate() {
-            let (p00, p01) = (at(ix, iy, ch), at(ix + 1, iy, ch));
-            let (p10, p11) = (at(ix, iy + 1, ch), at(ix + 1, iy + 1, ch));
-            let v0 = p00 + ax * (p01 - p00);
-            let v1 = p10 + ax * (p11 - p10);
-            let v = v0 + ay * (v1 - v0);
-            *o = round_even_f32(v).clamp(0.0, 255.0) as u8;
+            for ch in 0..c {
+                let (v0, v1) = (top[x * c + ch], bottom[x * c + ch]);
+                let v = v0 + ay * (v1 - v0);
+                o[ch] = ((v + MAGIC) - MAGIC) as u8;
+            }
         }
     }
 }
@@ -186,6 +335,18 @@ impl BlurPlan {
         self.n == n && self.sigma_bits == sigma.to_bits()
     }
 
+    /// The blur as a dense `n × n` matrix (row `i`: output `i`'s weights).
+    fn dense(&self) -> Vec<f64> {
+        let n = self.n;
+        let mut m = vec![0f64; n * n];
+        for (i, (lo, band)) in self.start.iter().zip(&self.weights).enumerate() {
+            for (k, w) in band.iter().enumerate() {
+                m[i * n + lo + k] = *w as f64;
+            }
+        }
+        m
+    }
+
     /// Blurs each row of `field` (`h` rows of `w`) into `out`.
     fn rows(&self, field: &[f32], w: usize, out: &mut [f32]) {
         for (row, o) in field.chunks_exact(w).zip(out.chunks_exact_mut(w)) {
@@ -209,14 +370,170 @@ impl BlurPlan {
     }
 }
 
+/// A blur matrix `B` (`n × n`) as `Q · P` with `Q` (`n × k`) orthonormal and
+/// `P = Qᵀ B` (`k × n`): a Gaussian much wider than the image (the default σ =
+/// 50 on 64 pixels) is nearly of low rank, and applying it this way costs
+/// `2nk` per line instead of `n²`. Columns of `B` are taken greedily (pivoted
+/// Gram–Schmidt) until none is left above `1e-7` of the largest: the result
+/// is `B` to within float rounding.
+#[derive(Debug, Clone)]
+struct LowRank {
+    k: usize,
+    /// `n × k`, row-major.
+    q: Vec<f32>,
+    /// `k × n`, row-major.
+    p: Vec<f32>,
+}
+
+impl LowRank {
+    /// `None` when the rank is too high for this to pay (more than `n / 4`).
+    fn of(plan: &BlurPlan) -> Option<LowRank> {
+        let n = plan.n;
+        let b = plan.dense();
+        let mut r = b.clone(); // residual, n × n (columns are B's columns)
+        let col_norm =
+            |r: &[f64], j: usize| (0..n).map(|i| r[i * n + j].powi(2)).sum::<f64>().sqrt();
+        let first = (0..n).map(|j| col_norm(&r, j)).fold(0.0, f64::max);
+        let mut qs: Vec<Vec<f64>> = Vec::new();
+        loop {
+            let (j, norm) =
+                (0..n)
+                    .map(|j| (j, col_norm(&r, j)))
+                    .fold((0, 0.0), |a, b| if b.1 > a.1 { b } else { a });
+            if norm <= 1e-7 * first {
+                break;
+            }
+            if qs.len() + 1 > n / 4 {
+                return None;
+            }
+            let q: Vec<f64> = (0..n).map(|i| r[i * n + j] / norm).collect();
+            // r -= q (qᵀ r)
+            for col in 0..n {
+                let dot: f64 = (0..n).map(|i| q[i] * r[i * n + col]).sum();
+                for i in 0..n {
+                    r[i * n + col] -= q[i] * dot;
+                }
+            }
+            qs.push(q);
+        }
+        let k = qs.len();
+        let mut q = vec![0f32; n * k];
+        let mut p = vec![0f32; k * n];
+        for (c, qc) in qs.iter().enumerate() {
+            for i in 0..n {
+                q[i * k + c] = qc[i] as f32;
+            }
+            // P = Qᵀ B: row c is qcᵀ B
+            for j in 0..n {
+                p[c * n + j] = (0..n).map(|i| qc[i] * b[i * n + j]).sum::<f64>() as f32;
+            }
+        }
+        Some(LowRank { k, q, p })
+    }
+}
+
+/// Blurs a `rows × w` field along both axes (`across`: within each row, `down`:
+/// within each column) into `out`, through their low-rank forms when both
+/// have one, else band by band.
+#[allow(clippy::too_many_arguments)]
+fn blur2d(
+    field: &[f32],
+    rows: usize,
+    w: usize,
+    across: &BlurPlan,
+    down: &BlurPlan,
+    lr: Option<(&LowRank, &LowRank)>,
+    tmp: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    match lr {
+        Some((a, d)) => {
+            // F' = D F Aᵀ = Qd (Pd (F Paᵀ)) Qaᵀ
+            let (ka, kd) = (a.k, d.k);
+            tmp.clear();
+            tmp.resize(rows * ka + kd * ka + kd * w, 0.0);
+            let (fa, rest) = tmp.split_at_mut(rows * ka);
+            let (m, g) = rest.split_at_mut(kd * ka);
+            // fa = F · Paᵀ  (rows × ka)
+            for (r, frow) in field.chunks_exact(w).enumerate() {
+                for c in 0..ka {
+                    let prow = &a.p[c * w..(c + 1) * w];
+                    fa[r * ka + c] = frow.iter().zip(prow).map(|(x, y)| x * y).sum();
+                }
+            }
+            // m = Pd · fa  (kd × ka)
+            for c in 0..kd {
+                let prow = &d.p[c * rows..(c + 1) * rows];
+                for (r, pv) in prow.iter().enumerate() {
+                    for t in 0..ka {
+                        m[c * ka + t] += pv * fa[r * ka + t];
+                    }
+                }
+            }
+            // g = m · Qaᵀ  (kd × w)
+            for c in 0..kd {
+                for x in 0..w {
+                    g[c * w + x] = (0..ka).map(|t| m[c * ka + t] * a.q[x * ka + t]).sum();
+                }
+            }
+            // out = Qd · g  (rows × w)
+            for (r, orow) in out.chunks_exact_mut(w).enumerate() {
+                orow.fill(0.0);
+                for c in 0..kd {
+                    let qv = d.q[r * kd + c];
+                    for (o, gv) in orow.iter_mut().zip(&g[c * w..(c + 1) * w]) {
+                        *o += qv * gv;
+                    }
+                }
+            }
+        }
+        None => {
+            tmp.clear();
+            tmp.resize(rows * w, 0.0);
+            across.rows(field, w, tmp);
+            down.columns(tmp, w, out);
+        }
+    }
+}
+
+/// One axis's blur: banded, and low-rank when that pays.
+#[derive(Debug)]
+struct AxisBlur {
+    plan: BlurPlan,
+    low: Option<LowRank>,
+}
+
+/// The blur of `n` samples at `sigma`, built once per process (a low-rank
+/// form costs milliseconds to find; every image of every batch reuses it).
+fn axis_blur(n: usize, sigma: f64) -> std::sync::Arc<AxisBlur> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    type Blurs = HashMap<(usize, u64), Arc<AxisBlur>>;
+    static CACHE: OnceLock<Mutex<Blurs>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    let key = (n, sigma.to_bits());
+    if let Some(b) = cache.lock().expect("blur cache").get(&key) {
+        return Arc::clone(b);
+    }
+    let plan = BlurPlan::new(n, sigma);
+    let low = LowRank::of(&plan);
+    let b = Arc::new(AxisBlur { plan, low });
+    cache
+        .lock()
+        .expect("blur cache")
+        .insert(key, Arc::clone(&b));
+    b
+}
+
 /// Buffers and blur plans of the elastic transform.
 #[derive(Debug, Default)]
 pub struct ElasticScratch {
     /// dx then dy, stacked: `2h` rows of `w`.
     field: Vec<f32>,
+    noise: Vec<f32>,
     tmp: Vec<f32>,
-    across: BlurPlan,
-    down: BlurPlan,
+    /// The blurs within rows and down columns, for the last size and σ.
+    blurs: Option<(std::sync::Arc<AxisBlur>, std::sync::Arc<AxisBlur>)>,
 }
 
 impl ElasticScratch {
@@ -245,29 +562,33 @@ pub fn elastic_fields(
 ) {
     let n = 2 * w * h;
     s.field.resize(n, 0.0);
-    s.tmp.resize(n, 0.0);
-    let mut max_abs = 0f32;
+    s.noise.resize(n, 0.0);
+    rng.fill_normal_f32(&mut s.noise);
+    let max_abs = s.noise.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let fits = |b: &AxisBlur, n: usize| b.plan.fits(n, sigma);
+    if !matches!(&s.blurs, Some((a, d)) if fits(a, w) && fits(d, 2 * h)) {
+        s.blurs = Some((axis_blur(w, sigma), axis_blur(2 * h, sigma)));
+    }
+    let (across, down) = s.blurs.as_ref().expect("set above");
+    let lr = across.low.as_ref().zip(down.low.as_ref());
+    blur2d(
+        &s.noise,
+        2 * h,
+        w,
+        &across.plan,
+        &down.plan,
+        lr,
+        &mut s.tmp,
+        &mut s.field,
+    );
+    // the noise divided by its largest |value|, then blurred, times α: one scale
+    let k = if max_abs > 1e-6 {
+        alpha as f32 / max_abs
+    } else {
+        alpha as f32
+    };
     for v in s.field.iter_mut() {
-        *v = rng.normal_f32();
-        max_abs = max_abs.max(v.abs());
-    }
-    if max_abs > 1e-6 {
-        let k = 1.0 / max_abs;
-        for v in s.field.iter_mut() {
-            *v *= k;
-        }
-    }
-    if !s.across.fits(w, sigma) {
-        s.across = BlurPlan::new(w, sigma);
-    }
-    if !s.down.fits(2 * h, sigma) {
-        s.down = BlurPlan::new(2 * h, sigma);
-    }
-    s.across.rows(&s.field, w, &mut s.tmp);
-    s.down.columns(&s.tmp, w, &mut s.field);
-    let a = alpha as f32;
-    for v in s.field.iter_mut() {
-        *v *= a;
+        *v *= k;
     }
 }
 
@@ -281,8 +602,10 @@ pub fn displacement_maps(
 ) {
     map_x.clear();
     map_y.clear();
-    map_x.extend(dx.iter().enumerate().map(|(i, d)| (i % w) as f32 + d));
-    map_y.extend(dy.iter().enumerate().map(|(i, d)| (i / w) as f32 + d));
+    for (y, (rx, ry)) in dx.chunks_exact(w).zip(dy.chunks_exact(w)).enumerate() {
+        map_x.extend(rx.iter().enumerate().map(|(x, d)| x as f32 + d));
+        map_y.extend(ry.iter().map(|d| y as f32 + d));
+    }
 }
 
 /// A crop `(x0, y0, x1, y1)` (half-open) by `RandomResizedCrop.get_params_dependent_on_data`:
@@ -399,6 +722,8 @@ pub fn resize_linear(
             }
         }
     };
+    // the source rows held in r0, r1 (an upscale reuses them across outputs)
+    let mut held = (usize::MAX, usize::MAX);
     for y in 0..dh {
         let mut f = ((y as f64 + 0.5) * sy_scale - 0.5) as f32;
         let sy = floor_i32(f);
@@ -406,8 +731,19 @@ pub fn resize_linear(
         let (b0, b1) = (weight(1.0 - f), weight(f));
         let row0 = sy.clamp(0, sh as i32 - 1) as usize;
         let row1 = (sy + 1).clamp(0, sh as i32 - 1) as usize;
-        horizontal(row0, &mut r0);
-        horizontal(row1, &mut r1);
+        if held.0 != row0 {
+            if held.1 == row0 {
+                std::mem::swap(&mut r0, &mut r1);
+                held.1 = usize::MAX;
+            } else {
+                horizontal(row0, &mut r0);
+            }
+            held.0 = row0;
+        }
+        if held.1 != row1 {
+            horizontal(row1, &mut r1);
+            held.1 = row1;
+        }
         for (k, o) in dst[y * dw * c..(y + 1) * dw * c].iter_mut().enumerate() {
             let v = (((b0 * (r0[k] >> 4)) >> 16) + ((b1 * (r1[k] >> 4)) >> 16) + 2) >> 2;
             *o = v.clamp(0, 255) as u8;
@@ -428,6 +764,28 @@ mod tests {
         let mut dst = vec![0; src.len()];
         remap_linear(&src, w, h, c, &mx, &my, &[0, 0, 0], &mut dst);
         assert_eq!(src, dst);
+    }
+
+    /// The separable path gives the general path's bytes, borders included.
+    #[test]
+    fn separable_remap_equals_the_general_one() {
+        let (w, h, c) = (13usize, 9usize, 3usize);
+        let src: Vec<u8> = (0..w * h * c).map(|i| ((i * 97) % 251) as u8).collect();
+        let mut rng = Rng::new(4);
+        for _ in 0..20 {
+            let xs: Vec<f32> = (0..w)
+                .map(|x| x as f32 + rng.uniform(-2.5, 2.5) as f32)
+                .collect();
+            let ys: Vec<f32> = (0..h)
+                .map(|y| y as f32 + rng.uniform(-2.5, 2.5) as f32)
+                .collect();
+            let mx: Vec<f32> = (0..h).flat_map(|_| xs.iter().copied()).collect();
+            let my: Vec<f32> = ys.iter().flat_map(|y| std::iter::repeat_n(*y, w)).collect();
+            let (mut a, mut b) = (vec![0u8; src.len()], vec![0u8; src.len()]);
+            remap_linear(&src, w, h, c, &mx, &my, &[7, 8, 9], &mut a);
+            remap_separable(&src, w, h, c, &xs, &ys, &[7, 8, 9], &mut Vec::new(), &mut b);
+            assert_eq!(a, b);
+        }
     }
 
     #[test]
@@ -464,6 +822,40 @@ mod tests {
         // σ = 50 → 401 taps, OpenCV's size for float images
         assert_eq!(gaussian_taps(50.0).len(), 401);
         assert_eq!(gaussian_taps(3.0).len(), 25);
+    }
+
+    /// The low-rank form of a wide blur gives the band-by-band result to
+    /// float rounding; a narrow blur has no low-rank form.
+    #[test]
+    fn low_rank_blur_equals_the_banded_blur() {
+        let (w, rows) = (64, 128);
+        let mut rng = Rng::new(9);
+        let field: Vec<f32> = (0..rows * w).map(|_| rng.normal_f32()).collect();
+        let (across, down) = (BlurPlan::new(w, 50.0), BlurPlan::new(rows, 50.0));
+        let (a, d) = (LowRank::of(&across).unwrap(), LowRank::of(&down).unwrap());
+        assert!(a.k < 12 && d.k < 12, "ranks {} and {}", a.k, d.k);
+        let (mut t1, mut t2) = (Vec::new(), Vec::new());
+        let mut banded = vec![0f32; rows * w];
+        let mut low = vec![0f32; rows * w];
+        blur2d(&field, rows, w, &across, &down, None, &mut t1, &mut banded);
+        blur2d(
+            &field,
+            rows,
+            w,
+            &across,
+            &down,
+            Some((&a, &d)),
+            &mut t2,
+            &mut low,
+        );
+        let scale = banded.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let worst = banded
+            .iter()
+            .zip(&low)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-4 * scale, "worst {worst} of {scale}");
+        assert!(LowRank::of(&BlurPlan::new(64, 2.0)).is_none());
     }
 
     #[test]

@@ -110,17 +110,21 @@ pub fn apply_one(
             let (mut sx, mut sy) = geometric::grid_steps(rng, n, st.grid_distort_limit);
             geometric::normalize_grid_steps(w, n, &mut sx);
             geometric::normalize_grid_steps(h, n, &mut sy);
-            geometric::grid_line(w, n, &sx, &mut s.line);
-            s.map_x.clear();
-            for _ in 0..h {
-                s.map_x.extend_from_slice(&s.line);
-            }
-            geometric::grid_line(h, n, &sy, &mut s.line);
-            s.map_y.clear();
-            for y in 0..h {
-                s.map_y.extend(std::iter::repeat_n(s.line[y], w));
-            }
-            warp(s, w, h, c);
+            geometric::grid_line(w, n, &sx, &mut s.map_x);
+            geometric::grid_line(h, n, &sy, &mut s.map_y);
+            s.b.resize(s.a.len(), 0);
+            geometric::remap_separable(
+                &s.a,
+                w,
+                h,
+                c,
+                &s.map_x,
+                &s.map_y,
+                &[0; 4],
+                &mut s.line,
+                &mut s.b,
+            );
+            std::mem::swap(&mut s.a, &mut s.b);
         }
         Augmentation::ElasticTransform => {
             geometric::elastic_fields(
@@ -250,12 +254,23 @@ pub fn shift_scale_rotate(
             let sy = ib * px + ia * py;
             let (x0, y0) = (floor_i64(sx), floor_i64(sy));
             let (fx, fy) = (sx - x0 as f64, sy - y0 as f64);
-            let xs = [reflect101(x0, w as i64), reflect101(x0 + 1, w as i64)];
-            let ys = [reflect101(y0, h as i64), reflect101(y0 + 1, h as i64)];
+            // inside, the border rule is the identity: skip its divisions
+            let inside = x0 >= 0 && y0 >= 0 && x0 + 1 < w as i64 && y0 + 1 < h as i64;
+            let (xs, ys) = if inside {
+                let (x0, y0) = (x0 as usize, y0 as usize);
+                ([x0, x0 + 1], [y0, y0 + 1])
+            } else {
+                (
+                    [reflect101(x0, w as i64), reflect101(x0 + 1, w as i64)],
+                    [reflect101(y0, h as i64), reflect101(y0 + 1, h as i64)],
+                )
+            };
+            let (i00, i01) = ((ys[0] * w + xs[0]) * c, (ys[0] * w + xs[1]) * c);
+            let (i10, i11) = ((ys[1] * w + xs[0]) * c, (ys[1] * w + xs[1]) * c);
             for ch in 0..c {
-                let p = |xi: usize, yi: usize| src[(ys[yi] * w + xs[xi]) * c + ch] as f64;
-                let top = p(0, 0) * (1.0 - fx) + p(1, 0) * fx;
-                let bot = p(0, 1) * (1.0 - fx) + p(1, 1) * fx;
+                let p = |i: usize| src[i + ch] as f64;
+                let top = p(i00) * (1.0 - fx) + p(i01) * fx;
+                let bot = p(i10) * (1.0 - fx) + p(i11) * fx;
                 // A convex mix of bytes lies in [0, 255]: rounding half away from
                 // zero is +0.5 and truncation (no libm call on baseline x86-64).
                 dst[(y * w + x) * c + ch] = ((top * (1.0 - fy) + bot * fy) + 0.5) as u8;

@@ -44,7 +44,11 @@ fn hsv_tables() -> &'static HsvTables {
 
 /// `cv2.cvtColor(RGB2HSV)` of one `u8` pixel: OpenCV's integer algorithm, hue in 0..180.
 pub fn rgb_to_hsv(r: u8, g: u8, b: u8) -> (u8, u8, u8) {
-    let t = hsv_tables();
+    rgb_to_hsv_with(hsv_tables(), r, g, b)
+}
+
+#[inline(always)]
+fn rgb_to_hsv_with(t: &HsvTables, r: u8, g: u8, b: u8) -> (u8, u8, u8) {
     let (r, g, b) = (r as i32, g as i32, b as i32);
     let v = r.max(g).max(b);
     let d = v - r.min(g).min(b);
@@ -67,6 +71,7 @@ pub fn rgb_to_hsv(r: u8, g: u8, b: u8) -> (u8, u8, u8) {
 /// rounded half to even. (OpenCV's vector path, used for the first ⌊w/32⌋·32
 /// pixels of a row, truncates instead, and OpenCV fuses `1 − s·h`: both within
 /// one grey level of this.)
+#[inline(always)]
 pub fn hsv_to_rgb(h: u8, s: u8, v: u8) -> (u8, u8, u8) {
     const SECTOR: [[usize; 3]; 6] = [
         [1, 3, 0],
@@ -132,11 +137,12 @@ pub fn hue_saturation_value(img: &mut [u8], channels: usize, hue: f64, sat: f64,
             x
         }
     });
+    let t = hsv_tables();
     for px in img.chunks_exact_mut(channels) {
-        let (h, s, v) = rgb_to_hsv(px[0], px[1], px[2]);
+        let (h, s, v) = rgb_to_hsv_with(t, px[0], px[1], px[2]);
         let (h, s, v) = (
-            if hue != 0.0 { hue_lut[h as usize] } else { h },
-            if sat != 0.0 { sat_lut[s as usize] } else { s },
+            hue_lut[h as usize],
+            sat_lut[s as usize],
             val_lut[v as usize],
         );
         let (r, g, b) = hsv_to_rgb(h, s, v);
@@ -169,13 +175,22 @@ pub fn gauss_noise(
 ) {
     let sigma = rng.uniform(std_range[0], std_range[1]) as f32;
     let mean = rng.uniform(mean_range[0], mean_range[1]) as f32;
-    out.clear();
-    if per_channel {
-        out.extend((0..n_pixels * channels).map(|_| (mean + sigma * rng.normal_f32()) * 255.0));
+    let draws = if per_channel {
+        n_pixels * channels
     } else {
-        for _ in 0..n_pixels {
-            let v = (mean + sigma * rng.normal_f32()) * 255.0;
-            out.extend(std::iter::repeat_n(v, channels));
+        n_pixels
+    };
+    out.clear();
+    out.resize(n_pixels * channels, 0.0);
+    rng.fill_normal_f32(&mut out[..draws]);
+    for v in &mut out[..draws] {
+        *v = (mean + sigma * *v) * 255.0;
+    }
+    if !per_channel && channels > 1 {
+        // one value per pixel, shared by its channels (from the back, in place)
+        for i in (0..n_pixels).rev() {
+            let v = out[i];
+            out[i * channels..(i + 1) * channels].fill(v);
         }
     }
 }
