@@ -91,6 +91,8 @@ fn shipped_sweeps_are_valid() {
     for (file, set, trials) in [
         ("skin-init.toml", "skin", 5 * 2 * 3),
         ("caltech-few.toml", "caltech101_100", 2 * 2 * 2 * 2),
+        ("caltech-pretrain.toml", "caltech101_100", 1),
+        ("skin-finetune.toml", "skin", 2 * 3 * 3),
     ] {
         let path = repo().join("sweeps").join(file);
         let shipped = std::fs::read_to_string(&path).unwrap();
