@@ -87,6 +87,44 @@ fn a_sweep_starts_from_another_sweeps_trial_once_it_is_complete() {
         }
     }
     assert_eq!(pretrained, 1);
+
+    // a weights file relative to a spec in another folder, run from here: the
+    // spec's folder is where it is looked up, and workers get it absolute
+    let sub = dir.path().join("sub");
+    std::fs::create_dir_all(&sub).unwrap();
+    let ck = dir.path().join("results/pre/trials/0001/attempt-1/best.safetensors");
+    std::fs::copy(&ck, sub.join("pre.safetensors")).unwrap();
+    std::fs::write(
+        sub.join("base.toml"),
+        spec("fromfile", &root, "").replace(
+            "hidden = [24]",
+            "hidden = [24]\ninit_from = \"pre.safetensors\"",
+        ),
+    )
+    .unwrap();
+    stdout(&sweep(dir.path(), &["run", "sub/base.toml"]));
+    let shown = stdout(&sweep(dir.path(), &["show", "fromfile", "1"]));
+    assert!(
+        shown.contains("pretrained: loaded 6 of 6 tensors from /"),
+        "{shown}"
+    );
+
+    // a sweep cannot wait for itself
+    std::fs::write(
+        dir.path().join("selfish.toml"),
+        spec(
+            "selfish",
+            &root,
+            "[grid]\nmodel.init_from = [\"none\", \"selfish/1\"]\n",
+        ),
+    )
+    .unwrap();
+    let o = sweep(dir.path(), &["run", "selfish.toml"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("its own trials"),
+        "{err}"
+    );
     let sql = stdout(&sweep(
         dir.path(),
         &["sql", "SELECT COUNT(*) AS n FROM trials t JOIN sweeps s ON s.id = t.sweep_id WHERE s.name = 'fine' AND t.init_json IS NOT NULL", "--format", "json"],

@@ -20,8 +20,12 @@ pub fn sources(spec: &SweepSpec, plans: &[TrialPlan]) -> BTreeSet<String> {
         .iter()
         .filter_map(|p| p.config.model.init_from.clone())
         .collect();
-    out.extend(spec.base.model.init_from.clone());
-    for (key, values) in spec.swept_domains() {
+    let domains = spec.swept_domains();
+    // the base's value only counts when nothing sweeps it away
+    if !domains.iter().any(|(k, _)| k == "model.init_from") {
+        out.extend(spec.base.model.init_from.clone());
+    }
+    for (key, values) in domains {
         if key == "model.init_from" {
             out.extend(
                 values
@@ -48,11 +52,9 @@ pub async fn resolve(
         |why: String| Error::Other(format!("{}: model.init_from = {why}", spec.path.display()));
     for src in sources {
         if is_weights_file(src) {
+            // (the spec made it absolute; a relative one is taken from here)
             let p = PathBuf::from(src);
-            let p = match spec.path.parent() {
-                Some(dir) if p.is_relative() => dir.join(p),
-                _ => p,
-            };
+            let p = std::path::absolute(&p).unwrap_or(p);
             if !p.is_file() {
                 return Err(refuse(format!("{src:?}: no such file ({})", p.display())));
             }
@@ -64,6 +66,11 @@ pub async fn resolve(
                 "{src:?}: neither a .safetensors file nor SWEEP/N"
             )));
         };
+        if sweep == spec.name {
+            return Err(refuse(format!(
+                "{src:?}: a sweep cannot start from one of its own trials (they are planned together); put the pretraining in a sweep of its own"
+            )));
+        }
         let info = query::sweep(store, sweep)
             .await
             .map_err(|e| refuse(format!("{src:?}: {e}")))?;
@@ -72,6 +79,11 @@ pub async fn resolve(
                 "{src:?}: sweep `{sweep}` has no trial {number}"
             )));
         };
+        if t.state == "pruned" {
+            return Err(refuse(format!(
+                "{src:?}: trial {number} of sweep `{sweep}` was pruned and will not complete: name a complete trial (`sweep compare {sweep}` ranks them)"
+            )));
+        }
         if t.state != "complete" {
             return Err(refuse(format!(
                 "{src:?}: trial {number} of sweep `{sweep}` is {}, not complete; this sweep starts from its weights, so it waits: finish `{sweep}` first (`sweep run` on its spec{})",
@@ -87,7 +99,8 @@ pub async fn resolve(
         let path = info
             .locate(ck, Some(results))
             .map_err(|e| refuse(format!("{src:?}: {e}")))?;
-        out.insert(src.clone(), path);
+        // absolute: workers run in other folders (Slurm's is the results folder)
+        out.insert(src.clone(), std::path::absolute(&path).unwrap_or(path));
     }
     Ok(out)
 }

@@ -511,6 +511,13 @@ impl SweepSpec {
                 base.data.root = Some(abs);
             }
         }
+        // The same for a weights file (resolve_paths made it relative to the
+        // spec): absolute, so workers anywhere read the same file.
+        if let Some(f) = &base.model.init_from {
+            if sweep_train::config::is_weights_file(f) {
+                base.model.init_from = Some(absolute_path(None, f));
+            }
+        }
 
         // The grid.
         let known = known_paths();
@@ -560,7 +567,10 @@ impl SweepSpec {
                         "has no candidates: list at least one value",
                     ));
                 }
-                let cands: Vec<Json> = cands.iter().map(to_json).collect();
+                let mut cands: Vec<Json> = cands.iter().map(to_json).collect();
+                if p == "model.init_from" {
+                    absolute_weights(path.parent(), &mut cands);
+                }
                 for (i, c) in cands.iter().enumerate() {
                     if cands[..i].contains(c) {
                         return Err(err_at(&origin, text, &key, format!("lists {c} twice")));
@@ -619,7 +629,12 @@ impl SweepSpec {
         }
 
         let search = parse_search(&doc, &origin, text)?;
-        let space = parse_space(&doc, &origin, text, &known)?;
+        let mut space = parse_space(&doc, &origin, text, &known)?;
+        for (p, d) in &mut space.params {
+            if let (true, Distribution::Choice { values }) = (p == "model.init_from", d) {
+                absolute_weights(path.parent(), values);
+            }
+        }
         let pruner = parse_pruner(&doc, &origin, text)?;
         match search.method {
             Method::Grid if !space.is_empty() => {
@@ -1448,6 +1463,34 @@ fn edit1(a: &str, b: &str) -> bool {
         let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
         let common = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
         common + 2 >= a.len().max(b.len())
+    }
+}
+
+/// A weights file named in a spec: relative to `dir` (the spec's folder),
+/// absolute and canonical where it exists, so trial keys and workers do not
+/// depend on the directory `sweep run` ran from.
+fn absolute_path(dir: Option<&Path>, f: &str) -> String {
+    let p = Path::new(f);
+    let joined = match dir {
+        Some(d) if p.is_relative() => d.join(p),
+        _ => p.to_path_buf(),
+    };
+    std::fs::canonicalize(&joined)
+        .or_else(|_| std::path::absolute(&joined))
+        .unwrap_or(joined)
+        .display()
+        .to_string()
+}
+
+/// [`absolute_path`] for the weights files among `model.init_from` candidates
+/// (`"none"` and `SWEEP/N` stay as they are).
+fn absolute_weights(dir: Option<&Path>, values: &mut [Json]) {
+    for v in values {
+        if let Json::String(s) = v {
+            if sweep_train::config::is_weights_file(s) {
+                *s = absolute_path(dir, s);
+            }
+        }
     }
 }
 

@@ -372,9 +372,10 @@ impl ModelConfig {
     /// or its kind (`conv`, `hidden`) for every layer of that kind.
     pub fn freeze_matches(pattern: &str, layer: &str) -> bool {
         layer == pattern
-            || layer
-                .strip_prefix(pattern)
-                .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()))
+            || (matches!(pattern, "conv" | "hidden")
+                && layer.strip_prefix(pattern).is_some_and(|rest| {
+                    !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit())
+                }))
     }
 
     pub fn hidden_sizes(&self) -> Vec<usize> {
@@ -755,10 +756,10 @@ impl TrialConfig {
                 return Err(issue(key, format!("must be in [0, {max}], got {v}")));
             }
         }
-        if a.elastic_sigma == 0.0 {
+        if a.elastic_sigma < 0.01 {
             return Err(issue(
                 "data.augmentation.elastic_sigma",
-                "must be greater than 0",
+                format!("must be at least 0.01 (pixels), got {}", a.elastic_sigma),
             ));
         }
         if !(1..=64).contains(&a.grid_num_steps) {
@@ -766,6 +767,21 @@ impl TrialConfig {
                 "data.augmentation.grid_num_steps",
                 format!("must be in [1, 64], got {}", a.grid_num_steps),
             ));
+        }
+        if d.augment.contains(&Augmentation::GridDistortion) {
+            // Albumentations' grid has cells of ⌊size / n⌋ pixels and one more
+            // cell for the rest: past that, pixels map to row or column 0
+            let (size, n) = (d.image_size, a.grid_num_steps);
+            if n > size || size % n > size / n {
+                return Err(issue(
+                    "data.augmentation.grid_num_steps",
+                    format!(
+                        "{n} steps do not tile {size}-pixel images (cells of {} pixels, {} left over): choose n with image_size % n ≤ image_size / n",
+                        size / n,
+                        size % n
+                    ),
+                ));
+            }
         }
         let range = |key: &str, r: [f64; 2], lo: f64, hi: f64, open_low: bool| {
             let ok_low = if open_low { r[0] > lo } else { r[0] >= lo };

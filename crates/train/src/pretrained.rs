@@ -97,12 +97,14 @@ pub fn load_matching(model: &mut Model, file: &Path, source: &str) -> Result<Ini
         };
         if loaded.dims() != t.dims() {
             let layer = name.split('.').next().unwrap_or(name);
-            if inputs.iter().any(|l| l == layer)
+            let is_input = inputs.iter().any(|l| l == layer)
                 && name.ends_with(".weight")
-                && !name.contains(".bn.")
-            {
+                && !name.contains(".bn.");
+            // an input layer's inputs (all but its first dimension) follow the
+            // images; its outputs may differ (a new head of other classes)
+            if is_input && loaded.dims().get(1..) != t.dims().get(1..) {
                 return Err(Error::Invalid(format!(
-                    "model.init_from = {source:?}: the input layer `{name}` has shape {:?} in {} and {:?} in this model: pretrained on other images (data.image_size or data.channels differ)",
+                    "model.init_from = {source:?}: the input layer `{name}` has shape {:?} in {} and {:?} in this model: its inputs differ, so the weights were made for other images (data.image_size, data.channels) or other layers before it",
                     loaded.dims(),
                     file.display(),
                     t.dims()
@@ -114,7 +116,16 @@ pub fn load_matching(model: &mut Model, file: &Path, source: &str) -> Result<Ini
             });
             continue;
         }
-        snap[k] = loaded.flatten_all()?.to_vec1::<f32>()?;
+        snap[k] = loaded
+            .flatten_all()
+            .and_then(|t| t.to_dtype(candle_core::DType::F32))
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(|e| {
+                Error::Invalid(format!(
+                    "model.init_from = {source:?}: `{name}` of {}: {e}",
+                    file.display()
+                ))
+            })?;
         report.loaded.push(name.clone());
     }
     let mut unused: Vec<String> = tensors
@@ -223,6 +234,18 @@ mod tests {
                 && err.contains("[512, 192]"),
             "{err}"
         );
+        // a model whose only layer is its output (no hidden layers): other
+        // classes are a new head, not other images
+        let bare = |classes| {
+            let cfg = ModelConfig {
+                hidden: Some(vec![]),
+                ..ModelConfig::default()
+            };
+            Model::new(&cfg, 3, 8, classes, 0, &Device::Cpu).unwrap()
+        };
+        let file = save(&bare(100), dir.path());
+        let r = load_matching(&mut bare(7), &file, "x.safetensors").unwrap();
+        assert_eq!(r.initialized.len(), 2, "{r:?}");
         // not a safetensors file at all
         std::fs::write(dir.path().join("bad.safetensors"), b"not weights").unwrap();
         let err = load_matching(

@@ -413,7 +413,37 @@ fn parameter_draws_have_albumentations_distributions() {
         0.3,
     );
 
-    // HueSaturationValue: the shifts apply_one draws
+    // HueSaturationValue: apply_one draws "apply?", then the hue, saturation
+    // and value shifts, each uniform in ±limit (checked on an image: the same
+    // bytes as those draws made by hand), so the uniform draws below are its
+    let always = AugmentationSettings {
+        probability: 1.0,
+        ..st.clone()
+    };
+    let img: Vec<u8> = (0..16 * 16 * 3).map(|i| ((i * 53) % 256) as u8).collect();
+    for seed in 0..20 {
+        let mut s = AugmentScratch::default();
+        s.reset(&img);
+        let mut r = Rng::new(seed);
+        let mut by_hand = r.clone();
+        sweep_train::data::augment::apply_one(
+            Augmentation::HueSaturationValue,
+            16,
+            3,
+            &always,
+            &mut r,
+            &mut s,
+        );
+        assert!(by_hand.bernoulli(1.0));
+        let mut want = img.clone();
+        let (hue, sat, val) = (
+            by_hand.uniform(-st.hue_shift_limit, st.hue_shift_limit),
+            by_hand.uniform(-st.sat_shift_limit, st.sat_shift_limit),
+            by_hand.uniform(-st.val_shift_limit, st.val_shift_limit),
+        );
+        pixel::hue_saturation_value(&mut want, 3, hue, sat, val);
+        assert_eq!(s.image(), &want[..]);
+    }
     let hsv = &d["HueSaturationValue"];
     for (key, limit) in [
         ("hue_shift", st.hue_shift_limit),

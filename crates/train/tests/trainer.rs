@@ -468,23 +468,31 @@ fn frozen_layers_keep_their_weights_until_unfrozen() {
                 assert_ne!(v, &init[name], "{name} trains (autograd {autograd})");
             }
         }
-        // frozen for the first epoch only: the conv layers train afterwards
-        let c2 = cfg(
-            "arch = \"cnn\"\nconv_channels = [4, 8]\nhidden = [16]\nbatch_norm = true",
-            "epochs = 3\noptimizer = \"adamw\"\nfreeze = [\"conv0\"]\nfreeze_epochs = 1",
-        );
-        let opts = TrialOptions {
-            checkpoint_dir: Some(dir.path().join("b")),
-            autograd,
-            ..TrialOptions::default()
-        };
-        let o2 = run(&c2, &opts, &mut NoObserver);
-        let after = tensors(o2.report_checkpoint.as_ref().unwrap());
-        assert_eq!(o2.report_epoch, Some(3));
-        assert_ne!(
-            after["conv0.weight"], init["conv0.weight"],
-            "unfrozen after epoch 1"
-        );
+        // frozen for the first epoch only: unchanged after epoch 1 (while
+        // conv1 trains), changed after epoch 3
+        for (epochs, moved) in [(1, false), (3, true)] {
+            let c2 = cfg(
+                "arch = \"cnn\"\nconv_channels = [4, 8]\nhidden = [16]\nbatch_norm = true",
+                &format!("epochs = {epochs}\noptimizer = \"adamw\"\nfreeze = [\"conv0\"]\nfreeze_epochs = 1"),
+            );
+            let opts = TrialOptions {
+                checkpoint_dir: Some(dir.path().join(format!("b{epochs}"))),
+                autograd,
+                ..TrialOptions::default()
+            };
+            let o2 = run(&c2, &opts, &mut NoObserver);
+            assert_eq!(o2.report_epoch, Some(epochs));
+            let after = tensors(o2.report_checkpoint.as_ref().unwrap());
+            assert_eq!(
+                after["conv0.weight"] != init["conv0.weight"],
+                moved,
+                "conv0 after {epochs} epochs"
+            );
+            assert_ne!(
+                after["conv1.weight"], init["conv1.weight"],
+                "conv1 trains from the start"
+            );
+        }
     }
 }
 
@@ -589,6 +597,22 @@ fn freeze_and_init_from_are_checked_by_name() {
     let e = bad("init_from = \"pretrained.pt\"", "");
     assert!(
         e.contains("model.init_from") && e.contains("pretrained.pt"),
+        "{e}"
+    );
+    // a layer name is that layer; a kind is every layer of it
+    use sweep_train::config::ModelConfig;
+    assert!(!ModelConfig::freeze_matches("hidden1", "hidden10"));
+    assert!(ModelConfig::freeze_matches("hidden", "hidden10"));
+    assert!(!ModelConfig::freeze_matches("conv", "convx"));
+    // a grid that does not tile the image is refused (8 px, 5 steps: 3 left over)
+    let e = TrialConfig::from_toml_str(
+        "[data]\nimage_size = 8\naugment = [\"grid_distortion\"]\n[data.synthetic]\n",
+        "t.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("data.augmentation.grid_num_steps") && e.contains("3 left over"),
         "{e}"
     );
     // "none" is no pretraining

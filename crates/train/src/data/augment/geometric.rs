@@ -643,6 +643,8 @@ pub fn random_resized_crop_box(
     } else {
         (w, h)
     };
+    // (a ratio range far from the image's can round a side to 0: keep a pixel)
+    let (cw, ch) = (cw.clamp(1, w), ch.clamp(1, h));
     let (y0, x0) = ((h - ch) / 2, (w - cw) / 2);
     (x0, y0, x0 + cw, y0 + ch)
 }
@@ -869,6 +871,16 @@ mod tests {
         // no crop of area ≥ 2 × the image exists: the centre crop, clipped to ratio ≤ 1
         let b = random_resized_crop_box(&mut rng, 40, 10, [2.0, 2.0], [0.5, 1.0]);
         assert_eq!(b, (15, 0, 25, 10));
+        // ratios no crop of this image can have: one pixel at least, never empty
+        for ratio in [[80.0, 100.0], [0.01, 0.01]] {
+            let (x0, y0, x1, y1) = random_resized_crop_box(&mut rng, 32, 32, [0.08, 1.0], ratio);
+            assert!(x1 > x0 && y1 > y0 && x1 <= 32 && y1 <= 32, "{ratio:?}");
+            let src = vec![9u8; 32 * 32];
+            let (mut cropped, mut out) = (Vec::new(), Vec::new());
+            crop(&src, 32, 1, (x0, y0, x1, y1), &mut cropped);
+            resize_linear(&cropped, x1 - x0, y1 - y0, 1, 32, 32, &mut out);
+            assert_eq!(out, vec![9u8; 32 * 32]);
+        }
     }
 
     #[test]
