@@ -92,7 +92,9 @@ fn a_sweep_starts_from_another_sweeps_trial_once_it_is_complete() {
     // spec's folder is where it is looked up, and workers get it absolute
     let sub = dir.path().join("sub");
     std::fs::create_dir_all(&sub).unwrap();
-    let ck = dir.path().join("results/pre/trials/0001/attempt-1/best.safetensors");
+    let ck = dir
+        .path()
+        .join("results/pre/trials/0001/attempt-1/best.safetensors");
     std::fs::copy(&ck, sub.join("pre.safetensors")).unwrap();
     std::fs::write(
         sub.join("base.toml"),

@@ -41,30 +41,7 @@ pub fn base64(bytes: &[u8]) -> String {
 /// A row of tiles (HWC bytes, `size × size × channels` each) as a PNG, every
 /// tile scaled up by an integer factor to at least 48 pixels, 2 pixels apart.
 pub fn strip_png(tiles: &[Vec<u8>], size: usize, channels: usize) -> Vec<u8> {
-    let scale = 48usize.div_ceil(size.max(1)).max(1);
-    let t = size * scale;
-    let (w, h) = ((t + 2) * tiles.len().max(1), t);
-    let mut rgb = vec![255u8; w * h * 3];
-    for (k, img) in tiles.iter().enumerate() {
-        for y in 0..t {
-            for x in 0..t {
-                let p = ((y / scale) * size + x / scale) * channels;
-                let px = if channels == 1 {
-                    [img[p]; 3]
-                } else {
-                    [img[p], img[p + 1], img[p + 2]]
-                };
-                let o = (y * w + k * (t + 2) + x) * 3;
-                rgb[o..o + 3].copy_from_slice(&px);
-            }
-        }
-    }
-    let mut out = std::io::Cursor::new(Vec::new());
-    image::RgbImage::from_raw(w as u32, h as u32, rgb)
-        .expect("buffer matches size")
-        .write_to(&mut out, image::ImageFormat::Png)
-        .expect("PNG encodes in memory");
-    out.into_inner()
+    super::preview::tiles_png(&[tiles], size, channels, 48, 0)
 }
 
 fn img_tag(png: &[u8], alt: &str) -> String {

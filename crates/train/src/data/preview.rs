@@ -78,13 +78,27 @@ pub fn augmentation_rows(
 /// Rows of tiles as one PNG: tiles scaled up by an integer factor to at least
 /// 64 pixels, 2 pixels apart, rows 6 pixels apart, on white.
 pub fn grid_png(rows: &[PreviewRow], size: usize, channels: usize) -> Vec<u8> {
-    let scale = 64usize.div_ceil(size.max(1)).max(1);
+    let tiles: Vec<&[Vec<u8>]> = rows.iter().map(|r| r.tiles.as_slice()).collect();
+    tiles_png(&tiles, size, channels, 64, 6)
+}
+
+/// Rows of tiles (HWC bytes, `size × size × channels` each) as one PNG:
+/// every tile scaled up by an integer factor to at least `min_side` pixels,
+/// tiles 2 pixels apart, rows `row_gap` apart, on white.
+pub fn tiles_png(
+    rows: &[&[Vec<u8>]],
+    size: usize,
+    channels: usize,
+    min_side: usize,
+    row_gap: usize,
+) -> Vec<u8> {
+    let scale = min_side.div_ceil(size.max(1)).max(1);
     let t = size * scale;
-    let cols = rows.iter().map(|r| r.tiles.len()).max().unwrap_or(1).max(1);
-    let (w, h) = ((t + 2) * cols, (t + 6) * rows.len().max(1));
+    let cols = rows.iter().map(|r| r.len()).max().unwrap_or(1).max(1);
+    let (w, h) = ((t + 2) * cols, (t + row_gap) * rows.len().max(1) - row_gap);
     let mut rgb = vec![255u8; w * h * 3];
     for (ri, row) in rows.iter().enumerate() {
-        for (k, img) in row.tiles.iter().enumerate() {
+        for (k, img) in row.iter().enumerate() {
             for y in 0..t {
                 for x in 0..t {
                     let p = ((y / scale) * size + x / scale) * channels;
@@ -93,7 +107,7 @@ pub fn grid_png(rows: &[PreviewRow], size: usize, channels: usize) -> Vec<u8> {
                     } else {
                         [img[p], img[p + 1], img[p + 2]]
                     };
-                    let o = ((ri * (t + 6) + y) * w + k * (t + 2) + x) * 3;
+                    let o = ((ri * (t + row_gap) + y) * w + k * (t + 2) + x) * 3;
                     rgb[o..o + 3].copy_from_slice(&px);
                 }
             }
@@ -140,6 +154,6 @@ mod tests {
         }
         let png = grid_png(&rows, 16, 3);
         let img = image::load_from_memory(&png).unwrap();
-        assert_eq!((img.width(), img.height()), (5 * 66, 3 * 70));
+        assert_eq!((img.width(), img.height()), (5 * 66, 3 * 70 - 6));
     }
 }
