@@ -67,22 +67,6 @@ impl Augmentation {
             Augmentation::CoarseDropout => "coarse_dropout",
         }
     }
-
-    /// Albumentations' name of the transform.
-    pub fn albumentations_name(self) -> &'static str {
-        match self {
-            Augmentation::RandomResizedCrop => "RandomResizedCrop",
-            Augmentation::Hflip => "HorizontalFlip",
-            Augmentation::Vflip => "VerticalFlip",
-            Augmentation::BrightnessContrast => "RandomBrightnessContrast",
-            Augmentation::HueSaturationValue => "HueSaturationValue",
-            Augmentation::ShiftScaleRotate => "ShiftScaleRotate",
-            Augmentation::GridDistortion => "GridDistortion",
-            Augmentation::ElasticTransform => "ElasticTransform",
-            Augmentation::GaussNoise => "GaussNoise",
-            Augmentation::CoarseDropout => "CoarseDropout",
-        }
-    }
 }
 
 /// Limits of the augmentations; defaults are Albumentations' defaults.

@@ -6,7 +6,7 @@
 use std::fmt::Write;
 
 use super::inspect::Inspection;
-use super::{apply_augmentations, AugmentScratch, Dataset};
+use super::{AugmentScratch, Dataset};
 use crate::config::DataConfig;
 use crate::rng::Rng;
 
@@ -154,22 +154,15 @@ pub fn html(r: &Inspection, ds: &Dataset, cfg: &DataConfig, title: &str) -> Stri
         let mut rng = Rng::stream(0, "inspect");
         let mut scratch = AugmentScratch::default();
         for i in crate::probe::evenly_spaced(&(0..ds.len()).collect::<Vec<_>>(), 4) {
-            let mut tiles = vec![ds.image(i).to_vec()];
-            for _ in 0..6 {
-                let mut r = Rng::new(rng.next_u64());
-                tiles.push(
-                    apply_augmentations(
-                        ds.image(i),
-                        size,
-                        ch,
-                        &cfg.augment,
-                        &cfg.augmentation,
-                        &mut r,
-                        &mut scratch,
-                    )
-                    .to_vec(),
-                );
-            }
+            let tiles = super::preview::augmented_tiles(
+                ds.image(i),
+                size,
+                ch,
+                cfg,
+                6,
+                &mut rng,
+                &mut scratch,
+            );
             h += &img_tag(&strip_png(&tiles, size, ch), &ds.sources[i]);
         }
     }

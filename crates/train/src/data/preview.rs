@@ -51,28 +51,43 @@ pub fn augmentation_rows(
         });
     }
     if !cfg.augment.is_empty() {
-        let mut tiles = vec![original.clone()];
-        for _ in 0..draws {
-            let mut r = Rng::new(rng.next_u64());
-            tiles.push(
-                apply_augmentations(
-                    &original,
-                    size,
-                    ch,
-                    &cfg.augment,
-                    &cfg.augmentation,
-                    &mut r,
-                    &mut scratch,
-                )
-                .to_vec(),
-            );
-        }
+        let tiles = augmented_tiles(&original, size, ch, cfg, draws, &mut rng, &mut scratch);
         rows.push(PreviewRow {
             label: format!("all, probability {} each", cfg.augmentation.probability),
             tiles,
         });
     }
     rows
+}
+
+/// `img` then `draws` copies of it augmented as training does (every listed
+/// transform with its probability), each from its own stream seeded by `rng`.
+pub fn augmented_tiles(
+    img: &[u8],
+    size: usize,
+    channels: usize,
+    cfg: &DataConfig,
+    draws: usize,
+    rng: &mut Rng,
+    scratch: &mut AugmentScratch,
+) -> Vec<Vec<u8>> {
+    let mut tiles = vec![img.to_vec()];
+    for _ in 0..draws {
+        let mut r = Rng::new(rng.next_u64());
+        tiles.push(
+            apply_augmentations(
+                img,
+                size,
+                channels,
+                &cfg.augment,
+                &cfg.augmentation,
+                &mut r,
+                scratch,
+            )
+            .to_vec(),
+        );
+    }
+    tiles
 }
 
 /// Rows of tiles as one PNG: tiles scaled up by an integer factor to at least

@@ -197,9 +197,8 @@ pub fn remap_separable(
         let ay = sy - iy as f32;
         let out = &mut dst[y * w * c..(y + 1) * w * c];
         if iy < 0 || iy + 1 >= hi {
-            let mx: Vec<f32> = xs.to_vec();
             let my = vec![*sy; w];
-            remap_linear(src, w, h, c, &mx, &my, fill, out);
+            remap_linear(src, w, h, c, xs, &my, fill, out);
             continue;
         }
         let (top, bottom) = (
