@@ -1,6 +1,7 @@
 //! The `sweep` command line: parses arguments, resolves settings, runs, prints.
 
 mod data;
+mod mlflow;
 mod render;
 mod results;
 mod sweep;
@@ -24,6 +25,15 @@ use sweep_train::{
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// `sweep mlflow ...`
+#[derive(Subcommand, Debug)]
+enum MlflowCommand {
+    /// Send a recorded sweep to an MLflow tracking server: what is not there
+    /// yet (a run per trial, created once: running it again creates nothing
+    /// new). docs/mlflow.md.
+    Sync(mlflow::SyncArgs),
 }
 
 /// `sweep data ...`
@@ -68,6 +78,11 @@ enum Command {
     /// Run (or resume) a sweep: every combination of the spec's [grid] times its seeds,
     /// in parallel worker processes, every metric stored in SQLite.
     Run(sweep::RunArgs),
+    /// MLflow: `sweep mlflow sync SWEEP` (docs/mlflow.md).
+    Mlflow {
+        #[command(subcommand)]
+        command: MlflowCommand,
+    },
     /// List the sweeps in the database: trials by state and the best objective so far.
     Ls {
         #[command(flatten)]
@@ -486,6 +501,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => return sweep::run(args),
         Command::Worker(args) => return sweep::worker(args),
+        Command::Mlflow {
+            command: MlflowCommand::Sync(args),
+        } => return mlflow::sync(args),
         Command::Ls { out } => results::ls(&out),
         Command::Status { sweep, out } => results::status(&sweep, &out),
         Command::Trials {

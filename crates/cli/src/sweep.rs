@@ -80,6 +80,8 @@ pub struct RunArgs {
     /// `trial_timeout`.
     #[arg(long, value_parser = parse_timeout)]
     pub trial_timeout: Option<f64>,
+    #[command(flatten)]
+    pub mlflow: crate::mlflow::MlflowArgs,
 }
 
 fn parse_timeout(s: &str) -> Result<f64, String> {
@@ -370,13 +372,40 @@ pub fn run(a: RunArgs) -> ExitCode {
         retry_failed: a.retry_failed,
         trial_timeout: a.trial_timeout,
     };
+    // Live MLflow logging where this process follows the trials (not when it
+    // only records them, or returns once a job array is submitted).
+    let follows = match a.executor {
+        Executor::Local => true,
+        Executor::Slurm => !a.detach,
+        Executor::None => false,
+    };
+    let mlflow = if a.mlflow.no_mlflow {
+        None
+    } else {
+        match crate::mlflow::target(
+            a.mlflow.mlflow.as_deref(),
+            &spec.logging,
+            a.mlflow.mlflow_no_checkpoints,
+            Some(a.results.clone()),
+        ) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    };
     let rt = match scheduler_runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let executor = a.executor;
-    let result = rt.block_on(async {
+    let (result, live) = rt.block_on(async {
+        let live = match mlflow {
+            Some(t) if follows => Some(crate::mlflow::start(t, db.clone(), spec.name.clone())),
+            _ => None,
+        };
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
                 if executor == Executor::Slurm {
@@ -392,7 +421,7 @@ pub fn run(a: RunArgs) -> ExitCode {
             }
         });
         let mut r = Renderer::new();
-        match a.executor {
+        let result = match a.executor {
             Executor::Local => runner::run(&spec, &settings, |p| r.show(p), stop_rx).await,
             Executor::Slurm => {
                 sweep_orchestrator::slurm::run(
@@ -408,9 +437,16 @@ pub fn run(a: RunArgs) -> ExitCode {
             Executor::None => {
                 sweep_orchestrator::slurm::record_only(&spec, &settings, |p| r.show(p)).await
             }
-        }
+        };
+        (result, live)
     });
-    match result {
+    // The last MLflow pass (bounded), after the summary and the report.
+    let mlflow_end = |live: Option<crate::mlflow::Live>| {
+        if let Some(l) = live {
+            rt.block_on(l.finish(&spec.name, &db));
+        }
+    };
+    let code = match result {
         Ok(summary) => {
             print_summary(&summary, &db);
             if summary.detached {
@@ -434,6 +470,7 @@ pub fn run(a: RunArgs) -> ExitCode {
                 Ok(()) => println!("report: {}", report.display()),
                 Err(e) => eprintln!("warning: the HTML report was not written: {e:#}"),
             }
+            mlflow_end(live);
             if summary.interrupted {
                 ExitCode::from(130)
             } else if summary.counts.failed > 0 || summary.failed_in_run || summary.left > 0 {
@@ -442,8 +479,14 @@ pub fn run(a: RunArgs) -> ExitCode {
                 ExitCode::SUCCESS
             }
         }
-        Err(e) => error_exit(&e),
-    }
+        Err(e) => {
+            mlflow_end(live);
+            error_exit(&e)
+        }
+    };
+    // MLflow calls that a slow server still holds are abandoned, not awaited
+    rt.shutdown_background();
+    code
 }
 
 /// `--dry-run` of a search: the space, the budget, the pruner and the first

@@ -9,6 +9,7 @@ pub mod diagnostics;
 pub mod error;
 pub mod fault;
 pub mod leaderboard;
+pub mod mlflow;
 pub mod plan;
 pub mod pretrain;
 pub mod process;

@@ -615,6 +615,16 @@ pub async fn live_sessions(store: &Store, sweep_id: i64) -> Result<Vec<LiveSessi
 
 /// Seconds from an RFC 3339 UTC time (as [`crate::store::now`] writes) to now.
 pub fn seconds_since(t: &str) -> Option<f64> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs_f64();
+    Some(now - unix_seconds(t)?)
+}
+
+/// An RFC 3339 UTC time (as [`crate::store::now`] writes) as seconds since the
+/// Unix epoch.
+pub fn unix_seconds(t: &str) -> Option<f64> {
     let (date, time) = t.trim_end_matches('Z').split_once('T')?;
     let mut d = date.split('-').map(|x| x.parse::<i64>());
     let (y, m, dd) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
@@ -631,12 +641,35 @@ pub fn seconds_since(t: &str) -> Option<f64> {
     let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + dd - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
-    let then = (days * 86_400 + hh * 3600 + mm * 60) as f64 + ss;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_secs_f64();
-    Some(now - then)
+    Some((days * 86_400 + hh * 3600 + mm * 60) as f64 + ss)
+}
+
+/// The spec text a sweep was recorded with, if there is such a sweep.
+pub async fn spec_text(store: &Store, name: &str) -> Result<Option<String>> {
+    let row: Option<(String,)> = sqlx::query_as("SELECT spec_text FROM sweeps WHERE name = $1")
+        .bind(name)
+        .fetch_optional(store.pool())
+        .await
+        .map_err(err("reading the sweep's spec"))?;
+    Ok(row.map(|r| r.0))
+}
+
+/// The sweep's configurations ranked over their seeds by `objective`
+/// (complete trials).
+pub async fn leaderboard(
+    store: &Store,
+    sweep_id: i64,
+    objective: &str,
+    maximize: bool,
+) -> Result<crate::leaderboard::Leaderboard> {
+    if store.counts(sweep_id).await?.complete == 0 {
+        // nothing to rank (a large sweep just recorded: not 50,000 rows read)
+        return Ok(crate::leaderboard::leaderboard(&[], objective, maximize));
+    }
+    let trials = trials_with(store, sweep_id, Some(objective)).await?;
+    Ok(crate::leaderboard::leaderboard(
+        &trials, objective, maximize,
+    ))
 }
 
 /// Long-form per-epoch metrics: trial, seed, epoch, split, name, value.

@@ -187,20 +187,7 @@ pub(crate) async fn ranked(
     spec: &crate::spec::SweepSpec,
 ) -> Result<crate::leaderboard::Leaderboard> {
     let maximize = spec.direction == crate::spec::Direction::Maximize;
-    if store.counts(sweep_id).await?.complete == 0 {
-        // nothing to rank (a large sweep just recorded: not 50,000 rows read)
-        return Ok(crate::leaderboard::leaderboard(
-            &[],
-            &spec.objective,
-            maximize,
-        ));
-    }
-    let trials = crate::query::trials_with(store, sweep_id, Some(&spec.objective)).await?;
-    Ok(crate::leaderboard::leaderboard(
-        &trials,
-        &spec.objective,
-        maximize,
-    ))
+    crate::query::leaderboard(store, sweep_id, &spec.objective, maximize).await
 }
 
 /// Before trials run: trials of sessions that are gone go back to waiting, failed

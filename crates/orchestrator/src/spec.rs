@@ -151,6 +151,15 @@ pub struct Logging {
     pub gradient_histograms: bool,
     /// Validation images in the image grid (0: none).
     pub image_grid: usize,
+    /// The MLflow tracking server every trial is logged to as the sweep runs
+    /// (`--mlflow` and `MLFLOW_TRACKING_URI` take precedence). Credentials
+    /// never go here (the spec is stored in the database): MLflow's variables
+    /// `MLFLOW_TRACKING_TOKEN`, `MLFLOW_TRACKING_USERNAME`/`PASSWORD`.
+    pub mlflow: Option<String>,
+    /// The MLflow experiment (default: the sweep's name).
+    pub mlflow_experiment: Option<String>,
+    /// Upload each finished trial's best checkpoint to MLflow.
+    pub mlflow_checkpoints: bool,
 }
 
 impl Default for Logging {
@@ -160,6 +169,9 @@ impl Default for Logging {
             histogram_every: 1,
             gradient_histograms: false,
             image_grid: 16,
+            mlflow: None,
+            mlflow_experiment: None,
+            mlflow_checkpoints: true,
         }
     }
 }
@@ -484,6 +496,32 @@ impl SweepSpec {
                 text,
                 "logging.image_grid",
                 format!("at most 256 images, got {}", logging.image_grid),
+            ));
+        }
+        if let Some(uri) = &logging.mlflow {
+            match sweep_mlflow::split_credentials(uri) {
+                Ok((_, None)) => {}
+                Ok((_, Some(_))) => {
+                    return Err(err_at(
+                        &origin,
+                        text,
+                        "logging.mlflow",
+                        "holds a user name and password: the spec is stored in the results database, so credentials go in MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) instead",
+                    ))
+                }
+                Err(e) => return Err(err_at(&origin, text, "logging.mlflow", e.to_string())),
+            }
+        }
+        if logging
+            .mlflow_experiment
+            .as_deref()
+            .is_some_and(|e| e.trim().is_empty())
+        {
+            return Err(err_at(
+                &origin,
+                text,
+                "logging.mlflow_experiment",
+                "is empty: name an experiment or leave the key out (the sweep's name)",
             ));
         }
         let slurm = tables.slurm.clone();

@@ -1,0 +1,1018 @@
+//! Mirrors a sweep into an MLflow tracking server: one experiment per sweep, a
+//! parent run for the sweep and a nested child run per trial (MLflow's own
+//! layout for hyperparameter searches), filled from the results database.
+//!
+//! The database is the source and the backlog: a pass ([`Exporter::pass`])
+//! compares what the store holds with what the server already has and sends
+//! the difference, so live logging (passes every few seconds while `sweep run`
+//! goes), a resume after `kill -9`, a server that was down and `sweep mlflow
+//! sync` afterwards are one mechanism. What the server has is read from the
+//! server itself: every child run carries its trial's key as a tag
+//! (`sweep.trial_key`) and markers of what was sent (`sweep.sent_attempt`,
+//! `sweep.sent_epochs`, `sweep.sent_state`), each written in the same
+//! `log-batch` as the data it marks or after it, so a pass that dies half way
+//! is redone, never doubled: metrics carry fixed timestamps (the attempt's start
+//! plus its epochs' seconds), and the server keeps one copy of an identical
+//! metric; params and tags are set to the same values.
+//!
+//! Only the process that runs the sweep (or `sync`) talks to MLflow; trial
+//! workers never do. Nothing here can fail a trial: the scheduler does not know
+//! this module exists.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use serde_json::Value as Json;
+use sweep_mlflow::{Metric, Run, RunStatus, Tracking};
+
+use crate::error::{Error, Result};
+use crate::store::Store;
+
+/// Where and how a sweep is mirrored.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub tracking: Tracking,
+    /// The experiment's name (default: the sweep's name).
+    pub experiment: Option<String>,
+    /// Upload each finished trial's best checkpoint (`best.safetensors`).
+    pub checkpoints: bool,
+    /// The results folder (`--results`), when not the one the sweep recorded:
+    /// checkpoints are read from it.
+    pub results: Option<PathBuf>,
+}
+
+/// What one pass found and did.
+#[derive(Clone, Debug, Default)]
+pub struct PassReport {
+    pub experiment_id: String,
+    /// The UI's page of the experiment.
+    pub url: String,
+    /// Trials that have started at least once.
+    pub started: usize,
+    /// Of those, whose results are all in MLflow (finished and sent, or
+    /// running with every recorded epoch sent).
+    pub in_sync: usize,
+    /// Child runs created by this pass.
+    pub created: usize,
+    /// Trials whose run this pass changed.
+    pub updated: usize,
+    /// Errors the server gave for single trials (it refused their data); the
+    /// pass went on with the others. A server that is unreachable ends the
+    /// pass with an error instead.
+    pub refused: Vec<String>,
+    /// Whether the parent run reflects every finished trial.
+    pub parent_in_sync: bool,
+}
+
+impl PassReport {
+    /// Started trials whose results are not (all) in MLflow yet.
+    pub fn pending(&self) -> usize {
+        self.started - self.in_sync
+    }
+}
+
+/// What the server holds of one trial, as its run's markers say.
+#[derive(Clone, Debug)]
+struct Sent {
+    run: Run,
+    attempt: i64,
+    epochs: i64,
+    state: Option<String>,
+    params: bool,
+    status: Option<RunStatus>,
+}
+
+impl Sent {
+    fn of(run: Run) -> Sent {
+        let num = |k: &str| {
+            run.tags
+                .get(k)
+                .and_then(|v| v.parse::<i64>().ok())
+                .unwrap_or(0)
+        };
+        Sent {
+            attempt: num("sweep.sent_attempt"),
+            epochs: num("sweep.sent_epochs"),
+            state: run.tags.get("sweep.sent_state").cloned(),
+            params: run.tags.contains_key("sweep.sent_params"),
+            status: run.status,
+            run,
+        }
+    }
+}
+
+/// A trial's progress as the store has it (one light row per started trial).
+#[derive(Clone, Debug)]
+struct Progress {
+    id: i64,
+    number: i64,
+    key: String,
+    state: String,
+    attempt: i64,
+    epochs: Option<i64>,
+}
+
+/// The sweep's row, for the experiment and the parent run.
+#[derive(Clone, Debug)]
+struct SweepRow {
+    id: i64,
+    name: String,
+    description: Option<String>,
+    spec_text: String,
+    spec_hash: String,
+    objective: String,
+    direction: String,
+    dataset: String,
+    dataset_fingerprint: String,
+    git_commit: Option<String>,
+    host: String,
+}
+
+/// Mirrors one sweep; keeps what it learned of the server between passes.
+pub struct Exporter {
+    target: Target,
+    sweep: String,
+    experiment: Option<String>,
+    parent: Option<Sent>,
+    runs: HashMap<String, Sent>,
+    /// The server's runs were read (a pass after an error reads them again).
+    known: bool,
+}
+
+fn sql_err(what: &'static str) -> impl Fn(sqlx::Error) -> Error {
+    move |e| Error::Store(format!("{what}: {e}"))
+}
+
+fn tracking_err(e: sweep_mlflow::Error) -> Error {
+    Error::Other(e.to_string())
+}
+
+/// Why a trial could not be sent: the server's answer, or the store.
+enum TrialErr {
+    Server(sweep_mlflow::Error),
+    Store(Error),
+}
+
+impl From<sweep_mlflow::Error> for TrialErr {
+    fn from(e: sweep_mlflow::Error) -> Self {
+        TrialErr::Server(e)
+    }
+}
+
+/// A stored time (RFC 3339, UTC) in milliseconds since the Unix epoch.
+pub fn unix_ms(t: &str) -> Option<i64> {
+    crate::query::unix_seconds(t).map(|s| (s * 1000.0).round() as i64)
+}
+
+/// Runs blocking HTTP off the scheduler's threads.
+async fn call<T: Send + 'static>(
+    t: &Tracking,
+    f: impl FnOnce(&Tracking) -> sweep_mlflow::Result<T> + Send + 'static,
+) -> std::result::Result<T, sweep_mlflow::Error> {
+    let t = t.clone();
+    tokio::task::spawn_blocking(move || f(&t))
+        .await
+        .unwrap_or_else(|e| {
+            Err(sweep_mlflow::Error::Config(format!(
+                "the MLflow call panicked: {e}"
+            )))
+        })
+}
+
+/// `{"a": {"b": 1}}` as `a.b = 1`, list and scalar values as their text.
+pub fn flatten(prefix: &str, v: &Json, out: &mut Vec<(String, String)>) {
+    match v {
+        Json::Object(m) if !m.is_empty() => {
+            for (k, x) in m {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, x, out);
+            }
+        }
+        other => out.push((prefix.to_string(), crate::plan::param_text(other))),
+    }
+}
+
+/// A run name from the trial's swept settings: `7 dropout=0.5 lr=0.01 seed=2`.
+fn run_name(number: i64, swept: &BTreeMap<String, String>, seed: i64) -> String {
+    let mut s = format!("{number}");
+    for (k, v) in swept {
+        let short = k.rsplit('.').next().unwrap_or(k);
+        s += &format!(" {short}={}", crate::leaderboard::short_value(v));
+    }
+    s + &format!(" seed={seed}")
+}
+
+/// The MLflow status a trial's state maps to.
+pub fn status_of(state: &str) -> RunStatus {
+    match state {
+        "complete" => RunStatus::Finished,
+        "failed" => RunStatus::Failed,
+        "running" => RunStatus::Running,
+        // pruned: stopped early by the pruner; waiting after a start:
+        // interrupted (it runs again, in the same run, when resumed)
+        _ => RunStatus::Killed,
+    }
+}
+
+fn finished(state: &str) -> bool {
+    matches!(state, "complete" | "pruned" | "failed")
+}
+
+impl Exporter {
+    pub fn new(target: Target, sweep: &str) -> Exporter {
+        Exporter {
+            target,
+            sweep: sweep.to_string(),
+            experiment: None,
+            parent: None,
+            runs: HashMap::new(),
+            known: false,
+        }
+    }
+
+    pub fn tracking(&self) -> &Tracking {
+        &self.target.tracking
+    }
+
+    /// Sends what the store has and the server lacks. `live`: the sweep is
+    /// running (the parent run stays RUNNING; the report is not uploaded yet).
+    /// An unreachable server ends the pass with an error (the next pass starts
+    /// over from what the server has); a refusal of one trial's data is
+    /// counted in the report and the pass goes on.
+    ///
+    /// None: the sweep is not in the database (yet).
+    ///
+    /// A pass may be dropped half way (a deadline): the next one reads the
+    /// server's runs again rather than trust what this one learned.
+    pub async fn pass(&mut self, store: &Store, live: bool) -> Result<Option<PassReport>> {
+        let known = std::mem::replace(&mut self.known, false);
+        let r = self.pass_inner(store, live, known).await;
+        // after an error (or a pass dropped half way), the server's state is
+        // read again
+        self.known = r.is_ok();
+        r
+    }
+
+    async fn pass_inner(
+        &mut self,
+        store: &Store,
+        live: bool,
+        known: bool,
+    ) -> Result<Option<PassReport>> {
+        type Row = (
+            i64,
+            String,
+            Option<String>,
+            String,
+            String,
+            String,
+            String,
+            String,
+            String,
+            Option<String>,
+            String,
+        );
+        let r: Option<Row> = sqlx::query_as(
+            "SELECT id, name, description, spec_text, spec_hash, objective, direction, dataset, dataset_fingerprint, git_commit, host FROM sweeps WHERE name = $1",
+        )
+        .bind(&self.sweep)
+        .fetch_optional(store.pool())
+        .await
+        .map_err(sql_err("reading the sweep"))?;
+        let Some(r) = r else {
+            return Ok(None);
+        };
+        let sweep = SweepRow {
+            id: r.0,
+            name: r.1,
+            description: r.2,
+            spec_text: r.3,
+            spec_hash: r.4,
+            objective: r.5,
+            direction: r.6,
+            dataset: r.7,
+            dataset_fingerprint: r.8,
+            git_commit: r.9,
+            host: r.10,
+        };
+        let t = self.target.tracking.clone();
+        let experiment = match &self.experiment {
+            Some(e) => e.clone(),
+            None => {
+                let name = self.target.experiment.clone().unwrap_or(sweep.name.clone());
+                let mut tags = vec![
+                    ("sweep.sweep".to_string(), sweep.name.clone()),
+                    // the runs table, not MLflow 3's GenAI overview, first
+                    (
+                        "mlflow.experimentKind".to_string(),
+                        "custom_model_development".to_string(),
+                    ),
+                ];
+                if let Some(d) = &sweep.description {
+                    tags.push(("mlflow.note.content".into(), d.clone()));
+                }
+                let id = call(&t, move |t| t.ensure_experiment(&name, &tags))
+                    .await
+                    .map_err(tracking_err)?;
+                self.experiment = Some(id.clone());
+                id
+            }
+        };
+        if !known {
+            let filter = format!(
+                "tags.`sweep.sweep` = {}",
+                sweep_mlflow::filter_string(&sweep.name)
+            );
+            let exp = experiment.clone();
+            let runs = call(&t, move |t| t.search_runs(&exp, &filter))
+                .await
+                .map_err(tracking_err)?;
+            self.runs.clear();
+            self.parent = None;
+            // A trial (or the sweep) with two runs: a call whose answer was
+            // lost, or two processes sending at once. The run that holds most
+            // is kept, the others are deleted.
+            let mut by_key: BTreeMap<String, Vec<Run>> = BTreeMap::new();
+            for r in runs {
+                let key = match r.tags.get("sweep.role").map(String::as_str) {
+                    Some("parent") => String::new(),
+                    Some("trial") => match r.tags.get("sweep.trial_key") {
+                        Some(k) => k.clone(),
+                        None => continue,
+                    },
+                    _ => continue,
+                };
+                by_key.entry(key).or_default().push(r);
+            }
+            for (key, mut runs) in by_key {
+                runs.sort_by_key(|r| {
+                    let s = Sent::of(r.clone());
+                    (
+                        std::cmp::Reverse(s.state.is_some()),
+                        std::cmp::Reverse(s.epochs),
+                        std::cmp::Reverse(s.params),
+                        r.start_time,
+                        r.id.clone(),
+                    )
+                });
+                for extra in runs.drain(1..) {
+                    call(&t, move |t| t.delete_run(&extra.id))
+                        .await
+                        .map_err(tracking_err)?;
+                }
+                let keep = Sent::of(runs.pop().expect("one run per key"));
+                if key.is_empty() {
+                    self.parent = Some(keep);
+                } else {
+                    self.runs.insert(key, keep);
+                }
+            }
+        }
+        let mut report = PassReport {
+            url: t.experiment_url(&experiment),
+            experiment_id: experiment.clone(),
+            ..PassReport::default()
+        };
+        let parent = match &self.parent {
+            Some(p) => p.run.clone(),
+            None => {
+                let p = self.create_parent(&sweep, &experiment).await?;
+                self.parent = Some(Sent::of(p.clone()));
+                p
+            }
+        };
+
+        type P = (i64, i64, String, String, Option<i64>, Option<i64>);
+        let rows: Vec<P> = sqlx::query_as(
+            "SELECT t.id, t.number, t.key, t.state, \
+               (SELECT CAST(MAX(a.attempt) AS BIGINT) FROM trial_attempts a WHERE a.trial_id = t.id) AS attempt, \
+               (SELECT CAST(MAX(e.epoch) AS BIGINT) FROM epoch_metrics e WHERE e.trial_id = t.id) AS epochs \
+             FROM trials t WHERE t.sweep_id = $1 AND EXISTS (SELECT 1 FROM trial_attempts a WHERE a.trial_id = t.id) ORDER BY t.number",
+        )
+        .bind(sweep.id)
+        .fetch_all(store.pool())
+        .await
+        .map_err(sql_err("reading the trials' progress"))?;
+        let rows: Vec<Progress> = rows
+            .into_iter()
+            .map(|(id, number, key, state, attempt, epochs)| Progress {
+                id,
+                number,
+                key,
+                state,
+                attempt: attempt.unwrap_or(1),
+                epochs,
+            })
+            .collect();
+        report.started = rows.len();
+        for p in &rows {
+            if self.in_sync(p) {
+                report.in_sync += 1;
+                continue;
+            }
+            match self
+                .send_trial(store, &sweep, &experiment, &parent, p)
+                .await
+            {
+                Ok(created) => {
+                    report.updated += 1;
+                    report.created += created as usize;
+                    if self.in_sync(p) {
+                        report.in_sync += 1;
+                    }
+                }
+                Err(TrialErr::Server(e)) if e.is_transient() => return Err(tracking_err(e)),
+                Err(TrialErr::Server(e)) => report.refused.push(format!("trial {}: {e}", p.number)),
+                Err(TrialErr::Store(e)) => return Err(e),
+            }
+        }
+        report.parent_in_sync = self.send_parent(store, &sweep, &rows, live).await?;
+        Ok(Some(report))
+    }
+
+    /// Whether the server has everything of this trial the store has.
+    fn in_sync(&self, p: &Progress) -> bool {
+        let Some(s) = self.runs.get(&p.key) else {
+            return false;
+        };
+        let status = status_of(&p.state);
+        if finished(&p.state) {
+            s.state.as_deref() == Some(p.state.as_str())
+                && s.attempt == p.attempt
+                && s.status == Some(status)
+        } else {
+            s.params
+                && s.status == Some(status)
+                && (p.state != "running"
+                    || (s.attempt == p.attempt && s.epochs >= p.epochs.unwrap_or(0)))
+        }
+    }
+
+    async fn create_parent(&self, sweep: &SweepRow, experiment: &str) -> Result<Run> {
+        let t = self.target.tracking.clone();
+        let mut tags = vec![
+            ("sweep.sweep".to_string(), sweep.name.clone()),
+            ("sweep.role".into(), "parent".into()),
+            (
+                "sweep.objective".into(),
+                format!("{} ({})", sweep.objective, sweep.direction),
+            ),
+            ("sweep.dataset".into(), sweep.dataset.clone()),
+            (
+                "sweep.dataset_fingerprint".into(),
+                sweep.dataset_fingerprint.clone(),
+            ),
+            ("sweep.spec_hash".into(), sweep.spec_hash.clone()),
+            ("sweep.host".into(), sweep.host.clone()),
+            ("mlflow.source.name".into(), "sweep".into()),
+            ("mlflow.source.type".into(), "LOCAL".into()),
+        ];
+        if let Some(c) = &sweep.git_commit {
+            tags.push(("mlflow.source.git.commit".into(), c.clone()));
+            tags.push(("sweep.git_commit".into(), c.clone()));
+        }
+        if let Some(d) = &sweep.description {
+            tags.push(("mlflow.note.content".into(), d.clone()));
+        }
+        let (exp, name) = (experiment.to_string(), sweep.name.clone());
+        let run = call(&t, move |t| {
+            t.create_run(&exp, &name, sweep_mlflow::now_ms(), &tags)
+        })
+        .await
+        .map_err(tracking_err)?;
+        let (r, text) = (run.clone(), sweep.spec_text.clone());
+        call(&t, move |t| {
+            t.put_artifact(&r, "spec.toml", text.as_bytes())
+        })
+        .await
+        .map_err(tracking_err)?;
+        Ok(run)
+    }
+
+    /// Brings one trial's run up to the store. Returns whether it created the run.
+    async fn send_trial(
+        &mut self,
+        store: &Store,
+        sweep: &SweepRow,
+        experiment: &str,
+        parent: &Run,
+        p: &Progress,
+    ) -> std::result::Result<bool, TrialErr> {
+        let local = TrialErr::Store;
+        let Some(trial) = crate::query::trial(store, sweep.id, p.number)
+            .await
+            .map_err(local)?
+        else {
+            return Ok(false);
+        };
+        let attempts = crate::query::attempts(store, p.id).await.map_err(local)?;
+        let start_ms = attempts
+            .iter()
+            .find(|a| a.attempt == p.attempt)
+            .and_then(|a| unix_ms(&a.started_at))
+            .unwrap_or_else(sweep_mlflow::now_ms);
+        let t = self.target.tracking.clone();
+        let mut created = false;
+        let mut sent = match self.runs.get(&p.key) {
+            Some(s) => s.clone(),
+            None => {
+                let mut tags = vec![
+                    ("mlflow.parentRunId".to_string(), parent.id.clone()),
+                    ("sweep.sweep".into(), sweep.name.clone()),
+                    ("sweep.role".into(), "trial".into()),
+                    ("sweep.trial".into(), p.number.to_string()),
+                    ("sweep.trial_key".into(), p.key.clone()),
+                    (
+                        "sweep.dataset_fingerprint".into(),
+                        sweep.dataset_fingerprint.clone(),
+                    ),
+                    ("mlflow.source.name".into(), "sweep".into()),
+                    ("mlflow.source.type".into(), "LOCAL".into()),
+                ];
+                if let Some(c) = &sweep.git_commit {
+                    tags.push(("mlflow.source.git.commit".into(), c.clone()));
+                    tags.push(("sweep.git_commit".into(), c.clone()));
+                }
+                let name = run_name(p.number, &trial.params, trial.seed);
+                let exp = experiment.to_string();
+                let run = call(&t, move |t| t.create_run(&exp, &name, start_ms, &tags)).await?;
+                created = true;
+                let s = Sent::of(run);
+                self.runs.insert(p.key.clone(), s.clone());
+                s
+            }
+        };
+        let run_id = sent.run.id.clone();
+
+        // Tags that follow the trial, and the params once.
+        let mut tags: Vec<(String, String)> = vec![
+            ("sweep.state".into(), p.state.clone()),
+            ("sweep.attempt".into(), p.attempt.to_string()),
+        ];
+        if let Some(d) = &trial.device {
+            tags.push(("sweep.device".into(), d.clone()));
+        }
+        if let Some(r) = &trial.stop_reason {
+            tags.push(("sweep.stop_reason".into(), r.clone()));
+        }
+        let mut params = Vec::new();
+        if !sent.params {
+            let config: Json = serde_json::from_str(&trial.config_json()).unwrap_or(Json::Null);
+            flatten("", &config, &mut params);
+            params.retain(|(k, _)| !k.is_empty());
+            params.push(("seed".into(), trial.seed.to_string()));
+            tags.push(("sweep.sent_params".into(), "1".into()));
+        }
+
+        // Epochs not sent yet (all of them for a new attempt).
+        let from = if sent.attempt == p.attempt {
+            sent.epochs
+        } else {
+            0
+        };
+        let curve = crate::query::curve(store, p.id).await.map_err(local)?;
+        let mut metrics = Vec::new();
+        let mut elapsed = 0.0;
+        let mut last = from;
+        for (epoch, values) in &curve {
+            elapsed += values
+                .get("time.epoch_seconds")
+                .copied()
+                .filter(|s| s.is_finite())
+                .unwrap_or(0.0);
+            if *epoch <= from {
+                continue;
+            }
+            let timestamp = start_ms + (elapsed * 1000.0).round() as i64;
+            for (name, v) in values {
+                metrics.push(Metric {
+                    key: name.clone(),
+                    value: *v,
+                    step: *epoch,
+                    timestamp,
+                });
+            }
+            last = *epoch;
+        }
+        tags.push(("sweep.sent_attempt".into(), p.attempt.to_string()));
+        tags.push(("sweep.sent_epochs".into(), last.to_string()));
+        {
+            let (id, m, pa, ta) = (run_id.clone(), metrics, params, tags);
+            call(&t, move |t| t.log_batch(&id, &m, &pa, &ta)).await?;
+        }
+        sent.params = true;
+        sent.attempt = p.attempt;
+        sent.epochs = last;
+
+        if finished(&p.state) {
+            self.send_final(store, &trial, &sent.run, p, start_ms)
+                .await?;
+            let end = trial
+                .finished_at
+                .as_deref()
+                .and_then(unix_ms)
+                .unwrap_or_else(sweep_mlflow::now_ms);
+            let status = status_of(&p.state);
+            let id = run_id.clone();
+            call(&t, move |t| t.update_run(&id, status, Some(end))).await?;
+            let (id, state) = (run_id.clone(), p.state.clone());
+            call(&t, move |t| {
+                t.log_batch(&id, &[], &[], &[("sweep.sent_state".into(), state)])
+            })
+            .await?;
+            sent.status = Some(status);
+            sent.state = Some(p.state.clone());
+        } else {
+            let status = status_of(&p.state);
+            if sent.status != Some(status) {
+                let id = run_id.clone();
+                let end = (status != RunStatus::Running).then(sweep_mlflow::now_ms);
+                call(&t, move |t| t.update_run(&id, status, end)).await?;
+                sent.status = Some(status);
+            }
+            if sent.state.is_some() {
+                // finished once, running again (re-queued by --retry-failed)
+                let id = run_id.clone();
+                call(&t, move |t| {
+                    t.log_batch(&id, &[], &[], &[("sweep.sent_state".into(), String::new())])
+                })
+                .await?;
+                sent.state = None;
+            }
+        }
+        self.runs.insert(p.key.clone(), sent);
+        Ok(created)
+    }
+
+    /// A finished trial's final metrics and artifacts.
+    async fn send_final(
+        &self,
+        store: &Store,
+        trial: &crate::query::TrialRow,
+        run: &Run,
+        p: &Progress,
+        start_ms: i64,
+    ) -> std::result::Result<(), TrialErr> {
+        let local = TrialErr::Store;
+        let t = self.target.tracking.clone();
+        let end = trial
+            .finished_at
+            .as_deref()
+            .and_then(unix_ms)
+            .unwrap_or(start_ms);
+        let step = trial.best_epoch.or(trial.stop_epoch).unwrap_or(0);
+        let mut metrics: Vec<Metric> = trial
+            .metrics
+            .iter()
+            .map(|(k, v)| Metric {
+                key: format!("final.{k}"),
+                value: *v,
+                step,
+                timestamp: end,
+            })
+            .collect();
+        if let Some(d) = trial.duration_seconds {
+            metrics.push(Metric {
+                key: "final.duration_seconds".into(),
+                value: d,
+                step,
+                timestamp: end,
+            });
+        }
+        let mut tags = Vec::new();
+        if let Some(e) = &trial.error {
+            tags.push(("sweep.error".to_string(), e.clone()));
+        }
+        if let Some(e) = trial.best_epoch {
+            tags.push(("sweep.best_epoch".to_string(), e.to_string()));
+        }
+        {
+            let (id, m, ta) = (run.id.clone(), metrics, tags);
+            call(&t, move |t| t.log_batch(&id, &m, &[], &ta)).await?;
+        }
+        // Artifacts: the config, the classification report, the confusion
+        // matrix, the best checkpoint.
+        let mut files: Vec<(String, Vec<u8>)> = vec![(
+            "config.json".into(),
+            pretty(&trial.config_json()).into_bytes(),
+        )];
+        if p.state == "complete" {
+            let classes = crate::query::class_metrics(store, p.id)
+                .await
+                .map_err(local)?;
+            if !classes.is_empty() {
+                files.push((
+                    "classification_report.txt".into(),
+                    classification_report(&classes, &trial.metrics).into_bytes(),
+                ));
+                let k = classes.len();
+                let m = crate::query::confusion_matrix(store, p.id, k)
+                    .await
+                    .map_err(local)?;
+                let counts: Vec<Vec<u64>> = m
+                    .iter()
+                    .map(|r| r.iter().map(|&c| c.max(0) as u64).collect())
+                    .collect();
+                files.push((
+                    "confusion_matrix.png".into(),
+                    crate::tb::confusion_png(&counts).0,
+                ));
+                let mut csv = String::from("true,predicted,count\n");
+                for (i, r) in m.iter().enumerate() {
+                    for (j, c) in r.iter().enumerate() {
+                        csv += &format!("{},{},{c}\n", classes[i].0, classes[j].0);
+                    }
+                }
+                files.push(("confusion_matrix.csv".into(), csv.into_bytes()));
+            }
+        }
+        if self.target.checkpoints {
+            if let Some(rel) = trial.artifacts.get("best_checkpoint") {
+                let info = crate::query::sweep(store, &self.sweep)
+                    .await
+                    .map_err(local)?;
+                // a checkpoint that is gone (results moved, cleaned) is left out
+                if let Ok(bytes) = info
+                    .locate(rel, self.target.results.as_deref())
+                    .and_then(|p| std::fs::read(&p).map_err(|e| e.to_string()))
+                {
+                    files.push(("best.safetensors".into(), bytes));
+                }
+            }
+        }
+        for (name, bytes) in files {
+            let r = run.clone();
+            call(&t, move |t| t.put_artifact(&r, &name, &bytes)).await?;
+        }
+        Ok(())
+    }
+
+    /// The parent run: the sweep's counts, its best configuration and, once the
+    /// sweep is not running, the HTML report and its final status. Returns
+    /// whether it is up to date.
+    async fn send_parent(
+        &mut self,
+        store: &Store,
+        sweep: &SweepRow,
+        rows: &[Progress],
+        live: bool,
+    ) -> Result<bool> {
+        let Some(parent) = self.parent.clone() else {
+            return Ok(false);
+        };
+        let counts = store.counts(sweep.id).await?;
+        let unfinished = counts.waiting + counts.running;
+        let status = if unfinished == 0 {
+            RunStatus::Finished
+        } else if live {
+            RunStatus::Running
+        } else {
+            RunStatus::Killed
+        };
+        let done: Vec<&Progress> = rows.iter().filter(|p| finished(&p.state)).collect();
+        let summary = format!(
+            "{}/{}/{}/{}:{}",
+            counts.complete,
+            counts.pruned,
+            counts.failed,
+            unfinished,
+            if live { "live" } else { "ended" }
+        );
+        let t = self.target.tracking.clone();
+        let st = |e: sweep_mlflow::Error| tracking_err(e);
+        if parent.run.tags.get("sweep.sent_summary") != Some(&summary) {
+            let board = crate::query::leaderboard(
+                store,
+                sweep.id,
+                &sweep.objective,
+                sweep.direction == "maximize",
+            )
+            .await?;
+            let now = sweep_mlflow::now_ms();
+            let mut metrics = vec![
+                ("trials.complete", counts.complete as f64),
+                ("trials.pruned", counts.pruned as f64),
+                ("trials.failed", counts.failed as f64),
+                ("trials.unfinished", unfinished as f64),
+            ];
+            let mut tags: Vec<(String, String)> = vec![];
+            if let Some(best) = board.entries.first() {
+                metrics.push(("best.mean", best.summary.mean));
+                metrics.push(("best.std", best.summary.std));
+                metrics.push(("best.seeds", best.summary.n as f64));
+                let config = best
+                    .settings
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                tags.push(("best.config".into(), config));
+                tags.push((
+                    "best.objective".into(),
+                    format!(
+                        "{} = {:.4} ± {:.4} over {} seed{}",
+                        board.metric,
+                        best.summary.mean,
+                        best.summary.std,
+                        best.summary.n,
+                        if best.summary.n == 1 { "" } else { "s" }
+                    ),
+                ));
+                tags.push((
+                    "best.trials".into(),
+                    best.trials
+                        .iter()
+                        .filter_map(|id| rows.iter().find(|p| p.id == *id))
+                        .map(|p| p.number.to_string())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                ));
+                for (k, v) in &best.settings {
+                    tags.push((format!("best.{k}"), v.clone()));
+                }
+                if let Some(second) = board.entries.get(1) {
+                    metrics.push((
+                        "best.margin",
+                        (best.summary.mean - second.summary.mean).abs(),
+                    ));
+                    if let Some(p) = second.p_adjusted {
+                        metrics.push(("best.p_vs_second", p));
+                    }
+                }
+            }
+            let step = done.len() as i64;
+            let metrics: Vec<Metric> = metrics
+                .into_iter()
+                .map(|(k, v)| Metric {
+                    key: k.to_string(),
+                    value: v,
+                    step,
+                    timestamp: now,
+                })
+                .collect();
+            if !live {
+                let html = crate::report::html(store, &sweep.name).await?;
+                let r = parent.run.clone();
+                call(&t, move |t| {
+                    t.put_artifact(&r, "report.html", html.as_bytes())
+                })
+                .await
+                .map_err(st)?;
+            }
+            let end = (status != RunStatus::Running).then_some(now);
+            let id = parent.run.id.clone();
+            call(&t, move |t| t.update_run(&id, status, end))
+                .await
+                .map_err(st)?;
+            tags.push(("sweep.sent_summary".into(), summary.clone()));
+            let (id, m, ta) = (parent.run.id.clone(), metrics, tags);
+            call(&t, move |t| t.log_batch(&id, &m, &[], &ta))
+                .await
+                .map_err(st)?;
+            if let Some(p) = self.parent.as_mut() {
+                p.run.tags.insert("sweep.sent_summary".into(), summary);
+                p.status = Some(status);
+            }
+        }
+        Ok(true)
+    }
+}
+
+fn pretty(json: &str) -> String {
+    serde_json::from_str::<Json>(json)
+        .ok()
+        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .unwrap_or_else(|| json.to_string())
+}
+
+/// The classification report as scikit-learn prints it.
+pub fn classification_report(
+    classes: &[(String, f64, f64, f64, i64)],
+    finals: &BTreeMap<String, f64>,
+) -> String {
+    let w = classes
+        .iter()
+        .map(|c| c.0.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max("weighted avg".len());
+    let mut s = format!(
+        "{:>w$} {:>9} {:>9} {:>9} {:>9}\n\n",
+        "", "precision", "recall", "f1-score", "support"
+    );
+    for (name, p, r, f, n) in classes {
+        s += &format!("{name:>w$} {p:>9.4} {r:>9.4} {f:>9.4} {n:>9}\n");
+    }
+    let total: i64 = classes.iter().map(|c| c.4).sum();
+    let get = |k: &str| finals.get(k).copied().unwrap_or(f64::NAN);
+    let k = classes.len().max(1) as f64;
+    let macro_p = classes.iter().map(|c| c.1).sum::<f64>() / k;
+    let macro_r = classes.iter().map(|c| c.2).sum::<f64>() / k;
+    let macro_f = classes.iter().map(|c| c.3).sum::<f64>() / k;
+    let wt = |i: usize| -> f64 {
+        classes
+            .iter()
+            .map(|c| [c.1, c.2, c.3][i] * c.4 as f64)
+            .sum::<f64>()
+            / (total.max(1) as f64)
+    };
+    s += &format!(
+        "\n{:>w$} {:>9} {:>9} {:>9.4} {total:>9}\n",
+        "accuracy",
+        "",
+        "",
+        get("val.accuracy")
+    );
+    s += &format!(
+        "{:>w$} {macro_p:>9.4} {macro_r:>9.4} {macro_f:>9.4} {total:>9}\n",
+        "macro avg"
+    );
+    s += &format!(
+        "{:>w$} {:>9.4} {:>9.4} {:>9.4} {total:>9}\n",
+        "weighted avg",
+        wt(0),
+        wt(1),
+        wt(2)
+    );
+    if let Some(a) = finals.get("val.macro_auc").filter(|a| a.is_finite()) {
+        s += &format!("\nmacro AUC (one vs rest) {a:.4}\n");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_config_flattens_to_dotted_params() {
+        let v: Json = serde_json::from_str(
+            r#"{"model": {"dropout": 0.5, "hidden": [64, 32], "init": "kaiming"}, "train": {"early_stopping": {"patience": 3}}, "empty": {}}"#,
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        flatten("", &v, &mut out);
+        assert_eq!(
+            out,
+            vec![
+                ("empty".to_string(), "{}".to_string()),
+                ("model.dropout".into(), "0.5".into()),
+                ("model.hidden".into(), "[64,32]".into()),
+                ("model.init".into(), "kaiming".into()),
+                ("train.early_stopping.patience".into(), "3".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn trial_states_map_to_mlflows_statuses() {
+        assert_eq!(status_of("complete"), RunStatus::Finished);
+        assert_eq!(status_of("failed"), RunStatus::Failed);
+        assert_eq!(status_of("pruned"), RunStatus::Killed);
+        assert_eq!(status_of("running"), RunStatus::Running);
+        assert_eq!(status_of("waiting"), RunStatus::Killed);
+        let mut swept = BTreeMap::new();
+        swept.insert("model.dropout".to_string(), "0.5".to_string());
+        swept.insert("train.learning_rate".to_string(), "0.001".to_string());
+        assert_eq!(
+            run_name(7, &swept, 2),
+            "7 dropout=0.5 learning_rate=0.001 seed=2"
+        );
+    }
+
+    #[test]
+    fn the_classification_report_reads_like_scikit_learns() {
+        let classes = vec![
+            ("nevus".to_string(), 0.9, 0.8, 0.847, 60),
+            ("melanoma".to_string(), 0.5, 0.625, 0.5556, 40),
+        ];
+        let mut finals = BTreeMap::new();
+        finals.insert("val.accuracy".to_string(), 0.73);
+        let r = classification_report(&classes, &finals);
+        let lines: Vec<&str> = r.lines().collect();
+        assert!(
+            lines[0].ends_with("precision    recall  f1-score   support"),
+            "{r}"
+        );
+        assert!(
+            lines[2]
+                .trim_start()
+                .starts_with("nevus    0.9000    0.8000"),
+            "{r}"
+        );
+        let acc: Vec<&str> = lines
+            .iter()
+            .find(|l| l.contains("accuracy"))
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        assert_eq!(acc, ["accuracy", "0.7300", "100"], "{r}");
+        // weighted precision (0.9·60 + 0.5·40) / 100
+        assert!(r.contains("weighted avg    0.7400"), "{r}");
+        assert!(r.contains("   macro avg    0.7000    0.7125"), "{r}");
+    }
+}
