@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 """Reads back everything in one MLflow experiment with MLflow's own client.
 
-    $SWEEP_MLFLOW_PYTHON scripts/mlflow-readback.py TRACKING_URI EXPERIMENT_NAME
+    $SWEEP_MLFLOW_PYTHON scripts/mlflow-readback.py TRACKING_URI EXPERIMENT_NAME [KEY,KEY...]
+
+With a third argument, only those metrics' histories are read (one request per
+run and metric: against a server with basic auth, where every request checks
+the password, reading them all takes most of a minute).
 
 Run with the python of the environment that scripts/mlflow-up installs
 (SWEEP_MLFLOW_PYTHON). Prints one JSON object on stdout:
@@ -61,10 +65,11 @@ def artifacts(client, run_id, path=None):
 
 
 def main():
-    if len(sys.argv) != 3:
-        print("usage: mlflow-readback.py TRACKING_URI EXPERIMENT_NAME", file=sys.stderr)
+    if len(sys.argv) not in (3, 4):
+        print("usage: mlflow-readback.py TRACKING_URI EXPERIMENT_NAME [KEY,KEY...]", file=sys.stderr)
         return 1
     uri, name = sys.argv[1], sys.argv[2]
+    only = set(sys.argv[3].split(",")) if len(sys.argv) == 4 else None
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(name)
     if exp is None or exp.lifecycle_stage != "active":
@@ -91,6 +96,8 @@ def main():
         rid = r.info.run_id
         history = {}
         for key in sorted(r.data.metrics):
+            if only is not None and key not in only:
+                continue
             points = client.get_metric_history(rid, key)
             points = sorted(points, key=lambda m: (m.step, m.timestamp))
             history[key] = [[m.step, number(m.value), m.timestamp] for m in points]

@@ -45,6 +45,10 @@ struct Server {
     port: u16,
     dir: PathBuf,
     python: String,
+    /// HTTPS with this authority's certificate (`ca.pem`, `cert.pem`,
+    /// `key.pem` in `dir`), and MLflow's basic-auth app with this admin password.
+    tls: bool,
+    admin_password: Option<String>,
 }
 
 fn free_port() -> u16 {
@@ -57,34 +61,48 @@ fn free_port() -> u16 {
 
 impl Server {
     fn start(python: &str, dir: &Path) -> Server {
+        Server::start_with(python, dir, false, None)
+    }
+
+    fn start_with(python: &str, dir: &Path, tls: bool, admin_password: Option<&str>) -> Server {
         let mut s = Server {
             child: None,
             port: free_port(),
             dir: dir.to_path_buf(),
             python: python.to_string(),
+            tls,
+            admin_password: admin_password.map(str::to_string),
         };
         s.restart();
         s
     }
 
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Starts it (again, on the same port and store) and waits for /health.
     fn restart(&mut self) {
         std::fs::create_dir_all(self.dir.join("artifacts")).unwrap();
         let log = std::fs::File::create(self.dir.join("server.log")).unwrap();
-        let child = Command::new(&self.python)
-            .args([
-                "-m",
-                "mlflow",
-                "server",
-                "--workers",
-                "1",
-                "--host",
-                "127.0.0.1",
-            ])
+        let mut cmd = Command::new(&self.python);
+        cmd.args(["-m", "mlflow", "server"]);
+        if self.tls {
+            let (k, c) = (self.dir.join("key.pem"), self.dir.join("cert.pem"));
+            cmd.arg("--uvicorn-opts").arg(format!(
+                "--ssl-keyfile {} --ssl-certfile {}",
+                k.display(),
+                c.display()
+            ));
+        }
+        if let Some(pw) = &self.admin_password {
+            cmd.args(["--app-name", "basic-auth"])
+                .env("MLFLOW_AUTH_ADMIN_PASSWORD", pw)
+                .env("MLFLOW_FLASK_SERVER_SECRET_KEY", "sweep-test-secret");
+        }
+        let child = cmd
+            .args(["--workers", "1", "--host", "127.0.0.1"])
             .args(["--port", &self.port.to_string()])
             .arg("--backend-store-uri")
             .arg(format!(
@@ -97,11 +115,12 @@ impl Server {
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .stdin(Stdio::null())
+            .current_dir(&self.dir)
             .process_group(0)
             .spawn()
             .unwrap();
         self.child = Some(child);
-        let t = sweep_mlflow::Tracking::new(
+        let mut t = sweep_mlflow::Tracking::new(
             &self.url(),
             sweep_mlflow::Credentials::None,
             sweep_mlflow::Patience {
@@ -110,6 +129,9 @@ impl Server {
             },
         )
         .unwrap();
+        if self.tls {
+            t = t.with_ca_file(&self.dir.join("ca.pem")).unwrap();
+        }
         let t0 = Instant::now();
         while t.health().is_err() {
             assert!(
@@ -139,10 +161,24 @@ impl Drop for Server {
 
 /// Everything of an experiment, as MLflow's Python client reads it.
 fn readback(python: &str, url: &str, experiment: &str) -> Value {
+    readback_with(python, url, experiment, &[], None)
+}
+
+/// As [`readback`], with environment variables for the client and the
+/// histories of `only` these metrics.
+fn readback_with(
+    python: &str,
+    url: &str,
+    experiment: &str,
+    env: &[(&str, &str)],
+    only: Option<&str>,
+) -> Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/mlflow-readback.py");
     let o = Command::new(python)
         .arg(script)
         .args([url, experiment])
+        .args(only)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     assert!(
@@ -646,4 +682,123 @@ fn credentials_stay_out_of_the_database() {
             "the password is in the database"
         );
     }
+}
+
+/// A private authority and a server certificate for 127.0.0.1 signed by it,
+/// made with the `cryptography` package MLflow installs.
+fn certificates(python: &str, dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let script = r#"
+import datetime, ipaddress, sys
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+d = sys.argv[1]
+now = datetime.datetime.now(datetime.timezone.utc)
+def name(cn):
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+ca_key = ec.generate_private_key(ec.SECP256R1())
+ca = (x509.CertificateBuilder().subject_name(name("sweep test authority")).issuer_name(name("sweep test authority"))
+      .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+      .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=2))
+      .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+      .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+                                   key_encipherment=False, data_encipherment=False, key_agreement=False,
+                                   encipher_only=False, decipher_only=False), critical=True)
+      .sign(ca_key, hashes.SHA256()))
+key = ec.generate_private_key(ec.SECP256R1())
+cert = (x509.CertificateBuilder().subject_name(name("127.0.0.1")).issuer_name(ca.subject)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256()))
+open(f"{d}/ca.pem", "wb").write(ca.public_bytes(serialization.Encoding.PEM))
+open(f"{d}/cert.pem", "wb").write(cert.public_bytes(serialization.Encoding.PEM))
+open(f"{d}/key.pem", "wb").write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+"#;
+    let o = Command::new(python)
+        .args(["-c", script])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// HTTPS with a private authority (MLFLOW_TRACKING_SERVER_CERT_PATH) and
+/// MLflow's basic-auth app (MLFLOW_TRACKING_USERNAME / _PASSWORD), as MLflow's
+/// own clients use them: the sweep is logged and reads back; a wrong password
+/// and an unknown authority are refused with messages that say so and never
+/// show the password.
+#[test]
+fn https_and_basic_auth_as_mlflows_clients_use_them() {
+    let Some(py) = python("https_and_basic_auth_as_mlflows_clients_use_them") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let sdir = dir.path().join("server");
+    certificates(&py, &sdir);
+    let admin = "sweep-admin-pw-1";
+    let server = Server::start_with(&py, &sdir, true, Some(admin));
+    let url = server.url();
+    assert!(url.starts_with("https://"));
+    let ca = sdir.join("ca.pem");
+    let ca = ca.to_str().unwrap();
+    std::fs::write(dir.path().join("s.toml"), spec("secure", "[1]", 2, 30, "")).unwrap();
+    let env = [
+        ("MLFLOW_TRACKING_USERNAME", "admin"),
+        ("MLFLOW_TRACKING_PASSWORD", admin),
+        ("MLFLOW_TRACKING_SERVER_CERT_PATH", ca),
+    ];
+    let o = sweep_cmd(dir.path())
+        .args(["run", "s.toml", "--mlflow", &url])
+        .envs(env)
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("MLflow: all 2 started trials of `secure` are in https://"),
+        "{out}"
+    );
+    assert!(!out.contains(admin), "{out}");
+    let rb = readback_with(&py, &url, "secure", &env, Some("val.macro_f1"));
+    assert_eq!(children(&rb).len(), 2);
+    assert_eq!(parents(&rb).len(), 1);
+    for r in children(&rb) {
+        assert_eq!(r["status"], "FINISHED");
+        assert_eq!(r["history"]["val.macro_f1"].as_array().unwrap().len(), 2);
+    }
+
+    // a wrong password: refused, said so, the password not shown
+    let o = sweep_cmd(dir.path())
+        .args(["mlflow", "sync", "secure", "--uri", &url])
+        .envs(env)
+        .env("MLFLOW_TRACKING_PASSWORD", "not-the-password")
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("HTTP 401") && out.contains("MLFLOW_TRACKING_USERNAME"),
+        "{out}"
+    );
+    assert!(!out.contains("not-the-password"), "{out}");
+    // the public authorities only: the certificate is not trusted
+    let o = sweep_cmd(dir.path())
+        .args(["mlflow", "sync", "secure", "--uri", &url])
+        .envs(env[..2].iter().copied())
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.to_lowercase().contains("certificate"), "{out}");
+    // right credentials and authority: in sync, nothing new
+    let o = sweep_cmd(dir.path())
+        .args(["mlflow", "sync", "secure", "--uri", &url])
+        .envs(env)
+        .output()
+        .unwrap();
+    assert!(text(&o).contains("(0 runs created now)"), "{}", text(&o));
 }

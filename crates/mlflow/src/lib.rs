@@ -13,8 +13,12 @@
 //! Authentication as MLflow's clients do it: `MLFLOW_TRACKING_TOKEN` (bearer),
 //! `MLFLOW_TRACKING_USERNAME` and `MLFLOW_TRACKING_PASSWORD` (basic), or
 //! `user:password@` in the URI. Credentials are never part of [`Tracking::uri`]
-//! or of an error message. `MLFLOW_TRACKING_INSECURE_TLS=true` is refused
-//! rather than silently ignored.
+//! or of an error message. HTTPS checks the server's certificate against the
+//! public authorities, or against `MLFLOW_TRACKING_SERVER_CERT_PATH` (a PEM
+//! file, MLflow's variable for a private authority); the variables that would
+//! turn checks off or present a client certificate
+//! (`MLFLOW_TRACKING_INSECURE_TLS`, `MLFLOW_TRACKING_CLIENT_CERT_PATH`) are
+//! refused rather than silently ignored.
 //!
 //! Every call has a timeout and is retried a bounded number of times with
 //! backoff when the server is unreachable, answers 429 or a 5xx; other errors
@@ -41,7 +45,12 @@ pub enum Error {
     /// The server could not be reached or the connection broke (refused, timed
     /// out, TLS).
     #[error("MLflow {endpoint}: {message}")]
-    Transport { endpoint: String, message: String },
+    Transport {
+        endpoint: String,
+        message: String,
+        /// False for what another try cannot mend (a certificate refused).
+        transient: bool,
+    },
     /// The server answered something this client cannot read.
     #[error("MLflow {endpoint}: unexpected answer: {message}")]
     Answer { endpoint: String, message: String },
@@ -55,7 +64,7 @@ impl Error {
     /// failed itself.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Transport { .. } => true,
+            Error::Transport { transient, .. } => *transient,
             Error::Http { status, .. } => *status == 429 || *status >= 500,
             _ => false,
         }
@@ -371,16 +380,59 @@ impl Tracking {
         })
     }
 
-    /// A client from MLflow's environment variables for credentials.
+    /// A client from MLflow's environment variables for credentials and
+    /// certificates.
     pub fn from_env(uri: &str, patience: Patience) -> Result<Tracking> {
-        if std::env::var("MLFLOW_TRACKING_INSECURE_TLS")
-            .is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        if var("MLFLOW_TRACKING_INSECURE_TLS")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
         {
             return Err(Error::Config(
-                "MLFLOW_TRACKING_INSECURE_TLS is set: Sweep does not turn certificate checks off; use a certificate from a public authority or plain http on a trusted network".into(),
+                "MLFLOW_TRACKING_INSECURE_TLS is set: Sweep does not turn certificate checks off; give the server's authority with MLFLOW_TRACKING_SERVER_CERT_PATH instead".into(),
             ));
         }
-        Tracking::new(uri, Credentials::from_env()?, patience)
+        if var("MLFLOW_TRACKING_CLIENT_CERT_PATH").is_some() {
+            return Err(Error::Config(
+                "MLFLOW_TRACKING_CLIENT_CERT_PATH is set: client certificates are not supported by Sweep (use a token or a user and password)".into(),
+            ));
+        }
+        let t = Tracking::new(uri, Credentials::from_env()?, patience)?;
+        match var("MLFLOW_TRACKING_SERVER_CERT_PATH") {
+            Some(path) => t.with_ca_file(std::path::Path::new(&path)),
+            None => Ok(t),
+        }
+    }
+
+    /// Trusts the authorities in `path` (PEM) instead of the public ones.
+    pub fn with_ca_file(mut self, path: &std::path::Path) -> Result<Tracking> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::CertificateDer;
+        let bad = |m: String| {
+            Error::Config(format!(
+                "MLFLOW_TRACKING_SERVER_CERT_PATH {}: {m}",
+                path.display()
+            ))
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))? {
+            let cert = cert.map_err(|e| bad(e.to_string()))?;
+            roots.add(cert).map_err(|e| bad(e.to_string()))?;
+        }
+        if roots.is_empty() {
+            return Err(bad("no certificate in it (a PEM file is expected)".into()));
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        self.agent = ureq::AgentBuilder::new()
+            .timeout_connect(self.patience.connect)
+            .user_agent(concat!("sweep/", env!("CARGO_PKG_VERSION")))
+            .tls_config(std::sync::Arc::new(config))
+            .build();
+        Ok(self)
     }
 
     /// The server's address as shown to users (no credentials).
@@ -427,6 +479,7 @@ impl Tracking {
                     return resp.into_string().map_err(|e| Error::Transport {
                         endpoint: endpoint.to_string(),
                         message: format!("reading the answer: {e}"),
+                        transient: true,
                     })
                 }
                 Err(ureq::Error::Status(status, resp)) => {
@@ -456,13 +509,7 @@ impl Tracking {
                         },
                     }
                 }
-                Err(ureq::Error::Transport(t)) => Error::Transport {
-                    endpoint: endpoint.to_string(),
-                    message: match t.message() {
-                        Some(m) => format!("{}: {m}", t.kind()),
-                        None => t.kind().to_string(),
-                    },
-                },
+                Err(ureq::Error::Transport(t)) => transport(endpoint, &t),
             };
             if !err.is_transient() || tries >= self.patience.tries {
                 return Err(err);
@@ -659,6 +706,38 @@ impl Tracking {
     pub fn health(&self) -> Result<()> {
         self.send("GET", "/health", None, "", self.patience.call)
             .map(|_| ())
+    }
+}
+
+/// A transport error with its causes (a refused certificate says so), and
+/// whether another try could help.
+fn transport(endpoint: &str, t: &ureq::Transport) -> Error {
+    let mut message = match t.message() {
+        Some(m) => format!("{}: {m}", t.kind()),
+        None => t.kind().to_string(),
+    };
+    let mut tls = false;
+    let mut cause = std::error::Error::source(t);
+    while let Some(e) = cause {
+        let inner = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|i| i as &(dyn std::error::Error + 'static));
+        if e.downcast_ref::<rustls::Error>().is_some()
+            || inner.is_some_and(|i| i.downcast_ref::<rustls::Error>().is_some())
+        {
+            tls = true;
+        }
+        let text = e.to_string();
+        if !message.contains(&text) {
+            message = format!("{message}: {text}");
+        }
+        cause = e.source();
+    }
+    Error::Transport {
+        endpoint: endpoint.to_string(),
+        message,
+        transient: !tls,
     }
 }
 
