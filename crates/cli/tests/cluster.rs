@@ -944,3 +944,104 @@ fn visible(line: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "{line}");
 }
+
+/// With `--executor slurm`, the process that follows the job array logs to
+/// MLflow (the workers never talk to it): every trial of the array is one
+/// finished run under the sweep's parent, read back with MLflow's own client,
+/// and `sweep mlflow sync` on the PostgreSQL database then creates nothing.
+#[test]
+fn a_followed_job_array_is_logged_to_mlflow_once_per_trial() {
+    let _one = serial();
+    let (Ok(mlflow), Ok(py)) = (
+        std::env::var("SWEEP_TEST_MLFLOW"),
+        std::env::var("SWEEP_MLFLOW_PYTHON"),
+    ) else {
+        assert!(
+            std::env::var("SWEEP_REQUIRE_MLFLOW").is_err(),
+            "SWEEP_REQUIRE_MLFLOW is set but SWEEP_TEST_MLFLOW is not (run scripts/mlflow-up)"
+        );
+        visible("skipped: a_followed_job_array_is_logged_to_mlflow_once_per_trial: no MLflow (SWEEP_TEST_MLFLOW; scripts/mlflow-up starts one)");
+        return;
+    };
+    let Some(url) = cluster("mlflow") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let name = format!("arr-mlflow-{}", std::process::id());
+    std::fs::write(d.join("s.toml"), spec(&name, 2, 30)).unwrap();
+    let o = run(
+        d,
+        &[
+            "run",
+            "s.toml",
+            "--db",
+            &url,
+            "--results",
+            "res",
+            "--executor",
+            "slurm",
+            "--slurm-array-size",
+            "2",
+            "--slurm-mem",
+            "400M",
+            "--threads",
+            "1",
+            "--lease-seconds",
+            "10",
+            "--mlflow",
+            &mlflow,
+        ],
+    );
+    let out = format!("{}\n{}", text(&o.stdout), text(&o.stderr));
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains(&format!("MLflow: all 8 started trials of `{name}` are in")),
+        "{out}"
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/mlflow-readback.py");
+    let rb = Command::new(&py)
+        .arg(script)
+        .args([mlflow.as_str(), name.as_str(), "val.loss"])
+        .output()
+        .unwrap();
+    assert!(rb.status.success(), "{}", text(&rb.stderr));
+    let rb: serde_json::Value = serde_json::from_slice(&rb.stdout).unwrap();
+    let runs = rb["runs"].as_array().unwrap();
+    let parent: Vec<_> = runs
+        .iter()
+        .filter(|r| r["tags"]["sweep.role"] == "parent")
+        .collect();
+    assert_eq!(parent.len(), 1);
+    assert_eq!(parent[0]["status"], "FINISHED");
+    let kids: Vec<_> = runs
+        .iter()
+        .filter(|r| r["tags"]["sweep.role"] == "trial")
+        .collect();
+    let mut keys: Vec<&str> = kids
+        .iter()
+        .map(|r| r["tags"]["sweep.trial_key"].as_str().unwrap())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!((kids.len(), keys.len()), (8, 8));
+    let stored: Vec<(String,)> = query(&url, "SELECT key FROM trials ORDER BY key");
+    assert_eq!(
+        keys,
+        stored.iter().map(|k| k.0.as_str()).collect::<Vec<_>>()
+    );
+    for r in &kids {
+        assert_eq!(r["status"], "FINISHED");
+        assert_eq!(r["parent_run_id"], parent[0]["run_id"]);
+        assert_eq!(r["history"]["val.loss"].as_array().unwrap().len(), 2);
+        let arts = r["artifacts"].as_array().unwrap();
+        assert!(arts.iter().any(|a| a == "best.safetensors"), "{arts:?}");
+    }
+    let again = run(
+        d,
+        &["mlflow", "sync", &name, "--db", &url, "--uri", &mlflow],
+    );
+    let out = format!("{}\n{}", text(&again.stdout), text(&again.stderr));
+    assert!(again.status.success(), "{out}");
+    assert!(out.contains("(0 runs created now)"), "{out}");
+}

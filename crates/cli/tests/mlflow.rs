@@ -603,6 +603,105 @@ fn a_server_killed_mid_sweep_costs_nothing_and_sync_completes_it() {
     assert_eq!(children(&readback(&py, &url, &name)).len(), 8);
 }
 
+/// `sweep run` killed outright (`kill -9` of it and its trial processes)
+/// while a trial's epochs are in MLflow, then run again: the trial re-runs
+/// into its own run (attempt 2), its epochs logged again at the same times
+/// with the same values, so that every run holds each epoch once; nothing is
+/// doubled and everything ends FINISHED.
+#[test]
+fn a_sweep_killed_outright_resumes_into_the_same_runs() {
+    let Some(py) = python("a_sweep_killed_outright_resumes_into_the_same_runs") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&py, &dir.path().join("server"));
+    let url = server.url();
+    let name = unique("killed");
+    // trials of about 5 s (15 epochs), one at a time
+    let spec_text = spec(&name, "[1, 2]", 15, 400, "")
+        .replace("image_size = 16", "image_size = 32")
+        .replace("hidden = [32]", "hidden = [256]");
+    std::fs::write(dir.path().join("s.toml"), spec_text).unwrap();
+    let mut child = sweep_cmd(dir.path())
+        .args(["run", "s.toml", "--jobs", "1", "--mlflow", &url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let t = sweep_mlflow::Tracking::new(&url, Default::default(), Default::default()).unwrap();
+    let t0 = Instant::now();
+    // a running trial with two epochs in MLflow
+    let seen = loop {
+        if let Some(e) = t.experiment_by_name(&name).unwrap() {
+            let running = t
+                .search_runs(
+                    &e.id,
+                    "tags.`sweep.role` = 'trial' and attributes.status = 'RUNNING'",
+                )
+                .unwrap();
+            if let Some(r) = running.into_iter().find(|r| {
+                r.tags
+                    .get("sweep.sent_epochs")
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .is_some_and(|n| (2..15).contains(&n))
+            }) {
+                break r;
+            }
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the sweep ended before the kill"
+        );
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "no running trial in MLflow"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // SAFETY: killing the process group this test started.
+    unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+    let _ = child.wait();
+    let again = sweep_cmd(dir.path())
+        .args(["run", "s.toml", "--jobs", "1", "--mlflow", &url])
+        .output()
+        .unwrap();
+    let out = text(&again);
+    assert!(again.status.success(), "{out}");
+    assert!(
+        out.contains(&format!("MLflow: all 4 started trials of `{name}` are in")),
+        "{out}"
+    );
+    let rb = readback(&py, &url, &name);
+    assert_eq!(parents(&rb).len(), 1);
+    assert_eq!(parents(&rb)[0]["status"], "FINISHED");
+    let kids = children(&rb);
+    assert_eq!(kids.len(), 4, "{rb:#}");
+    for r in &kids {
+        assert_eq!(r["status"], "FINISHED");
+        for key in ["val.loss", "val.macro_f1", "train.loss"] {
+            let steps: Vec<i64> = r["history"][key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| h[0].as_i64().unwrap())
+                .collect();
+            let n = steps.len() as i64;
+            assert_eq!(
+                steps,
+                (1..=n).collect::<Vec<_>>(),
+                "{key} of {}: {steps:?}",
+                r["run_name"]
+            );
+        }
+    }
+    let resumed = kids
+        .iter()
+        .find(|r| r["run_id"] == seen.id.as_str())
+        .unwrap();
+    assert_eq!(resumed["tags"]["sweep.attempt"], "2", "{resumed:#}");
+}
+
 /// A server that accepts connections and never answers does not hold the
 /// sweep: it finishes, the last pass gives up after its bound, and the
 /// command says what is not in MLflow.

@@ -80,6 +80,35 @@ struct Sent {
     state: Option<String>,
     params: bool,
     status: Option<RunStatus>,
+    /// The timestamp each epoch was logged with (`sweep.epoch_times`): an
+    /// epoch logged again by a later attempt reuses it, so that the same value
+    /// (training is deterministic) is the same metric, which the server keeps
+    /// once.
+    times: Vec<i64>,
+}
+
+/// Epoch timestamps as a tag: the first in milliseconds, then differences.
+fn times_tag(times: &[i64]) -> String {
+    let mut out = Vec::with_capacity(times.len());
+    let mut prev = 0;
+    for (i, t) in times.iter().enumerate() {
+        out.push(if i == 0 { *t } else { t - prev }.to_string());
+        prev = *t;
+    }
+    out.join(",")
+}
+
+fn parse_times(tag: &str) -> Vec<i64> {
+    let mut out = Vec::new();
+    let mut acc = 0i64;
+    for (i, part) in tag.split(',').enumerate() {
+        let Ok(v) = part.parse::<i64>() else {
+            return Vec::new();
+        };
+        acc = if i == 0 { v } else { acc + v };
+        out.push(acc);
+    }
+    out
 }
 
 impl Sent {
@@ -96,6 +125,11 @@ impl Sent {
             state: run.tags.get("sweep.sent_state").cloned(),
             params: run.tags.contains_key("sweep.sent_params"),
             status: run.status,
+            times: run
+                .tags
+                .get("sweep.epoch_times")
+                .map(|t| parse_times(t))
+                .unwrap_or_default(),
             run,
         }
     }
@@ -576,18 +610,32 @@ impl Exporter {
         };
         let curve = crate::query::curve(store, p.id).await.map_err(local)?;
         let mut metrics = Vec::new();
-        let mut elapsed = 0.0;
         let mut last = from;
+        // an epoch's time: the one it was logged with before (by an earlier
+        // attempt), else the previous epoch's plus this epoch's seconds
+        let mut times = sent.times.clone();
+        let mut previous = start_ms;
         for (epoch, values) in &curve {
-            elapsed += values
+            let seconds = values
                 .get("time.epoch_seconds")
                 .copied()
-                .filter(|s| s.is_finite())
+                .filter(|s| s.is_finite() && *s >= 0.0)
                 .unwrap_or(0.0);
+            let i = (*epoch - 1).max(0) as usize;
+            let timestamp = match times.get(i) {
+                Some(t) => *t,
+                None => {
+                    let t = previous + (seconds * 1000.0).round() as i64;
+                    if i == times.len() {
+                        times.push(t);
+                    }
+                    t
+                }
+            };
+            previous = timestamp;
             if *epoch <= from {
                 continue;
             }
-            let timestamp = start_ms + (elapsed * 1000.0).round() as i64;
             for (name, v) in values {
                 metrics.push(Metric {
                     key: name.clone(),
@@ -600,6 +648,12 @@ impl Exporter {
         }
         tags.push(("sweep.sent_attempt".into(), p.attempt.to_string()));
         tags.push(("sweep.sent_epochs".into(), last.to_string()));
+        let times_text = times_tag(&times);
+        // (a very long history keeps the prefix it has: still valid)
+        if times != sent.times && times_text.len() <= sweep_mlflow::TAG_VALUE_MAX {
+            tags.push(("sweep.epoch_times".into(), times_text));
+            sent.times = times;
+        }
         {
             let (id, m, pa, ta) = (run_id.clone(), metrics, params, tags);
             call(&t, move |t| t.log_batch(&id, &m, &pa, &ta)).await?;
@@ -966,6 +1020,16 @@ mod tests {
                 ("train.early_stopping.patience".into(), "3".into()),
             ]
         );
+    }
+
+    #[test]
+    fn epoch_times_survive_their_tag() {
+        let t = vec![1_796_216_315_996, 1_796_216_316_998, 1_796_216_317_999];
+        let tag = times_tag(&t);
+        assert_eq!(tag, "1796216315996,1002,1001");
+        assert_eq!(parse_times(&tag), t);
+        assert_eq!(parse_times("12,x"), Vec::<i64>::new());
+        assert_eq!(times_tag(&[]), "");
     }
 
     #[test]
