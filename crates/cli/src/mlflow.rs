@@ -317,7 +317,7 @@ pub fn sync(a: SyncArgs) -> ExitCode {
                 }
             }
             Err(e) => {
-                eprintln!("error: {e} (server {uri}); nothing in the results database changed: run the same command again once the server answers");
+                eprintln!("error: {e} (server {uri}); nothing in the results database changed: once the server is reachable and accepts the request, run the same command again");
                 ExitCode::FAILURE
             }
         }

@@ -33,6 +33,17 @@ fn docs_examples_load_and_expand() {
     // 3 dropouts × 2 batch-norm × 3 seeds; the optimizers example says 7; the
     // search: 60 configurations × 3 seeds; the [slurm] example: 2 dropouts × 3 seeds
     assert_eq!(counts, vec![18, 7, 180, 2, 6]);
+    let start = text.find("[logging]\nmlflow").unwrap();
+    let logged = &text[text[..start].rfind("```toml\n").unwrap() + 8..];
+    let spec = parse(&logged[..logged.find("```").unwrap()]).unwrap();
+    assert_eq!(
+        (
+            spec.logging.mlflow.as_deref(),
+            spec.logging.mlflow_experiment.as_deref(),
+            spec.logging.mlflow_checkpoints
+        ),
+        (Some("http://127.0.0.1:5000"), Some("skin-study"), false)
+    );
     let start = text.find("[slurm]\npartition").unwrap();
     let slurm = &text[text[..start].rfind("```toml\n").unwrap() + 8..];
     let spec = parse(&slurm[..slurm.find("```").unwrap()]).unwrap();
@@ -257,6 +268,10 @@ fn bad_specs_name_file_line_and_key() {
         (format!("name = \"x\"\n{BASE}[search]\nmethod = \"tpe\"\ntrials = 4\nmultivariate = \"yes\"\n"), "s.toml:7: `search.multivariate` must be true or false"),
         (format!("name = \"x\"\n{BASE}[pruner]\nmethod = \"hyperband\"\n"), "s.toml:5: `pruner.method` must be \"none\", \"median\" or \"asha\""),
         (format!("name = \"x\"\n{BASE}[pruner]\nmethod = \"asha\"\nreduction_factor = 1\n"), "s.toml:6: `pruner.reduction_factor` must be an integer of at least 2"),
+        (format!("name = \"x\"\n{BASE}[logging]\nmlflow = \"http://ann:pw@host:5000\"\n"), "s.toml:5: `logging.mlflow` holds a user name and password: the spec is stored in the results database, so credentials go in MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"),
+        (format!("name = \"x\"\n{BASE}[logging]\nmlflow = \"file:./mlruns\"\n"), "s.toml:5: `logging.mlflow` MLflow tracking URI: `file:./mlruns` is not an http:// or https:// address"),
+        (format!("name = \"x\"\n{BASE}[logging]\nmlflow_experiment = \" \"\n"), "s.toml:5: `logging.mlflow_experiment` is empty"),
+        (format!("name = \"x\"\n{BASE}[logging]\nmlflow_checkpoints = \"no\"\n"), "mlflow_checkpoints"),
     ];
     assert!(cases.len() >= 20);
     for (text, want) in cases {
