@@ -404,7 +404,16 @@ pub fn run(a: RunArgs) -> ExitCode {
     let (result, live) = rt.block_on(async {
         let live = match mlflow {
             Some(t) if follows => Some(crate::mlflow::start(t, db.clone(), spec.name.clone())),
-            _ => None,
+            Some(t) => {
+                println!(
+                    "MLflow ({}): nothing is sent while workers run the sweep elsewhere; send it with `sweep mlflow sync {} --db {}`",
+                    t.tracking.uri(),
+                    spec.name,
+                    db.display()
+                );
+                None
+            }
+            None => None,
         };
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
