@@ -173,7 +173,7 @@ fn sync_command(sweep: &str, db: &DbLocation) -> String {
 fn print_report(r: &PassReport, sweep: &str, db: &DbLocation) {
     if r.pending() == 0 && r.parent_in_sync {
         println!(
-            "MLflow: all {} started trials of `{sweep}` are in {} ({} runs created now)",
+            "MLflow: all {} started trials of `{sweep}` are in {} ({} runs created by this command)",
             r.started, r.url, r.created
         );
     } else {

@@ -1043,5 +1043,5 @@ fn a_followed_job_array_is_logged_to_mlflow_once_per_trial() {
     );
     let out = format!("{}\n{}", text(&again.stdout), text(&again.stderr));
     assert!(again.status.success(), "{out}");
-    assert!(out.contains("(0 runs created now)"), "{out}");
+    assert!(out.contains("(0 runs created by this command)"), "{out}");
 }

@@ -344,7 +344,8 @@ fn a_sweep_logged_live_reads_back_with_mlflows_own_client() {
         assert_eq!(run["tags"]["sweep.trial"], number);
         assert_eq!(run["tags"]["sweep.state"], state);
         assert_eq!(run["params"]["model.dropout"], dropout);
-        assert_eq!(run["params"]["seed"], seed);
+        assert_eq!(run["params"]["train.seed"], seed);
+        assert!(run["params"].get("seed").is_none(), "the seed once");
         assert_eq!(run["params"]["train.epochs"], "4");
         assert!(
             run["params"].as_object().unwrap().len() > 30,
@@ -479,13 +480,17 @@ fn a_sweep_logged_live_reads_back_with_mlflows_own_client() {
         .output()
         .unwrap();
     assert!(s.status.success(), "{}", text(&s));
-    assert!(text(&s).contains("(0 runs created now)"), "{}", text(&s));
+    assert!(
+        text(&s).contains("(0 runs created by this command)"),
+        "{}",
+        text(&s)
+    );
     let again = sweep_cmd(dir.path())
         .args(["run", "s.toml", "--mlflow", &url])
         .output()
         .unwrap();
     assert!(
-        text(&again).contains("(0 runs created now)"),
+        text(&again).contains("(0 runs created by this command)"),
         "{}",
         text(&again)
     );
@@ -596,7 +601,7 @@ fn a_server_killed_mid_sweep_costs_nothing_and_sync_completes_it() {
         .output()
         .unwrap();
     assert!(
-        text(&again).contains("(0 runs created now)"),
+        text(&again).contains("(0 runs created by this command)"),
         "{}",
         text(&again)
     );
@@ -899,5 +904,9 @@ fn https_and_basic_auth_as_mlflows_clients_use_them() {
         .envs(env)
         .output()
         .unwrap();
-    assert!(text(&o).contains("(0 runs created now)"), "{}", text(&o));
+    assert!(
+        text(&o).contains("(0 runs created by this command)"),
+        "{}",
+        text(&o)
+    );
 }

@@ -52,7 +52,7 @@ pub struct PassReport {
     /// Of those, whose results are all in MLflow (finished and sent, or
     /// running with every recorded epoch sent).
     pub in_sync: usize,
-    /// Child runs created by this pass.
+    /// Child runs created by this exporter (every pass so far).
     pub created: usize,
     /// Trials whose run this pass changed.
     pub updated: usize,
@@ -144,6 +144,8 @@ struct Progress {
     state: String,
     attempt: i64,
     epochs: Option<i64>,
+    /// The epoch the final metrics are from.
+    report_epoch: Option<i64>,
 }
 
 /// The sweep's row, for the experiment and the parent run.
@@ -160,6 +162,7 @@ struct SweepRow {
     dataset_fingerprint: String,
     git_commit: Option<String>,
     host: String,
+    created_at: String,
 }
 
 /// Mirrors one sweep; keeps what it learned of the server between passes.
@@ -171,6 +174,8 @@ pub struct Exporter {
     runs: HashMap<String, Sent>,
     /// The server's runs were read (a pass after an error reads them again).
     known: bool,
+    /// Child runs created so far.
+    created: usize,
 }
 
 fn sql_err(what: &'static str) -> impl Fn(sqlx::Error) -> Error {
@@ -265,6 +270,7 @@ impl Exporter {
             parent: None,
             runs: HashMap::new(),
             known: false,
+            created: 0,
         }
     }
 
@@ -309,9 +315,10 @@ impl Exporter {
             String,
             Option<String>,
             String,
+            String,
         );
         let r: Option<Row> = sqlx::query_as(
-            "SELECT id, name, description, spec_text, spec_hash, objective, direction, dataset, dataset_fingerprint, git_commit, host FROM sweeps WHERE name = $1",
+            "SELECT id, name, description, spec_text, spec_hash, objective, direction, dataset, dataset_fingerprint, git_commit, host, created_at FROM sweeps WHERE name = $1",
         )
         .bind(&self.sweep)
         .fetch_optional(store.pool())
@@ -332,6 +339,7 @@ impl Exporter {
             dataset_fingerprint: r.8,
             git_commit: r.9,
             host: r.10,
+            created_at: r.11,
         };
         let t = self.target.tracking.clone();
         let experiment = match &self.experiment {
@@ -420,9 +428,17 @@ impl Exporter {
             }
         };
 
-        type P = (i64, i64, String, String, Option<i64>, Option<i64>);
+        type P = (
+            i64,
+            i64,
+            String,
+            String,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+        );
         let rows: Vec<P> = sqlx::query_as(
-            "SELECT t.id, t.number, t.key, t.state, \
+            "SELECT t.id, t.number, t.key, t.state, t.report_epoch, \
                (SELECT CAST(MAX(a.attempt) AS BIGINT) FROM trial_attempts a WHERE a.trial_id = t.id) AS attempt, \
                (SELECT CAST(MAX(e.epoch) AS BIGINT) FROM epoch_metrics e WHERE e.trial_id = t.id) AS epochs \
              FROM trials t WHERE t.sweep_id = $1 AND EXISTS (SELECT 1 FROM trial_attempts a WHERE a.trial_id = t.id) ORDER BY t.number",
@@ -433,14 +449,17 @@ impl Exporter {
         .map_err(sql_err("reading the trials' progress"))?;
         let rows: Vec<Progress> = rows
             .into_iter()
-            .map(|(id, number, key, state, attempt, epochs)| Progress {
-                id,
-                number,
-                key,
-                state,
-                attempt: attempt.unwrap_or(1),
-                epochs,
-            })
+            .map(
+                |(id, number, key, state, report_epoch, attempt, epochs)| Progress {
+                    id,
+                    number,
+                    key,
+                    state,
+                    attempt: attempt.unwrap_or(1),
+                    epochs,
+                    report_epoch,
+                },
+            )
             .collect();
         report.started = rows.len();
         for p in &rows {
@@ -454,7 +473,7 @@ impl Exporter {
             {
                 Ok(created) => {
                     report.updated += 1;
-                    report.created += created as usize;
+                    self.created += created as usize;
                     if self.in_sync(p) {
                         report.in_sync += 1;
                     }
@@ -465,6 +484,7 @@ impl Exporter {
             }
         }
         report.parent_in_sync = self.send_parent(store, &sweep, &rows, live).await?;
+        report.created = self.created;
         Ok(Some(report))
     }
 
@@ -513,11 +533,11 @@ impl Exporter {
             tags.push(("mlflow.note.content".into(), d.clone()));
         }
         let (exp, name) = (experiment.to_string(), sweep.name.clone());
-        let run = call(&t, move |t| {
-            t.create_run(&exp, &name, sweep_mlflow::now_ms(), &tags)
-        })
-        .await
-        .map_err(tracking_err)?;
+        // it starts when the sweep was recorded (before its trials)
+        let start = unix_ms(&sweep.created_at).unwrap_or_else(sweep_mlflow::now_ms);
+        let run = call(&t, move |t| t.create_run(&exp, &name, start, &tags))
+            .await
+            .map_err(tracking_err)?;
         let (r, text) = (run.clone(), sweep.spec_text.clone());
         call(&t, move |t| {
             t.put_artifact(&r, "spec.toml", text.as_bytes())
@@ -597,8 +617,8 @@ impl Exporter {
         if !sent.params {
             let config: Json = serde_json::from_str(&trial.config_json()).unwrap_or(Json::Null);
             flatten("", &config, &mut params);
+            // (`train.seed` is the trial's seed)
             params.retain(|(k, _)| !k.is_empty());
-            params.push(("seed".into(), trial.seed.to_string()));
             tags.push(("sweep.sent_params".into(), "1".into()));
         }
 
@@ -718,7 +738,13 @@ impl Exporter {
             .as_deref()
             .and_then(unix_ms)
             .unwrap_or(start_ms);
-        let step = trial.best_epoch.or(trial.stop_epoch).unwrap_or(0);
+        // the final metrics are the report epoch's (the best one when early
+        // stopping restores it, else the last)
+        let step = p
+            .report_epoch
+            .or(trial.stop_epoch)
+            .or(trial.best_epoch)
+            .unwrap_or(0);
         let mut metrics: Vec<Metric> = trial
             .metrics
             .iter()
@@ -743,6 +769,9 @@ impl Exporter {
         }
         if let Some(e) = trial.best_epoch {
             tags.push(("sweep.best_epoch".to_string(), e.to_string()));
+        }
+        if let Some(e) = p.report_epoch {
+            tags.push(("sweep.report_epoch".to_string(), e.to_string()));
         }
         {
             let (id, m, ta) = (run.id.clone(), metrics, tags);
