@@ -92,6 +92,7 @@ pub fn start(target: Target, db: DbLocation, sweep: String) -> Live {
         let mut ex = Exporter::new(target, &sweep);
         let mut store: Option<Store> = None;
         let mut wait = EVERY;
+        let mut failed = false;
         loop {
             if *stopped.borrow() {
                 break;
@@ -105,6 +106,7 @@ pub fn start(target: Target, db: DbLocation, sweep: String) -> Live {
                 // server must not hold the sweep); the last pass starts over
                 tokio::select! {
                     r = ex.pass(s, true) => {
+                        failed = r.is_err();
                         wait = match r {
                             Ok(_) => EVERY,
                             Err(_) => (wait * 2).min(Duration::from_secs(60)),
@@ -125,6 +127,10 @@ pub fn start(target: Target, db: DbLocation, sweep: String) -> Live {
                 Err(e) => return (None, Some(e.to_string())),
             },
         };
+        if failed {
+            // down at the last pass: one try each, no backoff, before the user's prompt
+            ex.set_tries(1);
+        }
         let last = tokio::time::timeout(FINAL_PASS, ex.pass(&store, false)).await;
         store.close().await;
         match last {

@@ -435,6 +435,11 @@ impl Tracking {
         Ok(self)
     }
 
+    /// Tries per call from now on (at least one).
+    pub fn set_tries(&mut self, tries: u32) {
+        self.patience.tries = tries.max(1);
+    }
+
     /// The server's address as shown to users (no credentials).
     pub fn uri(&self) -> &str {
         &self.uri

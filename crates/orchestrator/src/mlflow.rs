@@ -278,6 +278,12 @@ impl Exporter {
         &self.target.tracking
     }
 
+    /// Tries per call from now on (one: a server already found down is not
+    /// waited for again).
+    pub fn set_tries(&mut self, tries: u32) {
+        self.target.tracking.set_tries(tries);
+    }
+
     /// Sends what the store has and the server lacks. `live`: the sweep is
     /// running (the parent run stays RUNNING; the report is not uploaded yet).
     /// An unreachable server ends the pass with an error (the next pass starts
