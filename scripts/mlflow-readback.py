@@ -17,7 +17,8 @@ Run with the python of the environment that scripts/mlflow-up installs
                "tags": {key: value},          # all of them, mlflow.* included
                "metrics": {key: latest value},
                "history": {key: [[step, value, timestamp], ...]},  # by step, then time
-               "artifacts": [relative file paths, sorted]}, ...]}
+               "artifacts": [relative file paths, sorted]}, ...],
+     "deleted_runs": N}
 
 Active runs only (deleted ones are left out), all of them, oldest first (by
 start time, then run id). JSON has no NaN or infinities: such metric values are
@@ -122,6 +123,10 @@ def main():
             "tags": dict(sorted(exp.tags.items())),
         },
         "runs": runs,
+        # runs in MLflow's trash: a second run Sweep created for a trial and
+        # then deleted would be here
+        "deleted_runs": len(client.search_runs(
+            [exp.experiment_id], run_view_type=ViewType.DELETED_ONLY, max_results=1000)),
     }
     json.dump(out, sys.stdout, indent=1, allow_nan=False)
     sys.stdout.write("\n")

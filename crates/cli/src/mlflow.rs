@@ -68,12 +68,23 @@ pub fn target(
             experiment: logging.mlflow_experiment.clone(),
             checkpoints: logging.mlflow_checkpoints && !no_checkpoints,
             results,
+            report: None,
         })),
         Err(e) if from == "MLFLOW_TRACKING_URI" => {
             eprintln!("warning: MLFLOW_TRACKING_URI: {e}; not logging to MLflow");
             Ok(None)
         }
         Err(e) => Err(format!("{from}: {e}")),
+    }
+}
+
+/// Whether some session (a worker elsewhere) still runs the sweep.
+async fn still_running(store: &Store, sweep: &str) -> bool {
+    match sweep_orchestrator::query::sweep(store, sweep).await {
+        Ok(info) => sweep_orchestrator::query::live_sessions(store, info.id)
+            .await
+            .is_ok_and(|s| !s.is_empty()),
+        Err(_) => false,
     }
 }
 
@@ -131,7 +142,13 @@ pub fn start(target: Target, db: DbLocation, sweep: String) -> Live {
             // down at the last pass: one try each, no backoff, before the user's prompt
             ex.set_tries(1);
         }
-        let last = tokio::time::timeout(FINAL_PASS, ex.pass(&store, false)).await;
+        // read the server again: a call of a pass dropped above may have
+        // created a run meanwhile
+        ex.reread();
+        // the sweep may go on (a followed job array left with Ctrl-C): its
+        // parent then stays RUNNING
+        let live = still_running(&store, &sweep).await;
+        let last = tokio::time::timeout(FINAL_PASS, ex.pass(&store, live)).await;
         store.close().await;
         match last {
             Ok(Ok(Some(r))) => (Some(r), None),
@@ -298,13 +315,7 @@ pub fn sync(a: SyncArgs) -> ExitCode {
             }
         };
         // A sweep that another process is still running keeps its parent run RUNNING.
-        let live = match sweep_orchestrator::query::sweep(&store, &a.sweep).await {
-            Ok(info) => sweep_orchestrator::query::live_sessions(&store, info.id)
-                .await
-                .map(|s| !s.is_empty())
-                .unwrap_or(false),
-            Err(_) => false,
-        };
+        let live = still_running(&store, &a.sweep).await;
         let uri = target.tracking.uri().to_string();
         let mut ex = Exporter::new(target, &a.sweep);
         let r = ex.pass(&store, live).await;

@@ -388,7 +388,11 @@ pub fn run(a: RunArgs) -> ExitCode {
             a.mlflow.mlflow_no_checkpoints,
             Some(a.results.clone()),
         ) {
-            Ok(t) => t,
+            // the report `sweep run` writes before its last MLflow pass
+            Ok(t) => t.map(|mut t| {
+                t.report = Some(a.results.join(&spec.name).join("report.html"));
+                t
+            }),
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::from(2);

@@ -251,6 +251,11 @@ fn sql(dir: &Path, query: &str) -> Vec<String> {
     out.lines().skip(1).map(str::to_string).collect()
 }
 
+/// No run was ever created twice and deleted (MLflow's trash is empty).
+fn none_deleted(rb: &Value) {
+    assert_eq!(rb["deleted_runs"], 0, "runs were created twice: {rb:#}");
+}
+
 fn children(rb: &Value) -> Vec<&Value> {
     rb["runs"]
         .as_array()
@@ -495,6 +500,7 @@ fn a_sweep_logged_live_reads_back_with_mlflows_own_client() {
         text(&again)
     );
     let rb2 = readback(&py, &url, &name);
+    none_deleted(&rb2);
     assert_eq!(parents(&rb2).len(), 1);
     let kids2 = children(&rb2);
     assert_eq!(kids2.len(), 6);
@@ -505,6 +511,34 @@ fn a_sweep_logged_live_reads_back_with_mlflows_own_client() {
             assert_eq!(r["history"]["val.macro_f1"].as_array().unwrap().len(), 4);
         }
     }
+
+    // The results removed and the sweep run again under the same name: a new
+    // sweep (recorded anew), so a new parent with runs of its own; the first
+    // sweep's runs are left as they are.
+    std::fs::remove_dir_all(dir.path().join("results")).unwrap();
+    let fresh = sweep_cmd(dir.path())
+        .args([
+            "run",
+            "s.toml",
+            "--jobs",
+            "2",
+            "--max-attempts",
+            "2",
+            "--mlflow",
+            &url,
+        ])
+        .env("SWEEP_FAULT_PANIC_SEED", "2")
+        .output()
+        .unwrap();
+    assert!(
+        text(&fresh).contains("(6 runs created by this command)"),
+        "{}",
+        text(&fresh)
+    );
+    let rb3 = readback(&py, &url, &name);
+    none_deleted(&rb3);
+    assert_eq!(parents(&rb3).len(), 2);
+    assert_eq!(children(&rb3).len(), 12);
 }
 
 /// The server is killed (`kill -9`) while the sweep runs: the sweep finishes
@@ -574,6 +608,7 @@ fn a_server_killed_mid_sweep_costs_nothing_and_sync_completes_it() {
         text(&s)
     );
     let rb = readback(&py, &url, &name);
+    none_deleted(&rb);
     assert_eq!(parents(&rb).len(), 1, "{rb:#}");
     assert_eq!(parents(&rb)[0]["status"], "FINISHED");
     let kids = children(&rb);
@@ -678,6 +713,7 @@ fn a_sweep_killed_outright_resumes_into_the_same_runs() {
         "{out}"
     );
     let rb = readback(&py, &url, &name);
+    none_deleted(&rb);
     assert_eq!(parents(&rb).len(), 1);
     assert_eq!(parents(&rb)[0]["status"], "FINISHED");
     let kids = children(&rb);

@@ -237,6 +237,11 @@ pub struct Experiment {
 const BATCH_METRICS: usize = 1000;
 const BATCH_PARAMS: usize = 100;
 const BATCH_TAGS: usize = 100;
+/// Largest answer read (a page of runs with their tags and metrics).
+const ANSWER_MAX: u64 = 512 << 20;
+/// Runs per page of a search (each comes with all its params, tags and latest
+/// metrics).
+const SEARCH_PAGE: usize = 200;
 /// Longest param value the server keeps.
 pub const PARAM_VALUE_MAX: usize = 6000;
 /// Longest tag value sent (the server's limit is larger; a summary tag never needs more).
@@ -312,9 +317,12 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
         if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
+            // (bytes, not a str slice: a `%` before a multi-byte character
+            // must not panic, and a panic would print the password)
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
                 i += 3;
                 continue;
             }
@@ -454,6 +462,7 @@ impl Tracking {
         )
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn send(
         &self,
         method: &str,
@@ -461,6 +470,7 @@ impl Tracking {
         body: Option<&[u8]>,
         content_type: &str,
         timeout: Duration,
+        retry: bool,
     ) -> Result<String> {
         let url = format!("{}{endpoint}", self.uri);
         let mut wait = self.patience.backoff;
@@ -481,11 +491,20 @@ impl Tracking {
             };
             let err = match result {
                 Ok(resp) => {
-                    return resp.into_string().map_err(|e| Error::Transport {
-                        endpoint: endpoint.to_string(),
-                        message: format!("reading the answer: {e}"),
-                        transient: true,
-                    })
+                    // (ureq's into_string stops at 10 MiB: a page of runs with
+                    // many metrics each is larger)
+                    use std::io::Read;
+                    let mut text = String::new();
+                    return resp
+                        .into_reader()
+                        .take(ANSWER_MAX)
+                        .read_to_string(&mut text)
+                        .map(|_| text)
+                        .map_err(|e| Error::Transport {
+                            endpoint: endpoint.to_string(),
+                            message: format!("reading the answer: {e}"),
+                            transient: true,
+                        });
                 }
                 Err(ureq::Error::Status(status, resp)) => {
                     let text = resp.into_string().unwrap_or_default();
@@ -516,7 +535,7 @@ impl Tracking {
                 }
                 Err(ureq::Error::Transport(t)) => transport(endpoint, &t),
             };
-            if !err.is_transient() || tries >= self.patience.tries {
+            if !retry || !err.is_transient() || tries >= self.patience.tries {
                 return Err(err);
             }
             std::thread::sleep(wait);
@@ -525,6 +544,12 @@ impl Tracking {
     }
 
     fn post(&self, endpoint: &str, body: &Value) -> Result<Value> {
+        self.post_with(endpoint, body, true)
+    }
+
+    /// A POST; `retry` false for a call that creates something (a retry after
+    /// a timeout could create it twice: the caller looks first instead).
+    fn post_with(&self, endpoint: &str, body: &Value, retry: bool) -> Result<Value> {
         let bytes = serde_json::to_vec(body).expect("a JSON value serializes");
         let text = self.send(
             "POST",
@@ -532,12 +557,13 @@ impl Tracking {
             Some(&bytes),
             "application/json",
             self.patience.call,
+            retry,
         )?;
         parse(endpoint, &text)
     }
 
     fn get(&self, endpoint: &str) -> Result<Value> {
-        let text = self.send("GET", endpoint, None, "", self.patience.call)?;
+        let text = self.send("GET", endpoint, None, "", self.patience.call, true)?;
         parse(endpoint, &text)
     }
 
@@ -591,7 +617,7 @@ impl Tracking {
             let mut body = json!({
                 "experiment_ids": [experiment_id],
                 "filter": filter,
-                "max_results": 1000,
+                "max_results": SEARCH_PAGE,
                 "run_view_type": "ACTIVE_ONLY",
             });
             if let Some(t) = &token {
@@ -610,7 +636,8 @@ impl Tracking {
         }
     }
 
-    /// A new run (status RUNNING) with its tags.
+    /// A new run (status RUNNING) with its tags. Tried once: after a timeout
+    /// the run may exist, so the caller searches before creating again.
     pub fn create_run(
         &self,
         experiment_id: &str,
@@ -623,7 +650,7 @@ impl Tracking {
             .iter()
             .map(|(k, v)| json!({"key": k, "value": cut(v, TAG_VALUE_MAX)}))
             .collect();
-        let v = self.post(
+        let v = self.post_with(
             endpoint,
             &json!({
                 "experiment_id": experiment_id,
@@ -631,6 +658,7 @@ impl Tracking {
                 "start_time": start_ms,
                 "tags": tags,
             }),
+            false,
         )?;
         run(endpoint, &v["run"])
     }
@@ -644,6 +672,17 @@ impl Tracking {
         self.post("/api/2.0/mlflow/runs/update", &body).map(|_| ())
     }
 
+    /// Removes a tag from a run (a missing tag is not an error).
+    pub fn delete_tag(&self, run_id: &str, key: &str) -> Result<()> {
+        match self.post(
+            "/api/2.0/mlflow/runs/delete-tag",
+            &json!({"run_id": run_id, "key": key}),
+        ) {
+            Err(e) if e.has_code("RESOURCE_DOES_NOT_EXIST") => Ok(()),
+            r => r.map(|_| ()),
+        }
+    }
+
     /// Marks a run deleted (MLflow keeps it in its trash until garbage
     /// collection).
     pub fn delete_run(&self, run_id: &str) -> Result<()> {
@@ -652,7 +691,9 @@ impl Tracking {
     }
 
     /// Logs metrics, params and tags, in as many `log-batch` calls as the
-    /// server's limits need. Params longer than the server keeps are cut.
+    /// server's limits need, the tags (in their order) after every metric and
+    /// param: a tag that marks what was sent lands only when all of it did.
+    /// Params longer than the server keeps are cut.
     pub fn log_batch(
         &self,
         run_id: &str,
@@ -664,8 +705,13 @@ impl Tracking {
         let (mut m, mut p, mut t) = (metrics, params, tags);
         while !(m.is_empty() && p.is_empty() && t.is_empty()) {
             let np = p.len().min(BATCH_PARAMS);
-            let nt = t.len().min(BATCH_TAGS);
-            let nm = m.len().min(BATCH_METRICS - np - nt);
+            let nm = m.len().min(BATCH_METRICS - np);
+            // tags only once every metric and param is in this batch
+            let nt = if nm == m.len() && np == p.len() {
+                t.len().min(BATCH_TAGS).min(BATCH_METRICS - np - nm)
+            } else {
+                0
+            };
             let body = json!({
                 "run_id": run_id,
                 "metrics": m[..nm].iter().map(|x| json!({
@@ -703,13 +749,14 @@ impl Tracking {
             Some(bytes),
             "application/octet-stream",
             self.patience.upload,
+            true,
         )
         .map(|_| ())
     }
 
     /// The server answers `/health` (a quick check before a long sync).
     pub fn health(&self) -> Result<()> {
-        self.send("GET", "/health", None, "", self.patience.call)
+        self.send("GET", "/health", None, "", self.patience.call, true)
             .map(|_| ())
     }
 }
@@ -855,6 +902,9 @@ mod tests {
             split_credentials("https://ann:s%40cret@mlflow.example.org:8443/x/").unwrap();
         assert_eq!(uri, "https://mlflow.example.org:8443/x");
         assert_eq!(c, Some(("ann".into(), "s@cret".into())));
+        // a `%` before a multi-byte character (no panic that would print it)
+        let (_, c) = split_credentials("http://ann:p%aé%zz@h").unwrap();
+        assert_eq!(c, Some(("ann".into(), "p%aé%zz".into())));
         assert_eq!(redact("https://ann:secret@host/a"), "https://***@host/a");
         let t = Tracking::new(
             "http://ann:secret@127.0.0.1:1",
@@ -1068,7 +1118,8 @@ mod tests {
         let params: Vec<(String, String)> = (0..150)
             .map(|i| (format!("p{i}"), "x".repeat(7000)))
             .collect();
-        t.log_batch("r", &metrics, &params, &[]).unwrap();
+        let tags = vec![("sweep.sent_epochs".to_string(), "150".to_string())];
+        t.log_batch("r", &metrics, &params, &tags).unwrap();
         let seen = h.join().unwrap();
         let bodies: Vec<Value> = seen
             .iter()
@@ -1082,6 +1133,8 @@ mod tests {
         };
         assert_eq!(count("params"), vec![100, 50]);
         assert_eq!(count("metrics"), vec![900, 600]);
+        // the marker only with the last of the data
+        assert_eq!(count("tags"), vec![0, 1]);
         assert_eq!(bodies[0]["metrics"][0]["value"], json!("NaN"));
         assert_eq!(
             bodies[0]["params"][0]["value"].as_str().unwrap().len(),

@@ -39,6 +39,9 @@ pub struct Target {
     /// The results folder (`--results`), when not the one the sweep recorded:
     /// checkpoints are read from it.
     pub results: Option<PathBuf>,
+    /// The sweep's HTML report as just written (else one is made for the
+    /// parent run).
+    pub report: Option<PathBuf>,
 }
 
 /// What one pass found and did.
@@ -122,7 +125,11 @@ impl Sent {
         Sent {
             attempt: num("sweep.sent_attempt"),
             epochs: num("sweep.sent_epochs"),
-            state: run.tags.get("sweep.sent_state").cloned(),
+            state: run
+                .tags
+                .get("sweep.sent_state")
+                .filter(|v| !v.is_empty())
+                .cloned(),
             params: run.tags.contains_key("sweep.sent_params"),
             status: run.status,
             times: run
@@ -176,6 +183,14 @@ pub struct Exporter {
     known: bool,
     /// Child runs created so far.
     created: usize,
+    /// What the server refused, by trial key: (run, attempt, state, epochs,
+    /// message). Not sent again until one of those changes.
+    refused: HashMap<String, (String, i64, String, i64, String)>,
+    /// Something was refused: read the server's runs again next time (a run
+    /// deleted in the UI is refused until it is re-created).
+    reread: bool,
+    /// When the parent's summary was last sent (live: at most every 30 s).
+    summary_at: Option<std::time::Instant>,
 }
 
 fn sql_err(what: &'static str) -> impl Fn(sqlx::Error) -> Error {
@@ -245,6 +260,20 @@ fn run_name(number: i64, swept: &BTreeMap<String, String>, seed: i64) -> String 
     s + &format!(" seed={seed}")
 }
 
+/// A metric name MLflow accepts: letters, digits, `_ - . / ` and spaces;
+/// anything else (a class named `nevus (benign)` in `val.f1.CLASS`) becomes `_`.
+pub fn metric_key(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_alphanumeric() || "_-./ ".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// The MLflow status a trial's state maps to.
 pub fn status_of(state: &str) -> RunStatus {
     match state {
@@ -271,11 +300,20 @@ impl Exporter {
             runs: HashMap::new(),
             known: false,
             created: 0,
+            refused: HashMap::new(),
+            reread: false,
+            summary_at: None,
         }
     }
 
     pub fn tracking(&self) -> &Tracking {
         &self.target.tracking
+    }
+
+    /// The next pass reads the server's runs again (the last pass after a
+    /// sweep: a call a dropped pass left running may have created a run).
+    pub fn reread(&mut self) {
+        self.known = false;
     }
 
     /// Tries per call from now on (one: a server already found down is not
@@ -295,11 +333,13 @@ impl Exporter {
     /// A pass may be dropped half way (a deadline): the next one reads the
     /// server's runs again rather than trust what this one learned.
     pub async fn pass(&mut self, store: &Store, live: bool) -> Result<Option<PassReport>> {
-        let known = std::mem::replace(&mut self.known, false);
+        let known = std::mem::replace(&mut self.known, false) && !self.reread;
+        self.reread = false;
         let r = self.pass_inner(store, live, known).await;
         // after an error (or a pass dropped half way), the server's state is
         // read again
-        self.known = r.is_ok();
+        // (a pass that found no sweep read nothing from the server)
+        self.known = matches!(r, Ok(Some(_)));
         r
     }
 
@@ -371,9 +411,12 @@ impl Exporter {
             }
         };
         if !known {
+            // this sweep, not an earlier one of the same name (another
+            // database, or results removed and run again)
             let filter = format!(
-                "tags.`sweep.sweep` = {}",
-                sweep_mlflow::filter_string(&sweep.name)
+                "tags.`sweep.sweep` = {} and tags.`sweep.recorded_at` = {}",
+                sweep_mlflow::filter_string(&sweep.name),
+                sweep_mlflow::filter_string(&sweep.created_at)
             );
             let exp = experiment.clone();
             let runs = call(&t, move |t| t.search_runs(&exp, &filter))
@@ -397,12 +440,15 @@ impl Exporter {
                 by_key.entry(key).or_default().push(r);
             }
             for (key, mut runs) in by_key {
+                // (a parent: the one with the summary and the spec)
                 runs.sort_by_key(|r| {
                     let s = Sent::of(r.clone());
                     (
                         std::cmp::Reverse(s.state.is_some()),
                         std::cmp::Reverse(s.epochs),
                         std::cmp::Reverse(s.params),
+                        std::cmp::Reverse(r.tags.contains_key("sweep.sent_summary")),
+                        std::cmp::Reverse(r.tags.contains_key("sweep.sent_spec")),
                         r.start_time,
                         r.id.clone(),
                     )
@@ -469,9 +515,25 @@ impl Exporter {
             .collect();
         report.started = rows.len();
         for p in &rows {
-            if self.in_sync(p) {
+            if self.in_sync(p, &parent.id) {
                 report.in_sync += 1;
                 continue;
+            }
+            let now = (
+                self.runs
+                    .get(&p.key)
+                    .map(|s| s.run.id.clone())
+                    .unwrap_or_default(),
+                p.attempt,
+                p.state.clone(),
+                p.epochs.unwrap_or(0),
+            );
+            if let Some(r) = self.refused.get(&p.key) {
+                if (&r.0, r.1, &r.2, r.3) == (&now.0, now.1, &now.2, now.3) {
+                    // refused as it is: not sent again until it changes
+                    report.refused.push(format!("trial {}: {}", p.number, r.4));
+                    continue;
+                }
             }
             match self
                 .send_trial(store, &sweep, &experiment, &parent, p)
@@ -480,12 +542,23 @@ impl Exporter {
                 Ok(created) => {
                     report.updated += 1;
                     self.created += created as usize;
-                    if self.in_sync(p) {
+                    self.refused.remove(&p.key);
+                    if self.in_sync(p, &parent.id) {
                         report.in_sync += 1;
                     }
                 }
                 Err(TrialErr::Server(e)) if e.is_transient() => return Err(tracking_err(e)),
-                Err(TrialErr::Server(e)) => report.refused.push(format!("trial {}: {e}", p.number)),
+                Err(TrialErr::Server(e)) => {
+                    report.refused.push(format!("trial {}: {e}", p.number));
+                    let run = self
+                        .runs
+                        .get(&p.key)
+                        .map(|s| s.run.id.clone())
+                        .unwrap_or_default();
+                    self.refused
+                        .insert(p.key.clone(), (run, now.1, now.2, now.3, e.to_string()));
+                    self.reread = true;
+                }
                 Err(TrialErr::Store(e)) => return Err(e),
             }
         }
@@ -494,11 +567,15 @@ impl Exporter {
         Ok(Some(report))
     }
 
-    /// Whether the server has everything of this trial the store has.
-    fn in_sync(&self, p: &Progress) -> bool {
+    /// Whether the server has everything of this trial the store has (under
+    /// the sweep's current parent run).
+    fn in_sync(&self, p: &Progress, parent: &str) -> bool {
         let Some(s) = self.runs.get(&p.key) else {
             return false;
         };
+        if s.run.tags.get("mlflow.parentRunId").map(String::as_str) != Some(parent) {
+            return false;
+        }
         let status = status_of(&p.state);
         if finished(&p.state) {
             s.state.as_deref() == Some(p.state.as_str())
@@ -541,16 +618,11 @@ impl Exporter {
         let (exp, name) = (experiment.to_string(), sweep.name.clone());
         // it starts when the sweep was recorded (before its trials)
         let start = unix_ms(&sweep.created_at).unwrap_or_else(sweep_mlflow::now_ms);
-        let run = call(&t, move |t| t.create_run(&exp, &name, start, &tags))
+        tags.push(("sweep.recorded_at".into(), sweep.created_at.clone()));
+        // (the spec is uploaded by the parent's summary, with its own marker)
+        call(&t, move |t| t.create_run(&exp, &name, start, &tags))
             .await
-            .map_err(tracking_err)?;
-        let (r, text) = (run.clone(), sweep.spec_text.clone());
-        call(&t, move |t| {
-            t.put_artifact(&r, "spec.toml", text.as_bytes())
-        })
-        .await
-        .map_err(tracking_err)?;
-        Ok(run)
+            .map_err(tracking_err)
     }
 
     /// Brings one trial's run up to the store. Returns whether it created the run.
@@ -586,6 +658,7 @@ impl Exporter {
                     ("sweep.role".into(), "trial".into()),
                     ("sweep.trial".into(), p.number.to_string()),
                     ("sweep.trial_key".into(), p.key.clone()),
+                    ("sweep.recorded_at".into(), sweep.created_at.clone()),
                     (
                         "sweep.dataset_fingerprint".into(),
                         sweep.dataset_fingerprint.clone(),
@@ -613,6 +686,14 @@ impl Exporter {
             ("sweep.state".into(), p.state.clone()),
             ("sweep.attempt".into(), p.attempt.to_string()),
         ];
+        if sent.run.tags.get("mlflow.parentRunId") != Some(&parent.id) {
+            // the sweep's parent run was re-created (deleted in the UI, or a
+            // duplicate removed): the trial nests under the current one
+            tags.push(("mlflow.parentRunId".into(), parent.id.clone()));
+            sent.run
+                .tags
+                .insert("mlflow.parentRunId".into(), parent.id.clone());
+        }
         if let Some(d) = &trial.device {
             tags.push(("sweep.device".into(), d.clone()));
         }
@@ -641,8 +722,9 @@ impl Exporter {
         // attempt), else the previous epoch's plus this epoch's seconds
         let mut times = sent.times.clone();
         let mut previous = start_ms;
+        let mut elapsed = 0.0;
         for (epoch, values) in &curve {
-            let seconds = values
+            elapsed += values
                 .get("time.epoch_seconds")
                 .copied()
                 .filter(|s| s.is_finite() && *s >= 0.0)
@@ -651,7 +733,8 @@ impl Exporter {
             let timestamp = match times.get(i) {
                 Some(t) => *t,
                 None => {
-                    let t = previous + (seconds * 1000.0).round() as i64;
+                    // this attempt's clock, after the epoch before it
+                    let t = (start_ms + (elapsed * 1000.0).round() as i64).max(previous + 1);
                     if i == times.len() {
                         times.push(t);
                     }
@@ -664,7 +747,7 @@ impl Exporter {
             }
             for (name, v) in values {
                 metrics.push(Metric {
-                    key: name.clone(),
+                    key: metric_key(name),
                     value: *v,
                     step: *epoch,
                     timestamp,
@@ -755,7 +838,7 @@ impl Exporter {
             .metrics
             .iter()
             .map(|(k, v)| Metric {
-                key: format!("final.{k}"),
+                key: metric_key(&format!("final.{k}")),
                 value: *v,
                 step,
                 timestamp: end,
@@ -770,8 +853,14 @@ impl Exporter {
             });
         }
         let mut tags = Vec::new();
-        if let Some(e) = &trial.error {
-            tags.push(("sweep.error".to_string(), e.clone()));
+        match &trial.error {
+            Some(e) => tags.push(("sweep.error".to_string(), e.clone())),
+            None if run.tags.contains_key("sweep.error") => {
+                // an earlier attempt's error, gone with its success
+                let id = run.id.clone();
+                call(&t, move |t| t.delete_tag(&id, "sweep.error")).await?;
+            }
+            None => {}
         }
         if let Some(e) = trial.best_epoch {
             tags.push(("sweep.best_epoch".to_string(), e.to_string()));
@@ -819,23 +908,39 @@ impl Exporter {
                 files.push(("confusion_matrix.csv".into(), csv.into_bytes()));
             }
         }
+        let mut checkpoint = None;
         if self.target.checkpoints {
             if let Some(rel) = trial.artifacts.get("best_checkpoint") {
                 let info = crate::query::sweep(store, &self.sweep)
                     .await
                     .map_err(local)?;
                 // a checkpoint that is gone (results moved, cleaned) is left out
-                if let Ok(bytes) = info
-                    .locate(rel, self.target.results.as_deref())
-                    .and_then(|p| std::fs::read(&p).map_err(|e| e.to_string()))
-                {
-                    files.push(("best.safetensors".into(), bytes));
-                }
+                checkpoint = info.locate(rel, self.target.results.as_deref()).ok();
             }
         }
+        // A file the server refuses (no artifact proxy, a proxy's size limit)
+        // is named in a tag and the trial goes on to its status: only an
+        // unreachable server stops the pass.
+        let mut refused = Vec::new();
         for (name, bytes) in files {
-            let r = run.clone();
-            call(&t, move |t| t.put_artifact(&r, &name, &bytes)).await?;
+            refused.extend(upload(&t, run, name, bytes).await?);
+        }
+        if let Some(path) = checkpoint {
+            // (read off the scheduler's threads: it may be large, on NFS)
+            let read = tokio::task::spawn_blocking(move || std::fs::read(path))
+                .await
+                .ok()
+                .and_then(|r| r.ok());
+            if let Some(bytes) = read {
+                refused.extend(upload(&t, run, "best.safetensors".into(), bytes).await?);
+            }
+        }
+        if !refused.is_empty() {
+            let (id, text) = (run.id.clone(), refused.join("; "));
+            call(&t, move |t| {
+                t.log_batch(&id, &[], &[], &[("sweep.artifacts_refused".into(), text)])
+            })
+            .await?;
         }
         Ok(())
     }
@@ -873,7 +978,33 @@ impl Exporter {
         );
         let t = self.target.tracking.clone();
         let st = |e: sweep_mlflow::Error| tracking_err(e);
+        if !parent.run.tags.contains_key("sweep.sent_spec") {
+            let (r, text) = (parent.run.clone(), sweep.spec_text.clone());
+            call(&t, move |t| {
+                t.put_artifact(&r, "spec.toml", text.as_bytes())
+            })
+            .await
+            .map_err(st)?;
+            let id = parent.run.id.clone();
+            call(&t, move |t| {
+                t.log_batch(&id, &[], &[], &[("sweep.sent_spec".into(), "1".into())])
+            })
+            .await
+            .map_err(st)?;
+            if let Some(p) = self.parent.as_mut() {
+                p.run.tags.insert("sweep.sent_spec".into(), "1".into());
+            }
+        }
+        // While the sweep runs, the summary (a leaderboard over every trial)
+        // is sent at most every 30 s.
+        let recent = self
+            .summary_at
+            .is_some_and(|at| at.elapsed() < std::time::Duration::from_secs(30));
+        if live && recent {
+            return Ok(false);
+        }
         if parent.run.tags.get("sweep.sent_summary") != Some(&summary) {
+            self.summary_at = Some(std::time::Instant::now());
             let board = crate::query::leaderboard(
                 store,
                 sweep.id,
@@ -943,20 +1074,27 @@ impl Exporter {
                     timestamp: now,
                 })
                 .collect();
-            if !live {
-                let html = crate::report::html(store, &sweep.name).await?;
-                let r = parent.run.clone();
-                call(&t, move |t| {
-                    t.put_artifact(&r, "report.html", html.as_bytes())
-                })
-                .await
-                .map_err(st)?;
-            }
             let end = (status != RunStatus::Running).then_some(now);
             let id = parent.run.id.clone();
             call(&t, move |t| t.update_run(&id, status, end))
                 .await
                 .map_err(st)?;
+            if !live {
+                // the report `sweep run` has just written, else made here
+                let written = self
+                    .target
+                    .report
+                    .as_ref()
+                    .and_then(|p| std::fs::read(p).ok());
+                let html = match written {
+                    Some(h) => h,
+                    None => crate::report::html(store, &sweep.name).await?.into_bytes(),
+                };
+                let r = parent.run.clone();
+                call(&t, move |t| t.put_artifact(&r, "report.html", &html))
+                    .await
+                    .map_err(st)?;
+            }
             tags.push(("sweep.sent_summary".into(), summary.clone()));
             let (id, m, ta) = (parent.run.id.clone(), metrics, tags);
             call(&t, move |t| t.log_batch(&id, &m, &[], &ta))
@@ -968,6 +1106,22 @@ impl Exporter {
             }
         }
         Ok(true)
+    }
+}
+
+/// Uploads one artifact: None when it landed, the refusal's text when the
+/// server refused it, an error when the server is unreachable.
+async fn upload(
+    t: &Tracking,
+    run: &Run,
+    name: String,
+    bytes: Vec<u8>,
+) -> std::result::Result<Option<String>, sweep_mlflow::Error> {
+    let (r, n) = (run.clone(), name.clone());
+    match call(t, move |t| t.put_artifact(&r, &n, &bytes)).await {
+        Err(e) if e.is_transient() => Err(e),
+        Err(e) => Ok(Some(format!("{name}: {e}"))),
+        Ok(()) => Ok(None),
     }
 }
 
@@ -1055,6 +1209,16 @@ mod tests {
                 ("train.early_stopping.patience".into(), "3".into()),
             ]
         );
+    }
+
+    #[test]
+    fn metric_names_are_ones_mlflow_accepts() {
+        assert_eq!(
+            metric_key("final.val.f1.nevus (benign)"),
+            "final.val.f1.nevus _benign_"
+        );
+        assert_eq!(metric_key("val.f1.café-au-lait/2"), "val.f1.café-au-lait/2");
+        assert_eq!(metric_key("train.loss"), "train.loss");
     }
 
     #[test]

@@ -152,7 +152,8 @@ pub struct Logging {
     /// Validation images in the image grid (0: none).
     pub image_grid: usize,
     /// The MLflow tracking server every trial is logged to as the sweep runs
-    /// (`--mlflow` and `MLFLOW_TRACKING_URI` take precedence). Credentials
+    /// (`--mlflow` takes precedence; `MLFLOW_TRACKING_URI` is used when
+    /// neither names one). Credentials
     /// never go here (the spec is stored in the database): MLflow's variables
     /// `MLFLOW_TRACKING_TOKEN`, `MLFLOW_TRACKING_USERNAME`/`PASSWORD`.
     pub mlflow: Option<String>,
