@@ -299,20 +299,24 @@ fn a_sweep_logged_live_reads_back_with_mlflows_own_client() {
         spec(&name, "[1, 2, 3]", 4, 30, ""),
     )
     .unwrap();
-    let o = sweep_cmd(dir.path())
-        .args([
-            "run",
-            "s.toml",
-            "--jobs",
-            "2",
-            "--max-attempts",
-            "2",
-            "--mlflow",
-            &url,
-        ])
-        .env("SWEEP_FAULT_PANIC_SEED", "2")
-        .output()
-        .unwrap();
+    // seed 2's trials panic (SWEEP_FAULT_PANIC_SEED), twice each
+    let run_failing = || {
+        sweep_cmd(dir.path())
+            .args([
+                "run",
+                "s.toml",
+                "--jobs",
+                "2",
+                "--max-attempts",
+                "2",
+                "--mlflow",
+                &url,
+            ])
+            .env("SWEEP_FAULT_PANIC_SEED", "2")
+            .output()
+            .unwrap()
+    };
+    let o = run_failing();
     let out = text(&o);
     // the two seed-2 trials fail (twice each): exit 1, as without MLflow
     assert_eq!(o.status.code(), Some(1), "{out}");
@@ -516,20 +520,7 @@ fn a_sweep_logged_live_reads_back_with_mlflows_own_client() {
     // sweep (recorded anew), so a new parent with runs of its own; the first
     // sweep's runs are left as they are.
     std::fs::remove_dir_all(dir.path().join("results")).unwrap();
-    let fresh = sweep_cmd(dir.path())
-        .args([
-            "run",
-            "s.toml",
-            "--jobs",
-            "2",
-            "--max-attempts",
-            "2",
-            "--mlflow",
-            &url,
-        ])
-        .env("SWEEP_FAULT_PANIC_SEED", "2")
-        .output()
-        .unwrap();
+    let fresh = run_failing();
     assert!(
         text(&fresh).contains("(6 runs created by this command)"),
         "{}",
