@@ -25,15 +25,13 @@ fn python(test: &str) -> Option<String> {
                 std::env::var("SWEEP_REQUIRE_MLFLOW").is_err(),
                 "SWEEP_REQUIRE_MLFLOW is set but SWEEP_MLFLOW_PYTHON is not (run scripts/mlflow-up)"
             );
-            // (to the terminal, past the test harness's capture)
-            let msg = format!(
+            // on the real standard error, past the test harness's capture
+            // (scripts/test-without-shared looks for it)
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
                 "skipped: {test}: no MLflow (SWEEP_MLFLOW_PYTHON; scripts/mlflow-up installs and starts one)"
             );
-            eprintln!("{msg}");
-            if let Ok(mut tty) = std::fs::OpenOptions::new().write(true).open("/dev/tty") {
-                use std::io::Write;
-                let _ = writeln!(tty, "{msg}");
-            }
             None
         }
     }
