@@ -11,6 +11,8 @@
 //! jobs running on this machine). Without them these tests are skipped with a
 //! note, unless `SWEEP_REQUIRE_PG=1` (set by `.ci/run`) makes that a failure.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -999,31 +1001,13 @@ fn a_followed_job_array_is_logged_to_mlflow_once_per_trial() {
         out.contains(&format!("MLflow: all 8 started trials of `{name}` are in")),
         "{out}"
     );
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/mlflow-readback.py");
-    let rb = Command::new(&py)
-        .arg(script)
-        .args([mlflow.as_str(), name.as_str(), "val.loss"])
-        .output()
-        .unwrap();
-    assert!(rb.status.success(), "{}", text(&rb.stderr));
-    let rb: serde_json::Value = serde_json::from_slice(&rb.stdout).unwrap();
-    let runs = rb["runs"].as_array().unwrap();
-    let parent: Vec<_> = runs
-        .iter()
-        .filter(|r| r["tags"]["sweep.role"] == "parent")
-        .collect();
+    let rb = common::mlflow::readback_with(&py, &mlflow, &name, &[], Some("val.loss"));
+    common::mlflow::none_deleted(&rb);
+    let parent = common::mlflow::parents(&rb);
     assert_eq!(parent.len(), 1);
     assert_eq!(parent[0]["status"], "FINISHED");
-    let kids: Vec<_> = runs
-        .iter()
-        .filter(|r| r["tags"]["sweep.role"] == "trial")
-        .collect();
-    let mut keys: Vec<&str> = kids
-        .iter()
-        .map(|r| r["tags"]["sweep.trial_key"].as_str().unwrap())
-        .collect();
-    keys.sort();
-    keys.dedup();
+    let kids = common::mlflow::children(&rb);
+    let keys = common::mlflow::trial_keys(&kids);
     assert_eq!((kids.len(), keys.len()), (8, 8));
     let stored: Vec<(String,)> = query(&url, "SELECT key FROM trials ORDER BY key");
     assert_eq!(

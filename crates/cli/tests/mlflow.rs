@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use common::mlflow::{children, none_deleted, parents, readback, readback_with, trial_keys};
 
 fn python(test: &str) -> Option<String> {
     match std::env::var("SWEEP_MLFLOW_PYTHON") {
@@ -157,36 +157,6 @@ impl Drop for Server {
     }
 }
 
-/// Everything of an experiment, as MLflow's Python client reads it.
-fn readback(python: &str, url: &str, experiment: &str) -> Value {
-    readback_with(python, url, experiment, &[], None)
-}
-
-/// As [`readback`], with environment variables for the client and the
-/// histories of `only` these metrics.
-fn readback_with(
-    python: &str,
-    url: &str,
-    experiment: &str,
-    env: &[(&str, &str)],
-    only: Option<&str>,
-) -> Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/mlflow-readback.py");
-    let o = Command::new(python)
-        .arg(script)
-        .args([url, experiment])
-        .args(only)
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "readback failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    serde_json::from_slice(&o.stdout).unwrap()
-}
-
 fn text(o: &Output) -> String {
     format!(
         "{}\n{}",
@@ -247,29 +217,6 @@ fn sql(dir: &Path, query: &str) -> Vec<String> {
         .unwrap();
     let out = common::stdout(&o);
     out.lines().skip(1).map(str::to_string).collect()
-}
-
-/// No run was ever created twice and deleted (MLflow's trash is empty).
-fn none_deleted(rb: &Value) {
-    assert_eq!(rb["deleted_runs"], 0, "runs were created twice: {rb:#}");
-}
-
-fn children(rb: &Value) -> Vec<&Value> {
-    rb["runs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["tags"]["sweep.role"] == "trial")
-        .collect()
-}
-
-fn parents(rb: &Value) -> Vec<&Value> {
-    rb["runs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["tags"]["sweep.role"] == "parent")
-        .collect()
 }
 
 /// A sweep logged live: experiment, parent and children, every param, every
@@ -601,12 +548,7 @@ fn a_server_killed_mid_sweep_costs_nothing_and_sync_completes_it() {
     assert_eq!(parents(&rb).len(), 1, "{rb:#}");
     assert_eq!(parents(&rb)[0]["status"], "FINISHED");
     let kids = children(&rb);
-    let mut keys: Vec<&str> = kids
-        .iter()
-        .map(|r| r["tags"]["sweep.trial_key"].as_str().unwrap())
-        .collect();
-    keys.sort();
-    keys.dedup();
+    let keys = trial_keys(&kids);
     assert_eq!((kids.len(), keys.len()), (8, 8), "each trial exactly once");
     for r in &kids {
         assert_eq!(r["status"], "FINISHED");

@@ -8,6 +8,7 @@ use std::process::{Command, Output};
 
 #[path = "../../../train/tests/common/mod.rs"]
 pub mod data;
+pub mod mlflow;
 
 /// Runs `sweep ARGS` in `dir`, without a `SWEEP_DB` from the environment.
 pub fn sweep(dir: &Path, args: &[&str]) -> Output {
