@@ -252,7 +252,7 @@ fn local_slots(
 }
 
 /// The runtime a scheduler (`sweep run`, `sweep worker --db`) runs on.
-fn scheduler_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+pub(crate) fn scheduler_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

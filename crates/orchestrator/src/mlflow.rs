@@ -191,6 +191,8 @@ pub struct Exporter {
     reread: bool,
     /// When the parent's summary was last sent (live: at most every 30 s).
     summary_at: Option<std::time::Instant>,
+    /// Where the sweep's files are (read once, for the checkpoints).
+    info: Option<crate::query::SweepInfo>,
 }
 
 fn sql_err(what: &'static str) -> impl Fn(sqlx::Error) -> Error {
@@ -303,6 +305,7 @@ impl Exporter {
             refused: HashMap::new(),
             reread: false,
             summary_at: None,
+            info: None,
         }
     }
 
@@ -813,7 +816,7 @@ impl Exporter {
 
     /// A finished trial's final metrics and artifacts.
     async fn send_final(
-        &self,
+        &mut self,
         store: &Store,
         trial: &crate::query::TrialRow,
         run: &Run,
@@ -911,9 +914,13 @@ impl Exporter {
         let mut checkpoint = None;
         if self.target.checkpoints {
             if let Some(rel) = trial.artifacts.get("best_checkpoint") {
-                let info = crate::query::sweep(store, &self.sweep)
-                    .await
-                    .map_err(local)?;
+                if self.info.is_none() {
+                    let info = crate::query::sweep(store, &self.sweep)
+                        .await
+                        .map_err(local)?;
+                    self.info = Some(info);
+                }
+                let info = self.info.as_ref().expect("read above");
                 // a checkpoint that is gone (results moved, cleaned) is left out
                 checkpoint = info.locate(rel, self.target.results.as_deref()).ok();
             }
