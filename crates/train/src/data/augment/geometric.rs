@@ -495,11 +495,112 @@ fn blur2d(
     }
 }
 
-/// One axis's blur: banded, and low-rank when that pays.
+/// A square root of the blur's noise covariance in the low-rank basis:
+/// `R = Q L` (`n × k`, row-major) with `L Lᵀ = P Pᵀ`. The blur of `n`
+/// independent standard normals per line, `B z ≈ Q P z`, has covariance
+/// `Q P Pᵀ Qᵀ = R Rᵀ`; in two dimensions `D N Aᵀ` has the distribution of
+/// `R_d Z R_aᵀ` with `Z` only `k_d × k_a` standard normals.
+fn noise_root(low: &LowRank, n: usize) -> Vec<f32> {
+    let k = low.k;
+    // C = P Pᵀ (k × k), then C = V Λ Vᵀ by Jacobi rotations
+    let mut c = vec![0f64; k * k];
+    for i in 0..k {
+        for j in 0..k {
+            c[i * k + j] = (0..n)
+                .map(|t| low.p[i * n + t] as f64 * low.p[j * n + t] as f64)
+                .sum();
+        }
+    }
+    let (vals, vecs) = symmetric_eigen(&c, k);
+    let mut r = vec![0f32; n * k];
+    for i in 0..n {
+        for j in 0..k {
+            // (Q V Λ^½)[i][j]
+            let s = vals[j].max(0.0).sqrt();
+            let qv: f64 = (0..k)
+                .map(|t| low.q[i * k + t] as f64 * vecs[t * k + j])
+                .sum();
+            r[i * k + j] = (qv * s) as f32;
+        }
+    }
+    r
+}
+
+/// Eigenvalues and eigenvectors (columns of the `k × k` row-major matrix) of
+/// a small symmetric matrix, by cyclic Jacobi rotations.
+fn symmetric_eigen(a: &[f64], k: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut a = a.to_vec();
+    let mut v = vec![0f64; k * k];
+    for i in 0..k {
+        v[i * k + i] = 1.0;
+    }
+    for _sweep in 0..100 {
+        let off: f64 = (0..k)
+            .flat_map(|i| (0..k).filter(move |j| *j != i).map(move |j| (i, j)))
+            .map(|(i, j)| a[i * k + j].powi(2))
+            .sum();
+        let diag: f64 = (0..k).map(|i| a[i * k + i].powi(2)).sum();
+        if off <= 1e-30 * diag.max(f64::MIN_POSITIVE) {
+            break;
+        }
+        for p in 0..k {
+            for q in p + 1..k {
+                let apq = a[p * k + q];
+                if apq == 0.0 {
+                    continue;
+                }
+                let theta = (a[q * k + q] - a[p * k + p]) / (2.0 * apq);
+                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
+                let t = if theta == 0.0 { 1.0 } else { t };
+                let cs = 1.0 / (t * t + 1.0).sqrt();
+                let sn = t * cs;
+                for r in 0..k {
+                    let (arp, arq) = (a[r * k + p], a[r * k + q]);
+                    a[r * k + p] = cs * arp - sn * arq;
+                    a[r * k + q] = sn * arp + cs * arq;
+                }
+                for r in 0..k {
+                    let (apr, aqr) = (a[p * k + r], a[q * k + r]);
+                    a[p * k + r] = cs * apr - sn * aqr;
+                    a[q * k + r] = sn * apr + cs * aqr;
+                }
+                for r in 0..k {
+                    let (vrp, vrq) = (v[r * k + p], v[r * k + q]);
+                    v[r * k + p] = cs * vrp - sn * vrq;
+                    v[r * k + q] = sn * vrp + cs * vrq;
+                }
+            }
+        }
+    }
+    ((0..k).map(|i| a[i * k + i]).collect(), v)
+}
+
+/// The largest `|z|` of `n` independent standard normals, drawn from its own
+/// distribution, `P(max ≤ m) = erf(m/√2)ⁿ`, by inverting that at one uniform
+/// draw (bisection on `erfc`: `P(|z| > m) = 1 − u^{1/n}`).
+pub fn max_abs_normal(rng: &mut Rng, n: usize) -> f64 {
+    let u = rng.next_f64().max(f64::MIN_POSITIVE);
+    // the tail probability of one |z| at the drawn maximum
+    let q = -(u.ln() / n.max(1) as f64).exp_m1();
+    let (mut lo, mut hi) = (0.0f64, 40.0f64);
+    for _ in 0..64 {
+        let mid = 0.5 * (lo + hi);
+        if libm::erfc(mid * std::f64::consts::FRAC_1_SQRT_2) > q {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    0.5 * (lo + hi)
+}
+
+/// One axis's blur: banded, and low-rank when that pays (with the square
+/// root of its noise covariance, [`noise_root`]).
 #[derive(Debug)]
 struct AxisBlur {
     plan: BlurPlan,
     low: Option<LowRank>,
+    root: Option<Vec<f32>>,
 }
 
 /// The blur of `n` samples at `sigma`, built once per process (a low-rank
@@ -516,7 +617,8 @@ fn axis_blur(n: usize, sigma: f64) -> std::sync::Arc<AxisBlur> {
     }
     let plan = BlurPlan::new(n, sigma);
     let low = LowRank::of(&plan);
-    let b = Arc::new(AxisBlur { plan, low });
+    let root = low.as_ref().map(|l| noise_root(l, n));
+    let b = Arc::new(AxisBlur { plan, low, root });
     cache
         .lock()
         .expect("blur cache")
@@ -551,6 +653,17 @@ impl ElasticScratch {
 /// array, so the blur runs across the seam between them: with a σ near the
 /// image size (the default 50), dx and dy come out nearly the same field.
 /// Leaves the fields in `s.dx()`, `s.dy()`.
+///
+/// When the blur is of low rank `k` along both axes (σ wide against the
+/// image, as the default σ = 50 on 64 pixels), the blurred noise is drawn in
+/// that basis: `R_d Z R_aᵀ` with `k_d × k_a` normals `Z` (about 50 instead of
+/// `2hw` = 8,192), which has exactly the distribution of the blurred full
+/// noise ([`noise_root`]); the normalizing maximum `max |noise|` is drawn
+/// from its own distribution ([`max_abs_normal`]), independently of the
+/// field. In Albumentations both come from one noise array; they are
+/// uncorrelated there too (`noise → −noise` keeps the maximum and flips the
+/// field), and what dependence remains, a field of large energy coming with
+/// a slightly larger maximum, is below what the distribution tests resolve.
 pub fn elastic_fields(
     rng: &mut Rng,
     w: usize,
@@ -561,25 +674,59 @@ pub fn elastic_fields(
 ) {
     let n = 2 * w * h;
     s.field.resize(n, 0.0);
-    s.noise.resize(n, 0.0);
-    rng.fill_normal_f32(&mut s.noise);
-    let max_abs = s.noise.iter().fold(0f32, |m, v| m.max(v.abs()));
     let fits = |b: &AxisBlur, n: usize| b.plan.fits(n, sigma);
     if !matches!(&s.blurs, Some((a, d)) if fits(a, w) && fits(d, 2 * h)) {
         s.blurs = Some((axis_blur(w, sigma), axis_blur(2 * h, sigma)));
     }
     let (across, down) = s.blurs.as_ref().expect("set above");
-    let lr = across.low.as_ref().zip(down.low.as_ref());
-    blur2d(
-        &s.noise,
-        2 * h,
-        w,
-        &across.plan,
-        &down.plan,
-        lr,
-        &mut s.tmp,
-        &mut s.field,
-    );
+    let max_abs = match (&across.root, &down.root, &across.low, &down.low) {
+        (Some(ra), Some(rd), Some(la), Some(ld)) => {
+            let (ka, kd) = (la.k, ld.k);
+            s.noise.resize(kd * ka, 0.0);
+            rng.fill_normal_f32(&mut s.noise);
+            let max_abs = max_abs_normal(rng, n) as f32;
+            // G = Z R_aᵀ (k_d × w), then field = R_d G (2h × w)
+            s.tmp.clear();
+            s.tmp.resize(kd * w, 0.0);
+            for c in 0..kd {
+                let z = &s.noise[c * ka..(c + 1) * ka];
+                for (x, g) in s.tmp[c * w..(c + 1) * w].iter_mut().enumerate() {
+                    *g = z
+                        .iter()
+                        .zip(&ra[x * ka..(x + 1) * ka])
+                        .map(|(a, b)| a * b)
+                        .sum();
+                }
+            }
+            for (r, row) in s.field.chunks_exact_mut(w).enumerate() {
+                row.fill(0.0);
+                for c in 0..kd {
+                    let v = rd[r * kd + c];
+                    for (o, g) in row.iter_mut().zip(&s.tmp[c * w..(c + 1) * w]) {
+                        *o += v * g;
+                    }
+                }
+            }
+            max_abs
+        }
+        _ => {
+            s.noise.resize(n, 0.0);
+            rng.fill_normal_f32(&mut s.noise);
+            let max_abs = s.noise.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let lr = across.low.as_ref().zip(down.low.as_ref());
+            blur2d(
+                &s.noise,
+                2 * h,
+                w,
+                &across.plan,
+                &down.plan,
+                lr,
+                &mut s.tmp,
+                &mut s.field,
+            );
+            max_abs
+        }
+    };
     // the noise divided by its largest |value|, then blurred, times α: one scale
     let k = if max_abs > 1e-6 {
         alpha as f32 / max_abs
@@ -857,6 +1004,66 @@ mod tests {
             .fold(0f32, f32::max);
         assert!(worst < 1e-4 * scale, "worst {worst} of {scale}");
         assert!(LowRank::of(&BlurPlan::new(64, 2.0)).is_none());
+    }
+
+    /// The reduced-basis draw of the elastic field has the covariance of the
+    /// blurred full noise: `R Rᵀ = B Bᵀ` per axis (so `R_d Z R_aᵀ` and
+    /// `D N Aᵀ` have one Gaussian distribution).
+    #[test]
+    fn noise_root_has_the_blurred_noise_covariance() {
+        for (n, sigma) in [(64usize, 50.0), (128, 50.0), (96, 40.0)] {
+            let plan = BlurPlan::new(n, sigma);
+            let low = LowRank::of(&plan).expect("a wide blur is of low rank");
+            let r = noise_root(&low, n);
+            let b = plan.dense();
+            let k = low.k;
+            let mut worst = 0f64;
+            let mut scale = 0f64;
+            for i in 0..n {
+                for j in 0..n {
+                    let bb: f64 = (0..n).map(|t| b[i * n + t] * b[j * n + t]).sum();
+                    let rr: f64 = (0..k)
+                        .map(|t| r[i * k + t] as f64 * r[j * k + t] as f64)
+                        .sum();
+                    worst = worst.max((bb - rr).abs());
+                    scale = scale.max(bb.abs());
+                }
+            }
+            assert!(worst < 1e-5 * scale, "n {n} σ {sigma}: {worst} of {scale}");
+        }
+    }
+
+    /// The drawn maximum of n |normals| against its exact distribution
+    /// (Kolmogorov–Smirnov, 2,000 draws, critical value at α = 0.001), and
+    /// against the maximum of n real draws.
+    #[test]
+    fn max_abs_normal_follows_its_distribution() {
+        let mut rng = Rng::new(21);
+        for n in [8192usize, 50, 1] {
+            let mut draws: Vec<f64> = (0..2000).map(|_| max_abs_normal(&mut rng, n)).collect();
+            draws.sort_by(f64::total_cmp);
+            let cdf = |m: f64| libm::erf(m * std::f64::consts::FRAC_1_SQRT_2).powi(n as i32);
+            let d = draws
+                .iter()
+                .enumerate()
+                .map(|(i, m)| {
+                    let f = cdf(*m);
+                    (f - i as f64 / 2000.0)
+                        .abs()
+                        .max(((i + 1) as f64 / 2000.0 - f).abs())
+                })
+                .fold(0.0, f64::max);
+            assert!(d < 1.95 / 2000f64.sqrt(), "n {n}: KS distance {d}");
+            let mut real = Vec::new();
+            let mut z = vec![0f32; n];
+            for _ in 0..400 {
+                rng.fill_normal_f32(&mut z);
+                real.push(z.iter().fold(0f32, |m, v| m.max(v.abs())) as f64);
+            }
+            let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+            let (a, b) = (mean(&draws), mean(&real));
+            assert!((a - b).abs() < 0.05 * b, "n {n}: mean {a} vs real {b}");
+        }
     }
 
     #[test]
