@@ -8,6 +8,7 @@
 
 pub mod geometric;
 pub mod pixel;
+mod simd;
 
 use crate::config::{Augmentation, AugmentationSettings};
 use crate::rng::Rng;
