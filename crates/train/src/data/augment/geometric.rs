@@ -51,7 +51,7 @@ super::simd::multiversion! {
 /// An 8-byte little-endian load split in halves: a pixel and its right
 /// neighbour's channels (`2c ≤ 8`) in one read. The caller checks `i + 8 ≤ src.len()`.
 #[inline(always)]
-fn load8(src: &[u8], i: usize) -> (u32, u32) {
+pub(super) fn load8(src: &[u8], i: usize) -> (u32, u32) {
     let q = u64::from_le_bytes(src[i..i + 8].try_into().expect("8 bytes"));
     (q as u32, (q >> 32) as u32)
 }
@@ -286,7 +286,7 @@ pub fn remap_separable(
         for (x, &(ix, _)) in cols.iter().enumerate() {
             let o = &mut out[x * c..(x + 1) * c];
             if !inside_x(ix) {
-                remap_linear(src, w, h, c, &xs[x..x + 1], &[*sy], fill, o);
+                remap_border(src, w, h, c, xs[x], *sy, fill, o);
                 continue;
             }
             for ch in 0..c {

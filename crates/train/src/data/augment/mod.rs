@@ -209,7 +209,23 @@ fn floor_i64(v: f64) -> i64 {
     }
 }
 
+#[inline(always)]
 fn reflect101(i: i64, n: i64) -> usize {
+    if (0..n).contains(&i) {
+        return i as usize;
+    }
+    // one fold (a pixel or two beyond the border, the usual case) without a division
+    if i < 0 && -i < n {
+        return (-i) as usize;
+    }
+    if i >= n && i < 2 * n - 1 {
+        return (2 * n - 2 - i) as usize;
+    }
+    reflect101_far(i, n)
+}
+
+#[cold]
+fn reflect101_far(i: i64, n: i64) -> usize {
     if n == 1 {
         return 0;
     }
@@ -221,14 +237,84 @@ fn reflect101(i: i64, n: i64) -> usize {
     i as usize
 }
 
-/// Albumentations' `ShiftScaleRotate`: the matrix of `cv2.getRotationMatrix2D(center,
-/// angle, scale)` about the pixel centre `(w/2 − 0.5, h/2 − 0.5)`, plus a shift of
-/// `int(dx × width)`, `int(dy × height)` pixels; bilinear sampling with reflect-101
-/// borders (the classic `ShiftScaleRotate` default; Albumentations 2.x fills with 0).
-/// `angle` in degrees, counter-clockwise. One scale for both axes (2.x draws two).
+simd::multiversion! {
+    /// Albumentations' `ShiftScaleRotate`: the matrix of `cv2.getRotationMatrix2D(center,
+    /// angle, scale)` about the pixel centre `(w/2 − 0.5, h/2 − 0.5)`, plus a shift of
+    /// `int(dx × width)`, `int(dy × height)` pixels; bilinear sampling with reflect-101
+    /// borders (the classic `ShiftScaleRotate` default; Albumentations 2.x fills with 0).
+    /// `angle` in degrees, counter-clockwise. One scale for both axes (2.x draws two).
+    #[allow(clippy::too_many_arguments)]
+    pub fn shift_scale_rotate(
+        src: &[u8],
+        w: usize,
+        h: usize,
+        c: usize,
+        angle: f64,
+        scale: f64,
+        dx: f64,
+        dy: f64,
+        dst: &mut [u8],
+    ) => ssr_rows
+}
+
+/// The inverse map of [`shift_scale_rotate`]: `(ia, ib, tx, ty)` with source
+/// `(ia·px − ib·py, ib·px + ia·py)` for `(px, py) = (x − tx, y − ty)`.
+fn ssr_inverse(w: usize, h: usize, angle: f64, scale: f64, dx: f64, dy: f64) -> [f64; 4] {
+    let (cx, cy) = (w as f64 / 2.0 - 0.5, h as f64 / 2.0 - 0.5);
+    let rad = angle.to_radians();
+    let (a, b) = (scale * rad.cos(), scale * rad.sin());
+    // forward matrix M = [[a, b, tx], [-b, a, ty]]
+    // Albumentations truncates the shift to whole pixels: int(dx * width).
+    let tx = (1.0 - a) * cx - b * cy + (dx * w as f64).trunc();
+    let ty = b * cx + (1.0 - a) * cy + (dy * h as f64).trunc();
+    // inverse of [[a, b], [-b, a]] is [[a, -b], [b, a]] / (a² + b²)
+    let det = a * a + b * b;
+    [a / det, b / det, tx, ty]
+}
+
+/// One output pixel of [`shift_scale_rotate`] sampled at `(sx, sy)`, any
+/// position (reflect-101 at the borders).
+#[allow(clippy::too_many_arguments)]
+fn ssr_pixel(src: &[u8], w: usize, h: usize, c: usize, sx: f64, sy: f64, out: &mut [u8]) {
+    let (x0, y0) = (floor_i64(sx), floor_i64(sy));
+    let (fx, fy) = (sx - x0 as f64, sy - y0 as f64);
+    let xs = [reflect101(x0, w as i64), reflect101(x0 + 1, w as i64)];
+    let ys = [reflect101(y0, h as i64), reflect101(y0 + 1, h as i64)];
+    for (ch, o) in out.iter_mut().enumerate() {
+        let p = |xi: usize, yi: usize| src[(ys[yi] * w + xs[xi]) * c + ch] as f64;
+        let top = p(0, 0) * (1.0 - fx) + p(1, 0) * fx;
+        let bot = p(0, 1) * (1.0 - fx) + p(1, 1) * fx;
+        // A convex mix of bytes lies in [0, 255]: rounding half away from
+        // zero is +0.5 and truncation (no libm call on baseline x86-64).
+        *o = ((top * (1.0 - fy) + bot * fy) + 0.5) as u8;
+    }
+}
+
+/// Byte `k` (0..8) of the halves `lo`, `hi` of each word, as doubles.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)]
+fn bytes_f64<const N: usize>(lo: &[u32; N], hi: &[u32; N], k: usize) -> [f64; N] {
+    let (words, shift) = if k < 4 {
+        (lo, 8 * k)
+    } else {
+        (hi, 8 * (k - 4))
+    };
+    let mut out = [0f64; N];
+    for i in 0..N {
+        out[i] = ((words[i] >> shift) & 0xff) as f64;
+    }
+    out
+}
+
+/// [`shift_scale_rotate`]'s body, by blocks of a row: coordinates and
+/// weights as arrays; where the four neighbours are inside, each neighbour
+/// row's two pixels read as one 8-byte word and every channel blended as
+/// arrays (which vectorize); the other pixels one by one ([`ssr_pixel`]).
+/// The same f64 operations per pixel either way.
 #[allow(clippy::too_many_arguments)]
 #[allow(clippy::needless_range_loop)] // parallel arrays by index: the shape that vectorizes
-pub fn shift_scale_rotate(
+#[inline(always)]
+fn ssr_rows(
     src: &[u8],
     w: usize,
     h: usize,
@@ -239,71 +325,84 @@ pub fn shift_scale_rotate(
     dy: f64,
     dst: &mut [u8],
 ) {
-    let (cx, cy) = (w as f64 / 2.0 - 0.5, h as f64 / 2.0 - 0.5);
-    let rad = angle.to_radians();
-    let (a, b) = (scale * rad.cos(), scale * rad.sin());
-    // forward matrix M = [[a, b, tx], [-b, a, ty]]
-    // Albumentations truncates the shift to whole pixels: int(dx * width).
-    let tx = (1.0 - a) * cx - b * cy + (dx * w as f64).trunc();
-    let ty = b * cx + (1.0 - a) * cy + (dy * h as f64).trunc();
-    // inverse of [[a, b], [-b, a]] is [[a, -b], [b, a]] / (a² + b²)
-    let det = a * a + b * b;
-    let (ia, ib) = (a / det, b / det);
-    // By blocks of a row: coordinates and weights as arrays, then per channel
-    // the four neighbours gathered and blended as arrays (which vectorize).
-    // The same f64 operations per pixel as one at a time.
-    const BLOCK: usize = 64;
+    let [ia, ib, tx, ty] = ssr_inverse(w, h, angle, scale, dx, dy);
+    let row = w * c;
+    let words = c <= 4 && src.len() >= row + 8 && src.len() < (i32::MAX / 2) as usize;
+    if !words {
+        for y in 0..h {
+            for x in 0..w {
+                let (px, py) = (x as f64 - tx, y as f64 - ty);
+                let (sx, sy) = (ia * px - ib * py, ib * px + ia * py);
+                let i = (y * w + x) * c;
+                ssr_pixel(src, w, h, c, sx, sy, &mut dst[i..i + c]);
+            }
+        }
+        return;
+    }
+    const BLOCK: usize = 32;
+    let (wf, hf) = (w as f64, h as f64);
+    let (wi, hi, ci, rowi) = (w as i32, h as i32, c as i32, row as i32);
+    let last = (src.len() - 8) as i32 - rowi; // the largest base with room for both reads
+    let floor = |v: f64| -> i32 {
+        // SAFETY: `v` is clamped to [−2, size + 1] below: finite, inside i32.
+        let t: i32 = unsafe { v.to_int_unchecked() };
+        t - ((t as f64 > v) as i32)
+    };
     for y in 0..h {
         let mut x_start = 0;
         while x_start < w {
             let len = (w - x_start).min(BLOCK);
+            let mut sxs = [0f64; BLOCK];
+            let mut sys = [0f64; BLOCK];
             let mut fx = [0f64; BLOCK];
             let mut fy = [0f64; BLOCK];
-            let mut idx = [[0usize; 4]; BLOCK];
-            for k in 0..len {
-                let x = x_start + k;
-                let (px, py) = (x as f64 - tx, y as f64 - ty);
+            let mut base = [0i32; BLOCK];
+            let mut inside = [false; BLOCK];
+            for k in 0..BLOCK {
+                let x = (x_start + k) as f64;
+                let (px, py) = (x - tx, y as f64 - ty);
                 let sx = ia * px - ib * py;
                 let sy = ib * px + ia * py;
-                let (x0, y0) = (floor_i64(sx), floor_i64(sy));
+                sxs[k] = sx;
+                sys[k] = sy;
+                let (x0, y0) = (
+                    floor(sx.max(-2.0).min(wf + 1.0)),
+                    floor(sy.max(-2.0).min(hf + 1.0)),
+                );
+                // inside, the clamp changed nothing
                 fx[k] = sx - x0 as f64;
                 fy[k] = sy - y0 as f64;
-                // inside, the border rule is the identity: skip its divisions
-                let inside = x0 >= 0 && y0 >= 0 && x0 + 1 < w as i64 && y0 + 1 < h as i64;
-                let (xs, ys) = if inside {
-                    let (x0, y0) = (x0 as usize, y0 as usize);
-                    ([x0, x0 + 1], [y0, y0 + 1])
-                } else {
-                    (
-                        [reflect101(x0, w as i64), reflect101(x0 + 1, w as i64)],
-                        [reflect101(y0, h as i64), reflect101(y0 + 1, h as i64)],
-                    )
-                };
-                idx[k] = [
-                    (ys[0] * w + xs[0]) * c,
-                    (ys[0] * w + xs[1]) * c,
-                    (ys[1] * w + xs[0]) * c,
-                    (ys[1] * w + xs[1]) * c,
-                ];
+                let b = (y0 * wi + x0) * ci;
+                let ok = (x0 >= 0) & (y0 >= 0) & (x0 + 1 < wi) & (y0 + 1 < hi) & (b <= last);
+                inside[k] = ok;
+                base[k] = if ok { b } else { 0 };
             }
+            let (mut t_lo, mut t_hi) = ([0u32; BLOCK], [0u32; BLOCK]);
+            let (mut b_lo, mut b_hi) = ([0u32; BLOCK], [0u32; BLOCK]);
+            for k in 0..len {
+                let b = base[k] as usize;
+                (t_lo[k], t_hi[k]) = geometric::load8(src, b);
+                (b_lo[k], b_hi[k]) = geometric::load8(src, b + row);
+            }
+            let out = &mut dst[(y * w + x_start) * c..(y * w + x_start + len) * c];
             for ch in 0..c {
-                let mut p = [[0f64; BLOCK]; 4];
-                for k in 0..len {
-                    for (n, i) in idx[k].iter().enumerate() {
-                        p[n][k] = src[i + ch] as f64;
-                    }
-                }
-                let mut v = [0f64; BLOCK];
+                let (p00, p01) = (bytes_f64(&t_lo, &t_hi, ch), bytes_f64(&t_lo, &t_hi, c + ch));
+                let (p10, p11) = (bytes_f64(&b_lo, &b_hi, ch), bytes_f64(&b_lo, &b_hi, c + ch));
+                let mut v = [0u8; BLOCK];
                 for k in 0..BLOCK {
-                    let top = p[0][k] * (1.0 - fx[k]) + p[1][k] * fx[k];
-                    let bot = p[2][k] * (1.0 - fx[k]) + p[3][k] * fx[k];
-                    // A convex mix of bytes lies in [0, 255]: rounding half away from
-                    // zero is +0.5 and truncation (no libm call on baseline x86-64).
-                    v[k] = (top * (1.0 - fy[k]) + bot * fy[k]) + 0.5;
+                    let top = p00[k] * (1.0 - fx[k]) + p01[k] * fx[k];
+                    let bot = p10[k] * (1.0 - fx[k]) + p11[k] * fx[k];
+                    v[k] = ((top * (1.0 - fy[k]) + bot * fy[k]) + 0.5) as u8;
                 }
-                let row = (y * w + x_start) * c;
+                for (px, v) in out.chunks_exact_mut(c).zip(&v) {
+                    px[ch] = *v;
+                }
+            }
+            if !inside[..len].iter().all(|ok| *ok) {
                 for k in 0..len {
-                    dst[row + k * c + ch] = v[k] as u8;
+                    if !inside[k] {
+                        ssr_pixel(src, w, h, c, sxs[k], sys[k], &mut out[k * c..(k + 1) * c]);
+                    }
                 }
             }
             x_start += len;
@@ -375,7 +474,11 @@ mod tests {
                 let (dx, dy) = (rng.uniform(-0.07, 0.07), rng.uniform(-0.07, 0.07));
                 let mut got = vec![0u8; src.len()];
                 shift_scale_rotate(&src, w, w, c, angle, scale, dx, dy, &mut got);
-                assert_eq!(got, reference(&src, w, w, c, angle, scale, dx, dy));
+                let want = reference(&src, w, w, c, angle, scale, dx, dy);
+                assert_eq!(got, want);
+                // the baseline copy (the line above took the AVX2 one where the CPU has it)
+                ssr_rows(&src, w, w, c, angle, scale, dx, dy, &mut got);
+                assert_eq!(got, want);
             }
         }
     }
@@ -428,6 +531,12 @@ mod tests {
         let n = 4;
         let got: Vec<usize> = (-3..7).map(|i| reflect101(i, n)).collect();
         assert_eq!(got, vec![3, 2, 1, 0, 1, 2, 3, 2, 1, 0]);
+        // the one-fold shortcuts agree with the general rule
+        for n in 1..7 {
+            for i in -30..30 {
+                assert_eq!(reflect101(i, n), reflect101_far(i, n), "{i} of {n}");
+            }
+        }
     }
 
     #[test]

@@ -137,18 +137,104 @@ pub fn hue_saturation_value(img: &mut [u8], channels: usize, hue: f64, sat: f64,
             x
         }
     });
+    let widen = |t: [u8; 256]| -> [i32; 256] { t.map(i32::from) };
+    hsv_pixels(
+        img,
+        channels,
+        &widen(hue_lut),
+        &widen(sat_lut),
+        &widen(val_lut),
+    );
+}
+
+super::simd::multiversion! {
+    /// Each pixel through RGB → HSV, the tables, HSV → RGB.
+    fn hsv_pixels(
+        img: &mut [u8],
+        c: usize,
+        hue_lut: &[i32; 256],
+        sat_lut: &[i32; 256],
+        val_lut: &[i32; 256],
+    ) => hsv_blocks
+}
+
+/// [`hsv_pixels`]' body: [`rgb_to_hsv`] and [`hsv_to_rgb`] without branches
+/// (a grey pixel, s = 0, needs no case: every sector then gives v), on blocks
+/// of 64 pixels as whole arrays. The same integer and float operations, so
+/// the same bytes (`hsv_blocks_equal_the_pixel_functions`).
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // parallel arrays by index: the shape that vectorizes
+fn hsv_blocks(
+    img: &mut [u8],
+    c: usize,
+    hue_lut: &[i32; 256],
+    sat_lut: &[i32; 256],
+    val_lut: &[i32; 256],
+) {
+    const B: usize = 64;
+    const MAGIC: f32 = 8_388_608.0; // 2²³: rounds a value in [0, 2²²) half to even
     let t = hsv_tables();
-    for px in img.chunks_exact_mut(channels) {
-        let (h, s, v) = rgb_to_hsv_with(t, px[0], px[1], px[2]);
-        let (h, s, v) = (
-            hue_lut[h as usize],
-            sat_lut[s as usize],
-            val_lut[v as usize],
-        );
-        let (r, g, b) = hsv_to_rgb(h, s, v);
-        px[0] = r;
-        px[1] = g;
-        px[2] = b;
+    for chunk in img.chunks_mut(B * c) {
+        let n = chunk.len() / c;
+        let (mut r, mut g, mut b) = ([0i32; B], [0i32; B], [0i32; B]);
+        for k in 0..n {
+            r[k] = chunk[k * c] as i32;
+            g[k] = chunk[k * c + 1] as i32;
+            b[k] = chunk[k * c + 2] as i32;
+        }
+        let (mut ro, mut go, mut bo) = ([0u8; B], [0u8; B], [0u8; B]);
+        for k in 0..B {
+            let (r0, g0, b0) = (r[k], g[k], b[k]);
+            let v = r0.max(g0).max(b0);
+            let d = v - r0.min(g0).min(b0);
+            let s = (d * t.sdiv[(v & 255) as usize] + 2048) >> 12;
+            let hn = if v == r0 {
+                g0 - b0
+            } else if v == g0 {
+                b0 - r0 + 2 * d
+            } else {
+                r0 - g0 + 4 * d
+            };
+            let h = (hn * t.hdiv[(d & 255) as usize] + 2048) >> 12;
+            let h = h + if h < 0 { 180 } else { 0 };
+            let h = hue_lut[(h & 255) as usize];
+            let s = sat_lut[(s & 255) as usize] as f32 * (1.0 / 255.0);
+            let v = val_lut[(v & 255) as usize] as f32 * (1.0 / 255.0);
+            let hh = h as f32 * (6.0 / 180.0);
+            let hh = if hh >= 6.0 { hh - 6.0 } else { hh };
+            let sec = (hh as i32).min(5); // hh ≥ 0: truncation is floor
+            let f = hh - sec as f32;
+            let p = v * (1.0 - s);
+            let q = v * (1.0 - s * f);
+            let u = v * (1.0 - s * (1.0 - f));
+            let rf = match sec {
+                0 | 5 => v,
+                1 => q,
+                4 => u,
+                _ => p,
+            };
+            let gf = match sec {
+                0 => u,
+                1 | 2 => v,
+                3 => q,
+                _ => p,
+            };
+            let bf = match sec {
+                0 | 1 => p,
+                2 => u,
+                3 | 4 => v,
+                _ => q,
+            };
+            let quant = |x: f32| (((x * 255.0) + MAGIC) - MAGIC).clamp(0.0, 255.0) as u8;
+            ro[k] = quant(rf);
+            go[k] = quant(gf);
+            bo[k] = quant(bf);
+        }
+        for k in 0..n {
+            chunk[k * c] = ro[k];
+            chunk[k * c + 1] = go[k];
+            chunk[k * c + 2] = bo[k];
+        }
     }
 }
 
@@ -262,6 +348,40 @@ mod tests {
         ] {
             let (h, s, v) = rgb_to_hsv(r, g, b);
             assert_eq!(hsv_to_rgb(h, s, v), (r, g, b));
+        }
+    }
+
+    /// Every one of the 2²⁴ colours through the block form (on this CPU's copy
+    /// and the baseline copy) equals the pixel functions with the same tables.
+    #[test]
+    fn hsv_blocks_equal_the_pixel_functions() {
+        let hue = |h: i32| (h + 17).rem_euclid(180);
+        let hue_lut: [i32; 256] = std::array::from_fn(|h| hue(h as i32));
+        let sat_lut: [i32; 256] = std::array::from_fn(|s| {
+            if s == 0 {
+                0
+            } else {
+                (s as i32 - 30).clamp(0, 255)
+            }
+        });
+        let val_lut: [i32; 256] = std::array::from_fn(|v| (v as i32 + 25).clamp(0, 255));
+        let all: Vec<u8> = (0..1u32 << 24)
+            .flat_map(|x| [(x >> 16) as u8, (x >> 8) as u8, x as u8])
+            .collect();
+        let mut fast = all.clone();
+        hsv_pixels(&mut fast, 3, &hue_lut, &sat_lut, &val_lut);
+        let mut base = all.clone();
+        hsv_blocks(&mut base, 3, &hue_lut, &sat_lut, &val_lut);
+        for (i, px) in all.chunks_exact(3).enumerate() {
+            let (h, s, v) = rgb_to_hsv(px[0], px[1], px[2]);
+            let (h, s, v) = (
+                hue_lut[h as usize] as u8,
+                sat_lut[s as usize] as u8,
+                val_lut[v as usize] as u8,
+            );
+            let (r, g, b) = hsv_to_rgb(h, s, v);
+            assert_eq!(&fast[i * 3..i * 3 + 3], &[r, g, b], "{px:?}");
+            assert_eq!(&base[i * 3..i * 3 + 3], &[r, g, b], "{px:?} (baseline)");
         }
     }
 
