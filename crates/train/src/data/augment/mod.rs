@@ -182,9 +182,16 @@ fn warp(s: &mut AugmentScratch, w: usize, h: usize, c: usize) {
 fn flip(img: &mut [u8], size: usize, c: usize, horizontal: bool) {
     if horizontal {
         for row in img.chunks_exact_mut(size * c) {
-            for x in 0..size / 2 {
-                for ch in 0..c {
-                    row.swap(x * c + ch, (size - 1 - x) * c + ch);
+            match c {
+                1 => row.reverse(),
+                3 => row.as_chunks_mut::<3>().0.reverse(),
+                4 => row.as_chunks_mut::<4>().0.reverse(),
+                _ => {
+                    for x in 0..size / 2 {
+                        for ch in 0..c {
+                            row.swap(x * c + ch, (size - 1 - x) * c + ch);
+                        }
+                    }
                 }
             }
         }
@@ -422,6 +429,19 @@ mod tests {
         let mut img: Vec<u8> = (0..9).collect();
         flip(&mut img, 3, 1, false);
         assert_eq!(img, vec![6, 7, 8, 3, 4, 5, 0, 1, 2]);
+        // every channel count against the pixel-by-pixel swap
+        for c in 1..6 {
+            let img: Vec<u8> = (0..5 * 5 * c).map(|i| i as u8).collect();
+            let mut got = img.clone();
+            flip(&mut got, 5, c, true);
+            for y in 0..5 {
+                for x in 0..5 {
+                    for ch in 0..c {
+                        assert_eq!(got[(y * 5 + x) * c + ch], img[(y * 5 + 4 - x) * c + ch]);
+                    }
+                }
+            }
+        }
     }
 
     /// The pixel-at-a-time form the block form replaced (the numbers every
