@@ -113,7 +113,8 @@ pub fn hue_saturation_value(img: &mut [u8], channels: usize, hue: f64, sat: f64,
         return;
     }
     let dv = val.trunc() as i32;
-    let val_lut: [u8; 256] = std::array::from_fn(|v| (v as i32 + dv).clamp(0, 255) as u8);
+    let val_lut: [u8; 256] =
+        std::array::from_fn(|v| (v as i32).saturating_add(dv).clamp(0, 255) as u8);
     if channels == 1 {
         for p in img.iter_mut() {
             *p = val_lut[*p as usize];
@@ -121,13 +122,6 @@ pub fn hue_saturation_value(img: &mut [u8], channels: usize, hue: f64, sat: f64,
         return;
     }
     let ds = sat.trunc() as i32;
-    let sat_lut: [u8; 256] = std::array::from_fn(|s| {
-        if s == 0 {
-            0
-        } else {
-            (s as i32 + ds).clamp(0, 255) as u8
-        }
-    });
     let hue_lut: [u8; 256] = std::array::from_fn(|h| {
         // Python's mod; a result of 180.0 (a shift a hair below −h) is hue 0, as OpenCV reads it
         let x = (h as f64 + hue).rem_euclid(180.0) as u8;
@@ -137,14 +131,18 @@ pub fn hue_saturation_value(img: &mut [u8], channels: usize, hue: f64, sat: f64,
             x
         }
     });
-    let widen = |t: [u8; 256]| -> [i32; 256] { t.map(i32::from) };
-    hsv_pixels(
-        img,
-        channels,
-        &widen(hue_lut),
-        &widen(sat_lut),
-        &widen(val_lut),
-    );
+    // saturation and value shifted by arithmetic (tables would be gathers)
+    hsv_pixels(img, channels, &hue_lut.map(i32::from), ds, dv);
+}
+
+/// Saturation `s` shifted by `ds`, saturating; a grey pixel (s = 0) stays grey.
+#[inline(always)]
+fn sat_shift(s: i32, ds: i32) -> i32 {
+    if s == 0 {
+        0
+    } else {
+        s.saturating_add(ds).clamp(0, 255)
+    }
 }
 
 super::simd::multiversion! {
@@ -153,8 +151,8 @@ super::simd::multiversion! {
         img: &mut [u8],
         c: usize,
         hue_lut: &[i32; 256],
-        sat_lut: &[i32; 256],
-        val_lut: &[i32; 256],
+        ds: i32,
+        dv: i32,
     ) => hsv_blocks
 }
 
@@ -164,13 +162,7 @@ super::simd::multiversion! {
 /// the same bytes (`hsv_blocks_equal_the_pixel_functions`).
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // parallel arrays by index: the shape that vectorizes
-fn hsv_blocks(
-    img: &mut [u8],
-    c: usize,
-    hue_lut: &[i32; 256],
-    sat_lut: &[i32; 256],
-    val_lut: &[i32; 256],
-) {
+fn hsv_blocks(img: &mut [u8], c: usize, hue_lut: &[i32; 256], ds: i32, dv: i32) {
     const B: usize = 64;
     const MAGIC: f32 = 8_388_608.0; // 2²³: rounds a value in [0, 2²²) half to even
     let t = hsv_tables();
@@ -198,11 +190,12 @@ fn hsv_blocks(
             let h = (hn * t.hdiv[(d & 255) as usize] + 2048) >> 12;
             let h = h + if h < 0 { 180 } else { 0 };
             let h = hue_lut[(h & 255) as usize];
-            let s = sat_lut[(s & 255) as usize] as f32 * (1.0 / 255.0);
-            let v = val_lut[(v & 255) as usize] as f32 * (1.0 / 255.0);
+            let s = sat_shift(s, ds) as f32 * (1.0 / 255.0);
+            let v = v.saturating_add(dv).clamp(0, 255) as f32 * (1.0 / 255.0);
             let hh = h as f32 * (6.0 / 180.0);
             let hh = if hh >= 6.0 { hh - 6.0 } else { hh };
-            let sec = (hh as i32).min(5); // hh ≥ 0: truncation is floor
+            // SAFETY: hh is in [0, 6): finite, inside i32; truncation is floor
+            let sec: i32 = unsafe { hh.to_int_unchecked::<i32>() }.min(5);
             let f = hh - sec as f32;
             let p = v * (1.0 - s);
             let q = v * (1.0 - s * f);
@@ -468,9 +461,9 @@ mod tests {
             .flat_map(|x| [(x >> 16) as u8, (x >> 8) as u8, x as u8])
             .collect();
         let mut fast = all.clone();
-        hsv_pixels(&mut fast, 3, &hue_lut, &sat_lut, &val_lut);
+        hsv_pixels(&mut fast, 3, &hue_lut, -30, 25);
         let mut base = all.clone();
-        hsv_blocks(&mut base, 3, &hue_lut, &sat_lut, &val_lut);
+        hsv_blocks(&mut base, 3, &hue_lut, -30, 25);
         for (i, px) in all.chunks_exact(3).enumerate() {
             let (h, s, v) = rgb_to_hsv(px[0], px[1], px[2]);
             let (h, s, v) = (
