@@ -30,20 +30,33 @@ macro_rules! multiversion {
 }
 pub(crate) use multiversion;
 
-/// Whether [`multiversion`] functions take the AVX2 copy (`SWEEP_NO_AVX2=1` turns it off, for
-/// comparing the two paths).
+/// Whether [`multiversion`] functions take the AVX2 copy: where the CPU has
+/// AVX2, unless `SWEEP_NO_AVX2=1` (for comparing the two paths) or
+/// [`set_baseline`] says otherwise.
 pub(crate) fn enabled() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
+        use std::sync::atomic::Ordering;
         use std::sync::OnceLock;
         static ON: OnceLock<bool> = OnceLock::new();
-        *ON.get_or_init(|| {
-            std::env::var_os("SWEEP_NO_AVX2").is_none_or(|v| v.is_empty() || v == "0")
-                && std::arch::is_x86_feature_detected!("avx2")
-        })
+        !BASELINE.load(Ordering::Relaxed)
+            && *ON.get_or_init(|| {
+                std::env::var_os("SWEEP_NO_AVX2").is_none_or(|v| v.is_empty() || v == "0")
+                    && std::arch::is_x86_feature_detected!("avx2")
+            })
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
         false
     }
+}
+
+static BASELINE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Takes the baseline copies from now on (`true`) or the CPU's best again
+/// (`false`), process-wide. For tests that compare the two: the results are
+/// the same, so other code running meanwhile is not affected.
+#[cfg(test)]
+pub(crate) fn set_baseline(on: bool) {
+    BASELINE.store(on, std::sync::atomic::Ordering::Relaxed);
 }
