@@ -727,8 +727,9 @@ pub fn max_abs_normal(rng: &mut Rng, n: usize) -> f64 {
     let u = rng.next_f64().max(f64::MIN_POSITIVE);
     // the tail probability of one |z| at the drawn maximum
     let q = -(u.ln() / n.max(1) as f64).exp_m1();
+    // 40 halvings of [0, 40]: within 4·10⁻¹¹ (a maximum is 2 to 6)
     let (mut lo, mut hi) = (0.0f64, 40.0f64);
-    for _ in 0..64 {
+    for _ in 0..40 {
         let mid = 0.5 * (lo + hi);
         if libm::erfc(mid * std::f64::consts::FRAC_1_SQRT_2) > q {
             lo = mid;
@@ -824,35 +825,35 @@ pub fn elastic_fields(
         s.blurs = Some((axis_blur(w, sigma), axis_blur(2 * h, sigma)));
     }
     let (across, down) = s.blurs.as_ref().expect("set above");
-    let max_abs = match (&across.root, &down.root, &across.low, &down.low) {
+    // the noise divided by its largest |value|, then blurred, times α: one scale
+    let scale = |max_abs: f32| {
+        if max_abs > 1e-6 {
+            alpha as f32 / max_abs
+        } else {
+            alpha as f32
+        }
+    };
+    match (&across.root, &down.root, &across.low, &down.low) {
         (Some(ra), Some(rd), Some(la), Some(ld)) => {
             let (ka, kd) = (la.k, ld.k);
             s.noise.resize(kd * ka, 0.0);
             rng.fill_normal_f32(&mut s.noise);
-            let max_abs = max_abs_normal(rng, n) as f32;
-            // G = Z R_aᵀ (k_d × w), then field = R_d G (2h × w)
+            let k = scale(max_abs_normal(rng, n) as f32);
+            // G = k · Z R_aᵀ (k_d × w), then field = R_d G (2h × w)
             s.tmp.clear();
             s.tmp.resize(kd * w, 0.0);
             for c in 0..kd {
                 let z = &s.noise[c * ka..(c + 1) * ka];
                 for (x, g) in s.tmp[c * w..(c + 1) * w].iter_mut().enumerate() {
-                    *g = z
+                    let dot: f32 = z
                         .iter()
                         .zip(&ra[x * ka..(x + 1) * ka])
                         .map(|(a, b)| a * b)
                         .sum();
+                    *g = k * dot;
                 }
             }
-            for (r, row) in s.field.chunks_exact_mut(w).enumerate() {
-                row.fill(0.0);
-                for c in 0..kd {
-                    let v = rd[r * kd + c];
-                    for (o, g) in row.iter_mut().zip(&s.tmp[c * w..(c + 1) * w]) {
-                        *o += v * g;
-                    }
-                }
-            }
-            max_abs
+            low_rank_rows(rd, kd, &s.tmp, w, &mut s.field);
         }
         _ => {
             s.noise.resize(n, 0.0);
@@ -869,17 +870,29 @@ pub fn elastic_fields(
                 &mut s.tmp,
                 &mut s.field,
             );
-            max_abs
+            let k = scale(max_abs);
+            for v in s.field.iter_mut() {
+                *v *= k;
+            }
         }
-    };
-    // the noise divided by its largest |value|, then blurred, times α: one scale
-    let k = if max_abs > 1e-6 {
-        alpha as f32 / max_abs
-    } else {
-        alpha as f32
-    };
-    for v in s.field.iter_mut() {
-        *v *= k;
+    }
+}
+
+super::simd::multiversion! {
+    /// `field = R · G`: row `r` is `Σ_c R[r][c] · G[c]` (`R` is `rows × k`, `G` is `k × w`).
+    fn low_rank_rows(r: &[f32], k: usize, g: &[f32], w: usize, field: &mut [f32]) => low_rank_rows_body
+}
+
+#[inline(always)]
+fn low_rank_rows_body(r: &[f32], k: usize, g: &[f32], w: usize, field: &mut [f32]) {
+    for (i, row) in field.chunks_exact_mut(w).enumerate() {
+        row.fill(0.0);
+        for c in 0..k {
+            let v = r[i * k + c];
+            for (o, g) in row.iter_mut().zip(&g[c * w..(c + 1) * w]) {
+                *o += v * g;
+            }
+        }
     }
 }
 
@@ -949,12 +962,27 @@ pub fn crop(src: &[u8], w: usize, c: usize, bx: (usize, usize, usize, usize), ou
     }
 }
 
-/// `cv2.resize(src, (dw, dh), interpolation=INTER_LINEAR)` on `u8`: OpenCV's
-/// fixed-point path (weights of 2048, the vertical pass rounded as its SIMD
-/// code does for every pixel), and its switch to `INTER_AREA` for an exact 2×
-/// downscale. The same image when the sizes agree.
+super::simd::multiversion! {
+    /// `cv2.resize(src, (dw, dh), interpolation=INTER_LINEAR)` on `u8`: OpenCV's
+    /// fixed-point path (weights of 2048, the vertical pass rounded as its SIMD
+    /// code does for every pixel), and its switch to `INTER_AREA` for an exact 2×
+    /// downscale. The same image when the sizes agree.
+    #[allow(clippy::too_many_arguments)]
+    pub fn resize_linear(
+        src: &[u8],
+        sw: usize,
+        sh: usize,
+        c: usize,
+        dw: usize,
+        dh: usize,
+        dst: &mut Vec<u8>,
+    ) => resize_body
+}
+
+/// [`resize_linear`]'s body.
 #[allow(clippy::too_many_arguments)]
-pub fn resize_linear(
+#[inline(always)]
+fn resize_body(
     src: &[u8],
     sw: usize,
     sh: usize,

@@ -334,7 +334,8 @@ fn ssr_rows(
 ) {
     let [ia, ib, tx, ty] = ssr_inverse(w, h, angle, scale, dx, dy);
     let row = w * c;
-    let words = c <= 4 && src.len() >= row + 8 && src.len() < (i32::MAX / 2) as usize;
+    // (the padded image is at most 4 times the source)
+    let words = c <= 4 && src.len() >= row + 8 && src.len() < (i32::MAX / 8) as usize;
     if !words {
         for y in 0..h {
             for x in 0..w {
@@ -346,12 +347,57 @@ fn ssr_rows(
         }
         return;
     }
+    // The image with a reflect-101 border of `p` pixels (one fold, so p < size):
+    // a rotated sample's neighbours past the edge are then read like inside ones.
+    let p = (w.min(h) - 1).min(w.max(h) / 2);
+    thread_local! {
+        static PADDED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    PADDED.with_borrow_mut(|padded| {
+        reflect_pad(src, w, h, c, p, padded);
+        ssr_blocks(src, padded, p, w, h, c, [ia, ib, tx, ty], dst);
+    });
+}
+
+/// `src` with a reflect-101 border of `p ≤ min(w, h) − 1` pixels on each side.
+fn reflect_pad(src: &[u8], w: usize, h: usize, c: usize, p: usize, out: &mut Vec<u8>) {
+    let (pw, ph) = (w + 2 * p, h + 2 * p);
+    out.clear();
+    out.reserve(pw * ph * c);
+    for py in 0..ph {
+        let line = &src[reflect101(py as i64 - p as i64, h as i64) * w * c..][..w * c];
+        for i in 0..p {
+            out.extend_from_slice(&line[(p - i) * c..(p - i + 1) * c]);
+        }
+        out.extend_from_slice(line);
+        for i in 0..p {
+            out.extend_from_slice(&line[(w - 2 - i) * c..(w - 1 - i) * c]);
+        }
+    }
+}
+
+/// [`ssr_rows`] on blocks of a row, reading the padded image.
+#[allow(clippy::too_many_arguments)]
+#[allow(clippy::needless_range_loop)] // parallel arrays by index: the shape that vectorizes
+#[inline(always)]
+fn ssr_blocks(
+    src: &[u8],
+    padded: &[u8],
+    p: usize,
+    w: usize,
+    h: usize,
+    c: usize,
+    [ia, ib, tx, ty]: [f64; 4],
+    dst: &mut [u8],
+) {
     const BLOCK: usize = 32;
-    let (wf, hf) = (w as f64, h as f64);
-    let (wi, hi, ci, rowi) = (w as i32, h as i32, c as i32, row as i32);
-    let last = (src.len() - 8) as i32 - rowi; // the largest base with room for both reads
+    let (pw, ph) = (w + 2 * p, h + 2 * p);
+    let prow = pw * c;
+    let (pf, wf, hf) = (p as f64, w as f64, h as f64);
+    let (pi, pwi, phi, ci, prowi) = (p as i32, pw as i32, ph as i32, c as i32, prow as i32);
+    let last = (padded.len() - 8) as i32 - prowi; // the largest base with room for both reads
     let floor = |v: f64| -> i32 {
-        // SAFETY: `v` is clamped to [−2, size + 1] below: finite, inside i32.
+        // SAFETY: `v` is clamped to [−p − 2, size + p + 1] below: finite, inside i32.
         let t: i32 = unsafe { v.to_int_unchecked() };
         t - ((t as f64 > v) as i32)
     };
@@ -373,14 +419,15 @@ fn ssr_rows(
                 sxs[k] = sx;
                 sys[k] = sy;
                 let (x0, y0) = (
-                    floor(sx.max(-2.0).min(wf + 1.0)),
-                    floor(sy.max(-2.0).min(hf + 1.0)),
+                    floor(sx.max(-pf - 2.0).min(wf + pf + 1.0)),
+                    floor(sy.max(-pf - 2.0).min(hf + pf + 1.0)),
                 );
-                // inside, the clamp changed nothing
+                // inside the padded image, the clamp changed nothing
                 fx[k] = sx - x0 as f64;
                 fy[k] = sy - y0 as f64;
-                let b = (y0 * wi + x0) * ci;
-                let ok = (x0 >= 0) & (y0 >= 0) & (x0 + 1 < wi) & (y0 + 1 < hi) & (b <= last);
+                let (qx, qy) = (x0 + pi, y0 + pi);
+                let b = (qy * pwi + qx) * ci;
+                let ok = (qx >= 0) & (qy >= 0) & (qx + 1 < pwi) & (qy + 1 < phi) & (b <= last);
                 inside[k] = ok;
                 base[k] = if ok { b } else { 0 };
             }
@@ -388,8 +435,8 @@ fn ssr_rows(
             let (mut b_lo, mut b_hi) = ([0u32; BLOCK], [0u32; BLOCK]);
             for k in 0..len {
                 let b = base[k] as usize;
-                (t_lo[k], t_hi[k]) = geometric::load8(src, b);
-                (b_lo[k], b_hi[k]) = geometric::load8(src, b + row);
+                (t_lo[k], t_hi[k]) = geometric::load8(padded, b);
+                (b_lo[k], b_hi[k]) = geometric::load8(padded, b + prow);
             }
             let out = &mut dst[(y * w + x_start) * c..(y * w + x_start + len) * c];
             for ch in 0..c {
@@ -487,11 +534,17 @@ mod tests {
             dst
         }
         let mut rng = Rng::new(8);
-        for (w, c) in [(64usize, 3usize), (37, 1), (130, 3)] {
+        for (w, c) in [(64usize, 3usize), (37, 1), (130, 3), (3, 3), (2, 4)] {
             let src: Vec<u8> = (0..w * w * c).map(|_| rng.below(256) as u8).collect();
-            for _ in 0..10 {
+            for i in 0..12 {
                 let (angle, scale) = (rng.uniform(-45.0, 45.0), rng.uniform(0.9, 1.1));
                 let (dx, dy) = (rng.uniform(-0.07, 0.07), rng.uniform(-0.07, 0.07));
+                // and two far past the padded border (samples up to 2.5 sizes out)
+                let (angle, scale, dx, dy) = match i {
+                    10 => (30.0, 0.4, 0.1, -0.1),
+                    11 => (-80.0, 0.25, -0.3, 0.2),
+                    _ => (angle, scale, dx, dy),
+                };
                 let mut got = vec![0u8; src.len()];
                 shift_scale_rotate(&src, w, w, c, angle, scale, dx, dy, &mut got);
                 let want = reference(&src, w, w, c, angle, scale, dx, dy);
