@@ -244,14 +244,33 @@ fn reflect101_far(i: i64, n: i64) -> usize {
     i as usize
 }
 
+/// Albumentations' `ShiftScaleRotate`: the matrix of `cv2.getRotationMatrix2D(center,
+/// angle, scale)` about the pixel centre `(w/2 − 0.5, h/2 − 0.5)`, plus a shift of
+/// `int(dx × width)`, `int(dy × height)` pixels; bilinear sampling with reflect-101
+/// borders (the classic `ShiftScaleRotate` default; Albumentations 2.x fills with 0).
+/// `angle` in degrees, counter-clockwise. One scale for both axes (2.x draws two).
+#[allow(clippy::too_many_arguments)]
+pub fn shift_scale_rotate(
+    src: &[u8],
+    w: usize,
+    h: usize,
+    c: usize,
+    angle: f64,
+    scale: f64,
+    dx: f64,
+    dy: f64,
+    dst: &mut [u8],
+) {
+    thread_local! {
+        static PADDED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    PADDED.with_borrow_mut(|padded| ssr_with(src, w, h, c, angle, scale, dx, dy, padded, dst));
+}
+
 simd::multiversion! {
-    /// Albumentations' `ShiftScaleRotate`: the matrix of `cv2.getRotationMatrix2D(center,
-    /// angle, scale)` about the pixel centre `(w/2 − 0.5, h/2 − 0.5)`, plus a shift of
-    /// `int(dx × width)`, `int(dy × height)` pixels; bilinear sampling with reflect-101
-    /// borders (the classic `ShiftScaleRotate` default; Albumentations 2.x fills with 0).
-    /// `angle` in degrees, counter-clockwise. One scale for both axes (2.x draws two).
+    /// [`shift_scale_rotate`] with a buffer for the padded image.
     #[allow(clippy::too_many_arguments)]
-    pub fn shift_scale_rotate(
+    fn ssr_with(
         src: &[u8],
         w: usize,
         h: usize,
@@ -260,6 +279,7 @@ simd::multiversion! {
         scale: f64,
         dx: f64,
         dy: f64,
+        padded: &mut Vec<u8>,
         dst: &mut [u8],
     ) => ssr_rows
 }
@@ -330,6 +350,7 @@ fn ssr_rows(
     scale: f64,
     dx: f64,
     dy: f64,
+    padded: &mut Vec<u8>,
     dst: &mut [u8],
 ) {
     let [ia, ib, tx, ty] = ssr_inverse(w, h, angle, scale, dx, dy);
@@ -349,30 +370,65 @@ fn ssr_rows(
     }
     // The image with a reflect-101 border of `p` pixels (one fold, so p < size):
     // a rotated sample's neighbours past the edge are then read like inside ones.
-    let p = (w.min(h) - 1).min(w.max(h) / 2);
-    thread_local! {
-        static PADDED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    PADDED.with_borrow_mut(|padded| {
-        reflect_pad(src, w, h, c, p, padded);
-        ssr_blocks(src, padded, p, w, h, c, [ia, ib, tx, ty], dst);
-    });
+    // as wide as the samples reach past the edge (an affine map's extremes are
+    // at the corners), within one fold
+    let reach = [
+        (0.0, 0.0),
+        (w as f64 - 1.0, 0.0),
+        (0.0, h as f64 - 1.0),
+        (w as f64 - 1.0, h as f64 - 1.0),
+    ]
+    .iter()
+    .map(|(x, y)| {
+        let (px, py) = (x - tx, y - ty);
+        let (sx, sy) = (ia * px - ib * py, ib * px + ia * py);
+        (-sx)
+            .max(sx - (w as f64 - 1.0))
+            .max(-sy)
+            .max(sy - (h as f64 - 1.0))
+    })
+    .fold(0.0f64, f64::max);
+    let p = ((reach.ceil() as usize) + 2).min(w.min(h) - 1);
+    reflect_pad(src, w, h, c, p, padded);
+    ssr_blocks(src, padded, p, w, h, c, [ia, ib, tx, ty], dst);
 }
 
 /// `src` with a reflect-101 border of `p ≤ min(w, h) − 1` pixels on each side.
 fn reflect_pad(src: &[u8], w: usize, h: usize, c: usize, p: usize, out: &mut Vec<u8>) {
     let (pw, ph) = (w + 2 * p, h + 2 * p);
     out.clear();
-    out.reserve(pw * ph * c);
-    for py in 0..ph {
+    out.resize(pw * ph * c, 0);
+    for (py, prow) in out.chunks_exact_mut(pw * c).enumerate() {
         let line = &src[reflect101(py as i64 - p as i64, h as i64) * w * c..][..w * c];
-        for i in 0..p {
-            out.extend_from_slice(&line[(p - i) * c..(p - i + 1) * c]);
+        let (left, rest) = prow.split_at_mut(p * c);
+        let (mid, right) = rest.split_at_mut(w * c);
+        mid.copy_from_slice(line);
+        // pixel i of the left border is source pixel p − i; of the right, w − 2 − i
+        match c {
+            1 => reflect_borders::<1>(line, p, left, right),
+            2 => reflect_borders::<2>(line, p, left, right),
+            3 => reflect_borders::<3>(line, p, left, right),
+            4 => reflect_borders::<4>(line, p, left, right),
+            _ => {
+                for i in 0..p {
+                    left[i * c..(i + 1) * c].copy_from_slice(&line[(p - i) * c..(p - i + 1) * c]);
+                    let j = w - 2 - i;
+                    right[i * c..(i + 1) * c].copy_from_slice(&line[j * c..(j + 1) * c]);
+                }
+            }
         }
-        out.extend_from_slice(line);
-        for i in 0..p {
-            out.extend_from_slice(&line[(w - 2 - i) * c..(w - 1 - i) * c]);
-        }
+    }
+}
+
+/// The reflected borders of one padded row, pixels of `C` bytes.
+fn reflect_borders<const C: usize>(line: &[u8], p: usize, left: &mut [u8], right: &mut [u8]) {
+    let px = line.as_chunks::<C>().0;
+    let w = px.len();
+    for (i, o) in left.as_chunks_mut::<C>().0.iter_mut().enumerate() {
+        *o = px[p - i];
+    }
+    for (i, o) in right.as_chunks_mut::<C>().0.iter_mut().enumerate() {
+        *o = px[w - 2 - i];
     }
 }
 
@@ -550,7 +606,18 @@ mod tests {
                 let want = reference(&src, w, w, c, angle, scale, dx, dy);
                 assert_eq!(got, want);
                 // the baseline copy (the line above took the AVX2 one where the CPU has it)
-                ssr_rows(&src, w, w, c, angle, scale, dx, dy, &mut got);
+                ssr_rows(
+                    &src,
+                    w,
+                    w,
+                    c,
+                    angle,
+                    scale,
+                    dx,
+                    dy,
+                    &mut Vec::new(),
+                    &mut got,
+                );
                 assert_eq!(got, want);
             }
         }
