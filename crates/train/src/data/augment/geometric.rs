@@ -72,6 +72,43 @@ fn bytes_f32<const N: usize>(lo: &[u32; N], hi: &[u32; N], k: usize) -> [f32; N]
     out
 }
 
+/// Writes pixels from channel planes (`planes[ch][k]`, the first `c` used)
+/// into interleaved `out` (`out.len() / c` pixels): whole pixels at a time
+/// for 1, 3 and 4 channels.
+#[inline(always)]
+pub(super) fn interleave(planes: [&[u8]; 4], c: usize, out: &mut [u8]) {
+    match c {
+        1 => out.copy_from_slice(&planes[0][..out.len()]),
+        3 => {
+            let [r, g, b, _] = planes;
+            for (((px, r), g), b) in out.as_chunks_mut::<3>().0.iter_mut().zip(r).zip(g).zip(b) {
+                *px = [*r, *g, *b];
+            }
+        }
+        4 => {
+            let [r, g, b, a] = planes;
+            for ((((px, r), g), b), a) in out
+                .as_chunks_mut::<4>()
+                .0
+                .iter_mut()
+                .zip(r)
+                .zip(g)
+                .zip(b)
+                .zip(a)
+            {
+                *px = [*r, *g, *b, *a];
+            }
+        }
+        _ => {
+            for (k, px) in out.chunks_exact_mut(c).enumerate() {
+                for (ch, v) in px.iter_mut().enumerate() {
+                    *v = planes[ch][k];
+                }
+            }
+        }
+    }
+}
+
 /// `floor(v)` for `v` known finite and within `i32`: one truncation and a
 /// compare, which vectorize.
 #[inline(always)]
@@ -156,19 +193,18 @@ fn remap_rows(
             (b_lo[k], b_hi[k]) = load8(src, b + row);
         }
         let out = &mut dst[start * c..(start + len) * c];
-        for ch in 0..c {
+        let mut planes = [[0u8; BLOCK]; 4];
+        for (ch, v) in planes.iter_mut().enumerate().take(c) {
             let (p00, p01) = (bytes_f32(&t_lo, &t_hi, ch), bytes_f32(&t_lo, &t_hi, c + ch));
             let (p10, p11) = (bytes_f32(&b_lo, &b_hi, ch), bytes_f32(&b_lo, &b_hi, c + ch));
-            let mut v = [0u8; BLOCK];
             for k in 0..BLOCK {
                 let v0 = p00[k] + ax[k] * (p01[k] - p00[k]);
                 let v1 = p10[k] + ax[k] * (p11[k] - p10[k]);
                 v[k] = (((v0 + ay[k] * (v1 - v0)) + MAGIC) - MAGIC) as u8;
             }
-            for (px, v) in out.chunks_exact_mut(c).zip(&v) {
-                px[ch] = *v;
-            }
         }
+        let [p0, p1, p2, p3] = &planes;
+        interleave([p0, p1, p2, p3], c, out);
         if !inside[..len].iter().all(|ok| *ok) {
             for k in 0..len {
                 if !inside[k] {
@@ -335,7 +371,7 @@ fn separable_rows(
             }
         }
     }
-    let mut v = vec![0u8; w];
+    let mut v = vec![0u8; w * c];
     for (y, sy) in ys.iter().enumerate() {
         let iy = floor_i32(*sy);
         let ay = sy - iy as f32;
@@ -346,15 +382,22 @@ fn separable_rows(
             continue;
         }
         let iy = iy as usize;
-        for ch in 0..c {
+        for (ch, v) in v.chunks_exact_mut(w).enumerate() {
             let top = &rows[(iy * c + ch) * w..(iy * c + ch + 1) * w];
             let bot = &rows[((iy + 1) * c + ch) * w..((iy + 1) * c + ch + 1) * w];
             for x in 0..w {
                 let (v0, v1) = (top[x], bot[x]);
                 v[x] = (((v0 + ay * (v1 - v0)) + MAGIC) - MAGIC) as u8;
             }
-            for (px, v) in out.chunks_exact_mut(c).zip(&v) {
-                px[ch] = *v;
+        }
+        if c <= 4 {
+            let plane = |ch: usize| v.get(ch * w..(ch + 1) * w).unwrap_or(&[]);
+            interleave([plane(0), plane(1), plane(2), plane(3)], c, out);
+        } else {
+            for (ch, plane) in v.chunks_exact(w).enumerate() {
+                for (px, v) in out.chunks_exact_mut(c).zip(plane) {
+                    px[ch] = *v;
+                }
             }
         }
         for (x, &(ix, _)) in cols.iter().enumerate() {
@@ -1035,14 +1078,24 @@ fn resize_body(
     let sy_scale = sh as f64 / dh as f64;
     let mut r0 = vec![0i32; dw * c];
     let mut r1 = vec![0i32; dw * c];
-    let horizontal = |row: usize, out: &mut [i32]| {
+    // (a function, not a closure: a closure is compiled on its own, outside
+    // the AVX2 copy this body is inlined into)
+    #[inline(always)]
+    fn horizontal(
+        src: &[u8],
+        sw: usize,
+        c: usize,
+        cols: &[(usize, usize, i32, i32)],
+        row: usize,
+        out: &mut [i32],
+    ) {
         let line = &src[row * sw * c..(row + 1) * sw * c];
         for (x, (a, b, wa, wb)) in cols.iter().enumerate() {
             for ch in 0..c {
                 out[x * c + ch] = line[a * c + ch] as i32 * wa + line[b * c + ch] as i32 * wb;
             }
         }
-    };
+    }
     // the source rows held in r0, r1 (an upscale reuses them across outputs)
     let mut held = (usize::MAX, usize::MAX);
     for y in 0..dh {
@@ -1057,12 +1110,12 @@ fn resize_body(
                 std::mem::swap(&mut r0, &mut r1);
                 held.1 = usize::MAX;
             } else {
-                horizontal(row0, &mut r0);
+                horizontal(src, sw, c, &cols, row0, &mut r0);
             }
             held.0 = row0;
         }
         if held.1 != row1 {
-            horizontal(row1, &mut r1);
+            horizontal(src, sw, c, &cols, row1, &mut r1);
             held.1 = row1;
         }
         for (k, o) in dst[y * dw * c..(y + 1) * dw * c].iter_mut().enumerate() {

@@ -495,19 +495,18 @@ fn ssr_blocks(
                 (b_lo[k], b_hi[k]) = geometric::load8(padded, b + prow);
             }
             let out = &mut dst[(y * w + x_start) * c..(y * w + x_start + len) * c];
-            for ch in 0..c {
+            let mut planes = [[0u8; BLOCK]; 4];
+            for (ch, v) in planes.iter_mut().enumerate().take(c) {
                 let (p00, p01) = (bytes_f64(&t_lo, &t_hi, ch), bytes_f64(&t_lo, &t_hi, c + ch));
                 let (p10, p11) = (bytes_f64(&b_lo, &b_hi, ch), bytes_f64(&b_lo, &b_hi, c + ch));
-                let mut v = [0u8; BLOCK];
                 for k in 0..BLOCK {
                     let top = p00[k] * (1.0 - fx[k]) + p01[k] * fx[k];
                     let bot = p10[k] * (1.0 - fx[k]) + p11[k] * fx[k];
                     v[k] = ((top * (1.0 - fy[k]) + bot * fy[k]) + 0.5) as u8;
                 }
-                for (px, v) in out.chunks_exact_mut(c).zip(&v) {
-                    px[ch] = *v;
-                }
             }
+            let [p0, p1, p2, p3] = &planes;
+            geometric::interleave([p0, p1, p2, p3], c, out);
             if !inside[..len].iter().all(|ok| *ok) {
                 for k in 0..len {
                     if !inside[k] {
