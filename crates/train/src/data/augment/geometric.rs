@@ -49,10 +49,14 @@ super::simd::multiversion! {
 }
 
 /// An 8-byte little-endian load split in halves: a pixel and its right
-/// neighbour's channels (`2c ≤ 8`) in one read. The caller checks `i + 8 ≤ src.len()`.
+/// neighbour's channels (`2c ≤ 8`) in one read, without a bounds check.
+///
+/// # Safety
+/// `i + 8 ≤ src.len()`.
 #[inline(always)]
-pub(super) fn load8(src: &[u8], i: usize) -> (u32, u32) {
-    let q = u64::from_le_bytes(src[i..i + 8].try_into().expect("8 bytes"));
+pub(super) unsafe fn load8_unchecked(src: &[u8], i: usize) -> (u32, u32) {
+    // SAFETY: the caller keeps the 8 bytes inside `src`; unaligned reads are allowed
+    let q = u64::from_le(unsafe { src.as_ptr().add(i).cast::<u64>().read_unaligned() });
     (q as u32, (q >> 32) as u32)
 }
 
@@ -174,9 +178,18 @@ fn remap_rows(
         let mut ax = [0f32; BLOCK];
         let mut ay = [0f32; BLOCK];
         for k in 0..BLOCK {
-            // (NaN clamps to −2: outside)
-            let sx = mx[k].max(-2.0).min(wf + 1.0);
-            let sy = my[k].max(-2.0).min(hf + 1.0);
+            // (NaN clamps to −2: outside; written as selects, which x86's
+            // maxps/minps are, so the loop vectorizes)
+            let clamp = |v: f32, hi: f32| {
+                let v = if v > -2.0 { v } else { -2.0 };
+                if v < hi {
+                    v
+                } else {
+                    hi
+                }
+            };
+            let sx = clamp(mx[k], wf + 1.0);
+            let sy = clamp(my[k], hf + 1.0);
             let (ix, iy) = (floor_finite(sx), floor_finite(sy));
             let b = (iy * wi + ix) * ci;
             let ok = (ix >= 0) & (iy >= 0) & (ix + 1 < wi) & (iy + 1 < hi) & (b <= last);
@@ -188,9 +201,13 @@ fn remap_rows(
         let (mut t_lo, mut t_hi) = ([0u32; BLOCK], [0u32; BLOCK]);
         let (mut b_lo, mut b_hi) = ([0u32; BLOCK], [0u32; BLOCK]);
         for k in 0..len {
-            let b = base[k] as usize;
-            (t_lo[k], t_hi[k]) = load8(src, b);
-            (b_lo[k], b_hi[k]) = load8(src, b + row);
+            // base ≤ last (or 0 ≤ last): both 8-byte reads are inside `src`
+            debug_assert!(base[k] as usize + row + 8 <= src.len());
+            // SAFETY: as above (`words` checked src.len() ≥ row + 8)
+            unsafe {
+                (t_lo[k], t_hi[k]) = load8_unchecked(src, base[k] as usize);
+                (b_lo[k], b_hi[k]) = load8_unchecked(src, base[k] as usize + row);
+            }
         }
         let out = &mut dst[start * c..(start + len) * c];
         let mut planes = [[0u8; BLOCK]; 4];

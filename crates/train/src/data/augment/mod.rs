@@ -474,9 +474,18 @@ fn ssr_blocks(
                 let sy = ib * px + ia * py;
                 sxs[k] = sx;
                 sys[k] = sy;
+                // (as selects, which x86's maxpd/minpd are, so the loop vectorizes)
+                let clamp = |v: f64, lo: f64, hi: f64| {
+                    let v = if v > lo { v } else { lo };
+                    if v < hi {
+                        v
+                    } else {
+                        hi
+                    }
+                };
                 let (x0, y0) = (
-                    floor(sx.max(-pf - 2.0).min(wf + pf + 1.0)),
-                    floor(sy.max(-pf - 2.0).min(hf + pf + 1.0)),
+                    floor(clamp(sx, -pf - 2.0, wf + pf + 1.0)),
+                    floor(clamp(sy, -pf - 2.0, hf + pf + 1.0)),
                 );
                 // inside the padded image, the clamp changed nothing
                 fx[k] = sx - x0 as f64;
@@ -491,8 +500,12 @@ fn ssr_blocks(
             let (mut b_lo, mut b_hi) = ([0u32; BLOCK], [0u32; BLOCK]);
             for k in 0..len {
                 let b = base[k] as usize;
-                (t_lo[k], t_hi[k]) = geometric::load8(padded, b);
-                (b_lo[k], b_hi[k]) = geometric::load8(padded, b + prow);
+                debug_assert!(b + prow + 8 <= padded.len());
+                // SAFETY: base ≤ last (or 0 ≤ last): both 8-byte reads are inside `padded`
+                unsafe {
+                    (t_lo[k], t_hi[k]) = geometric::load8_unchecked(padded, b);
+                    (b_lo[k], b_hi[k]) = geometric::load8_unchecked(padded, b + prow);
+                }
             }
             let out = &mut dst[(y * w + x_start) * c..(y * w + x_start + len) * c];
             let mut planes = [[0u8; BLOCK]; 4];
