@@ -447,8 +447,9 @@ mod tests {
     /// and the baseline copy) equals the pixel functions with the same tables.
     #[test]
     fn hsv_blocks_equal_the_pixel_functions() {
-        let hue = |h: i32| (h + 17).rem_euclid(180);
-        let hue_lut: [i32; 256] = std::array::from_fn(|h| hue(h as i32));
+        // a rotation (what a hue shift makes) and a table that is not one
+        let rotation: [i32; 256] = std::array::from_fn(|h| (h as i32 + 17).rem_euclid(180));
+        let scrambled: [i32; 256] = std::array::from_fn(|h| (h as i32 * 7 + 3) % 180);
         let sat_lut: [i32; 256] = std::array::from_fn(|s| {
             if s == 0 {
                 0
@@ -460,20 +461,22 @@ mod tests {
         let all: Vec<u8> = (0..1u32 << 24)
             .flat_map(|x| [(x >> 16) as u8, (x >> 8) as u8, x as u8])
             .collect();
-        let mut fast = all.clone();
-        hsv_pixels(&mut fast, 3, &hue_lut, -30, 25);
-        let mut base = all.clone();
-        hsv_blocks(&mut base, 3, &hue_lut, -30, 25);
-        for (i, px) in all.chunks_exact(3).enumerate() {
-            let (h, s, v) = rgb_to_hsv(px[0], px[1], px[2]);
-            let (h, s, v) = (
-                hue_lut[h as usize] as u8,
-                sat_lut[s as usize] as u8,
-                val_lut[v as usize] as u8,
-            );
-            let (r, g, b) = hsv_to_rgb(h, s, v);
-            assert_eq!(&fast[i * 3..i * 3 + 3], &[r, g, b], "{px:?}");
-            assert_eq!(&base[i * 3..i * 3 + 3], &[r, g, b], "{px:?} (baseline)");
+        for hue_lut in [rotation, scrambled] {
+            let mut fast = all.clone();
+            hsv_pixels(&mut fast, 3, &hue_lut, -30, 25);
+            let mut base = all.clone();
+            hsv_blocks(&mut base, 3, &hue_lut, -30, 25);
+            for (i, px) in all.chunks_exact(3).enumerate() {
+                let (h, s, v) = rgb_to_hsv(px[0], px[1], px[2]);
+                let (h, s, v) = (
+                    hue_lut[h as usize] as u8,
+                    sat_lut[s as usize] as u8,
+                    val_lut[v as usize] as u8,
+                );
+                let (r, g, b) = hsv_to_rgb(h, s, v);
+                assert_eq!(&fast[i * 3..i * 3 + 3], &[r, g, b], "{px:?}");
+                assert_eq!(&base[i * 3..i * 3 + 3], &[r, g, b], "{px:?} (baseline)");
+            }
         }
     }
 
