@@ -317,9 +317,14 @@ fn box_muller(bits: &[u64; NORMAL_BLOCK / 2], mean: f32, sigma: f32, out: &mut [
     // word k gives values k and H + k (the order of independent draws is free)
     let mut z = [0f32; NORMAL_BLOCK];
     let (zc, zs) = z.split_at_mut(H);
+    // the words' halves first, as 32-bit lanes (so the float loop runs 8 wide)
+    let (mut his, mut los) = ([0i32; H], [0i32; H]);
     for k in 0..H {
-        let hi = (bits[k] >> 33) as i32; // 31 bits
-        let lo = ((bits[k] as u32) >> 8) as i32; // 24 bits: exact in f32
+        his[k] = (bits[k] >> 33) as i32; // 31 bits
+        los[k] = ((bits[k] as u32) >> 8) as i32; // 24 bits: exact in f32
+    }
+    for k in 0..H {
+        let (hi, lo) = (his[k], los[k]);
         let u1 = (hi as f32 + 0.5) * (1.0 / 2_147_483_648.0);
         let u2 = lo as f32 * (1.0 / 16_777_216.0);
         let r = (-2.0 * ln_f32(u1)).sqrt();
