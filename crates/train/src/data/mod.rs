@@ -718,6 +718,7 @@ impl Normalize {
     pub fn write_chw(&self, img: &[u8], size: usize, out: &mut [f32]) {
         let c = self.scale.len();
         let hw = size * size;
+        assert_eq!(img.len(), c * hw, "a {size}×{size}×{c} image");
         if c == 3 {
             // one pass over the pixels, three planes written (the compiler
             // vectorizes the deinterleave; a pass per channel read every byte thrice)

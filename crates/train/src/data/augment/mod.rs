@@ -353,10 +353,16 @@ fn ssr_rows(
     padded: &mut Vec<u8>,
     dst: &mut [u8],
 ) {
+    // the sizes describe `src` (the unchecked reads below rely on it)
+    assert_eq!(
+        Some(src.len()),
+        w.checked_mul(h).and_then(|p| p.checked_mul(c)),
+        "{w}×{h}×{c} image"
+    );
     let [ia, ib, tx, ty] = ssr_inverse(w, h, angle, scale, dx, dy);
     let row = w * c;
-    // (the padded image is at most 4 times the source)
-    let words = c <= 4 && src.len() >= row + 8 && src.len() < (i32::MAX / 8) as usize;
+    // (the padded image is at most 9 times the source; indices in i32)
+    let words = c <= 4 && src.len() >= row + 8 && src.len() < (i32::MAX / 16) as usize;
     if !words {
         for y in 0..h {
             for x in 0..w {
@@ -388,7 +394,8 @@ fn ssr_rows(
             .max(sy - (h as f64 - 1.0))
     })
     .fold(0.0f64, f64::max);
-    let p = ((reach.ceil() as usize) + 2).min(w.min(h) - 1);
+    // (in floats first: an infinite or NaN reach, from a degenerate scale, stays in range)
+    let p = (reach.ceil() + 2.0).min((w.min(h) - 1) as f64) as usize;
     reflect_pad(src, w, h, c, p, padded);
     ssr_blocks(src, padded, p, w, h, c, [ia, ib, tx, ty], dst);
 }
@@ -604,13 +611,16 @@ mod tests {
         let mut rng = Rng::new(8);
         for (w, c) in [(64usize, 3usize), (37, 1), (130, 3), (3, 3), (2, 4)] {
             let src: Vec<u8> = (0..w * w * c).map(|_| rng.below(256) as u8).collect();
-            for i in 0..12 {
+            for i in 0..14 {
                 let (angle, scale) = (rng.uniform(-45.0, 45.0), rng.uniform(0.9, 1.1));
                 let (dx, dy) = (rng.uniform(-0.07, 0.07), rng.uniform(-0.07, 0.07));
                 // and two far past the padded border (samples up to 2.5 sizes out)
                 let (angle, scale, dx, dy) = match i {
                     10 => (30.0, 0.4, 0.1, -0.1),
                     11 => (-80.0, 0.25, -0.3, 0.2),
+                    // degenerate: a zero scale (NaN map) and a huge zoom
+                    12 => (10.0, 0.0, 0.0, 0.0),
+                    13 => (10.0, 1e9, 0.0, 0.0),
                     _ => (angle, scale, dx, dy),
                 };
                 let mut got = vec![0u8; src.len()];
@@ -618,6 +628,7 @@ mod tests {
                 let want = reference(&src, w, w, c, angle, scale, dx, dy);
                 assert_eq!(got, want);
                 // the baseline copy (the line above took the AVX2 one where the CPU has it)
+                got.fill(0x5a);
                 ssr_rows(
                     &src,
                     w,

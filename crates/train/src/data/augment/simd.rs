@@ -3,7 +3,7 @@
 //! wide. Only the width changes: no fused multiply-add is enabled, every
 //! float operation is the same, and so are the bytes (the augmentation tests
 //! compare them on whichever path this machine takes, and
-//! `both_paths_give_the_same_bytes` compares the two).
+//! `baseline_and_avx2_paths_give_the_same_bytes` compares the two).
 
 /// Defines `fn NAME(args) -> R` that calls `BODY(args)` (an `#[inline(always)]`
 /// function) through a copy compiled for AVX2 when this CPU has it
