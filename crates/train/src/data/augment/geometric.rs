@@ -60,18 +60,23 @@ pub(super) unsafe fn load8_unchecked(src: &[u8], i: usize) -> (u32, u32) {
     (q as u32, (q >> 32) as u32)
 }
 
-/// Byte `k` (0..8) of the halves `lo`, `hi` of each word, as floats.
+/// Byte `k` (0..8) of the halves `lo`, `hi` of each word, as floats
+/// (`f32` for the remaps, `f64` for shift-scale-rotate).
 #[inline(always)]
 #[allow(clippy::needless_range_loop)]
-fn bytes_f32<const N: usize>(lo: &[u32; N], hi: &[u32; N], k: usize) -> [f32; N] {
+pub(super) fn bytes_as<T: From<u8> + Copy + Default, const N: usize>(
+    lo: &[u32; N],
+    hi: &[u32; N],
+    k: usize,
+) -> [T; N] {
     let (words, shift) = if k < 4 {
         (lo, 8 * k)
     } else {
         (hi, 8 * (k - 4))
     };
-    let mut out = [0f32; N];
+    let mut out = [T::default(); N];
     for i in 0..N {
-        out[i] = ((words[i] >> shift) & 0xff) as f32;
+        out[i] = T::from((words[i] >> shift) as u8);
     }
     out
 }
@@ -219,8 +224,12 @@ fn remap_rows(
         let out = &mut dst[start * c..(start + len) * c];
         let mut planes = [[0u8; BLOCK]; 4];
         for (ch, v) in planes.iter_mut().enumerate().take(c) {
-            let (p00, p01) = (bytes_f32(&t_lo, &t_hi, ch), bytes_f32(&t_lo, &t_hi, c + ch));
-            let (p10, p11) = (bytes_f32(&b_lo, &b_hi, ch), bytes_f32(&b_lo, &b_hi, c + ch));
+            let [p00, p01, p10, p11]: [[f32; BLOCK]; 4] = [
+                bytes_as(&t_lo, &t_hi, ch),
+                bytes_as(&t_lo, &t_hi, c + ch),
+                bytes_as(&b_lo, &b_hi, ch),
+                bytes_as(&b_lo, &b_hi, c + ch),
+            ];
             for k in 0..BLOCK {
                 let v0 = p00[k] + ax[k] * (p01[k] - p00[k]);
                 let v1 = p10[k] + ax[k] * (p11[k] - p10[k]);

@@ -317,22 +317,6 @@ fn ssr_pixel(src: &[u8], w: usize, h: usize, c: usize, sx: f64, sy: f64, out: &m
     }
 }
 
-/// Byte `k` (0..8) of the halves `lo`, `hi` of each word, as doubles.
-#[inline(always)]
-#[allow(clippy::needless_range_loop)]
-fn bytes_f64<const N: usize>(lo: &[u32; N], hi: &[u32; N], k: usize) -> [f64; N] {
-    let (words, shift) = if k < 4 {
-        (lo, 8 * k)
-    } else {
-        (hi, 8 * (k - 4))
-    };
-    let mut out = [0f64; N];
-    for i in 0..N {
-        out[i] = ((words[i] >> shift) & 0xff) as f64;
-    }
-    out
-}
-
 /// [`shift_scale_rotate`]'s body, by blocks of a row: coordinates and
 /// weights as arrays; where the four neighbours are inside, each neighbour
 /// row's two pixels read as one 8-byte word and every channel blended as
@@ -517,8 +501,12 @@ fn ssr_blocks(
             let out = &mut dst[(y * w + x_start) * c..(y * w + x_start + len) * c];
             let mut planes = [[0u8; BLOCK]; 4];
             for (ch, v) in planes.iter_mut().enumerate().take(c) {
-                let (p00, p01) = (bytes_f64(&t_lo, &t_hi, ch), bytes_f64(&t_lo, &t_hi, c + ch));
-                let (p10, p11) = (bytes_f64(&b_lo, &b_hi, ch), bytes_f64(&b_lo, &b_hi, c + ch));
+                let [p00, p01, p10, p11]: [[f64; BLOCK]; 4] = [
+                    geometric::bytes_as(&t_lo, &t_hi, ch),
+                    geometric::bytes_as(&t_lo, &t_hi, c + ch),
+                    geometric::bytes_as(&b_lo, &b_hi, ch),
+                    geometric::bytes_as(&b_lo, &b_hi, c + ch),
+                ];
                 for k in 0..BLOCK {
                     let top = p00[k] * (1.0 - fx[k]) + p01[k] * fx[k];
                     let bot = p10[k] * (1.0 - fx[k]) + p11[k] * fx[k];

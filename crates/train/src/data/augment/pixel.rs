@@ -44,15 +44,17 @@ fn hsv_tables() -> &'static HsvTables {
 
 /// `cv2.cvtColor(RGB2HSV)` of one `u8` pixel: OpenCV's integer algorithm, hue in 0..180.
 pub fn rgb_to_hsv(r: u8, g: u8, b: u8) -> (u8, u8, u8) {
-    rgb_to_hsv_with(hsv_tables(), r, g, b)
+    let (h, s, v) = rgb_to_hsv_with(hsv_tables(), r as i32, g as i32, b as i32);
+    (h as u8, s as u8, v as u8)
 }
 
+/// [`rgb_to_hsv`] on channels in 0..=255 held as `i32` (the form the block
+/// loop of [`hsv_blocks`] vectorizes: selects, no early exits).
 #[inline(always)]
-fn rgb_to_hsv_with(t: &HsvTables, r: u8, g: u8, b: u8) -> (u8, u8, u8) {
-    let (r, g, b) = (r as i32, g as i32, b as i32);
+fn rgb_to_hsv_with(t: &HsvTables, r: i32, g: i32, b: i32) -> (i32, i32, i32) {
     let v = r.max(g).max(b);
     let d = v - r.min(g).min(b);
-    let s = (d * t.sdiv[v as usize] + 2048) >> 12;
+    let s = (d * t.sdiv[(v & 255) as usize] + 2048) >> 12;
     let h = if v == r {
         g - b
     } else if v == g {
@@ -60,11 +62,8 @@ fn rgb_to_hsv_with(t: &HsvTables, r: u8, g: u8, b: u8) -> (u8, u8, u8) {
     } else {
         r - g + 4 * d
     };
-    let mut h = (h * t.hdiv[d as usize] + 2048) >> 12;
-    if h < 0 {
-        h += 180;
-    }
-    (h as u8, s as u8, v as u8)
+    let h = (h * t.hdiv[(d & 255) as usize] + 2048) >> 12;
+    (h + if h < 0 { 180 } else { 0 }, s, v)
 }
 
 /// `cv2.cvtColor(HSV2RGB)` of one `u8` pixel: OpenCV's scalar float path,
@@ -176,19 +175,7 @@ fn hsv_blocks(img: &mut [u8], c: usize, hue_lut: &[i32; 256], ds: i32, dv: i32) 
         }
         let (mut ro, mut go, mut bo) = ([0u8; B], [0u8; B], [0u8; B]);
         for k in 0..B {
-            let (r0, g0, b0) = (r[k], g[k], b[k]);
-            let v = r0.max(g0).max(b0);
-            let d = v - r0.min(g0).min(b0);
-            let s = (d * t.sdiv[(v & 255) as usize] + 2048) >> 12;
-            let hn = if v == r0 {
-                g0 - b0
-            } else if v == g0 {
-                b0 - r0 + 2 * d
-            } else {
-                r0 - g0 + 4 * d
-            };
-            let h = (hn * t.hdiv[(d & 255) as usize] + 2048) >> 12;
-            let h = h + if h < 0 { 180 } else { 0 };
+            let (h, s, v) = rgb_to_hsv_with(t, r[k], g[k], b[k]);
             let h = hue_lut[(h & 255) as usize];
             let s = sat_shift(s, ds) as f32 * (1.0 / 255.0);
             let v = v.saturating_add(dv).clamp(0, 255) as f32 * (1.0 / 255.0);
