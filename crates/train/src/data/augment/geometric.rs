@@ -233,7 +233,7 @@ fn remap_rows(
             for k in 0..BLOCK {
                 let v0 = p00[k] + ax[k] * (p01[k] - p00[k]);
                 let v1 = p10[k] + ax[k] * (p11[k] - p10[k]);
-                v[k] = (((v0 + ay[k] * (v1 - v0)) + MAGIC) - MAGIC) as u8;
+                v[k] = super::simd::f32_to_u8(((v0 + ay[k] * (v1 - v0)) + MAGIC) - MAGIC);
             }
         }
         let [p0, p1, p2, p3] = &planes;
@@ -425,7 +425,7 @@ fn separable_rows(
             let bot = &rows[((iy + 1) * c + ch) * w..((iy + 1) * c + ch + 1) * w];
             for x in 0..w {
                 let (v0, v1) = (top[x], bot[x]);
-                v[x] = (((v0 + ay * (v1 - v0)) + MAGIC) - MAGIC) as u8;
+                v[x] = super::simd::f32_to_u8(((v0 + ay * (v1 - v0)) + MAGIC) - MAGIC);
             }
         }
         if c <= 4 {
@@ -1116,6 +1116,8 @@ fn resize_body(
     let sy_scale = sh as f64 / dh as f64;
     let mut r0 = vec![0i32; dw * c];
     let mut r1 = vec![0i32; dw * c];
+    // every column's two source pixels lie in the line (read unchecked below)
+    assert!(cols.iter().all(|&(a, b, _, _)| a < sw && b < sw));
     // (a function, not a closure: a closure is compiled on its own, outside
     // the AVX2 copy this body is inlined into)
     #[inline(always)]
@@ -1128,9 +1130,34 @@ fn resize_body(
         out: &mut [i32],
     ) {
         let line = &src[row * sw * c..(row + 1) * sw * c];
-        for (x, (a, b, wa, wb)) in cols.iter().enumerate() {
-            for ch in 0..c {
-                out[x * c + ch] = line[a * c + ch] as i32 * wa + line[b * c + ch] as i32 * wb;
+        match c {
+            1 => horizontal_c::<1>(line, cols, out),
+            3 => horizontal_c::<3>(line, cols, out),
+            4 => horizontal_c::<4>(line, cols, out),
+            _ => {
+                for (x, (a, b, wa, wb)) in cols.iter().enumerate() {
+                    for ch in 0..c {
+                        out[x * c + ch] =
+                            line[a * c + ch] as i32 * wa + line[b * c + ch] as i32 * wb;
+                    }
+                }
+            }
+        }
+    }
+    /// [`horizontal`] for pixels of `C` bytes.
+    #[inline(always)]
+    fn horizontal_c<const C: usize>(
+        line: &[u8],
+        cols: &[(usize, usize, i32, i32)],
+        out: &mut [i32],
+    ) {
+        let px = line.as_chunks::<C>().0;
+        for (&(a, b, wa, wb), o) in cols.iter().zip(out.as_chunks_mut::<C>().0) {
+            debug_assert!(a < px.len() && b < px.len());
+            // SAFETY: every column's a, b < sw = px.len() (asserted where `cols` is built)
+            let (p, q) = unsafe { (px.get_unchecked(a), px.get_unchecked(b)) };
+            for ch in 0..C {
+                o[ch] = p[ch] as i32 * wa + q[ch] as i32 * wb;
             }
         }
     }

@@ -299,21 +299,29 @@ fn ssr_inverse(w: usize, h: usize, angle: f64, scale: f64, dx: f64, dy: f64) -> 
     [a / det, b / det, tx, ty]
 }
 
+/// The source position of output pixel `(x, y)` under the inverse map
+/// `m = (ia, ib, tx, ty)` of [`ssr_inverse`], in f32 (8 lanes to a vector).
+#[inline(always)]
+fn ssr_source([ia, ib, tx, ty]: [f32; 4], x: usize, y: usize) -> (f32, f32) {
+    let (px, py) = (x as f32 - tx, y as f32 - ty);
+    (ia * px - ib * py, ib * px + ia * py)
+}
+
 /// One output pixel of [`shift_scale_rotate`] sampled at `(sx, sy)`, any
 /// position (reflect-101 at the borders).
 #[allow(clippy::too_many_arguments)]
-fn ssr_pixel(src: &[u8], w: usize, h: usize, c: usize, sx: f64, sy: f64, out: &mut [u8]) {
-    let (x0, y0) = (floor_i64(sx), floor_i64(sy));
-    let (fx, fy) = (sx - x0 as f64, sy - y0 as f64);
+fn ssr_pixel(src: &[u8], w: usize, h: usize, c: usize, sx: f32, sy: f32, out: &mut [u8]) {
+    let (x0, y0) = (floor_i64(sx as f64), floor_i64(sy as f64));
+    let (fx, fy) = (sx - x0 as f32, sy - y0 as f32);
     let xs = [reflect101(x0, w as i64), reflect101(x0 + 1, w as i64)];
     let ys = [reflect101(y0, h as i64), reflect101(y0 + 1, h as i64)];
     for (ch, o) in out.iter_mut().enumerate() {
-        let p = |xi: usize, yi: usize| src[(ys[yi] * w + xs[xi]) * c + ch] as f64;
+        let p = |xi: usize, yi: usize| src[(ys[yi] * w + xs[xi]) * c + ch] as f32;
         let top = p(0, 0) * (1.0 - fx) + p(1, 0) * fx;
         let bot = p(0, 1) * (1.0 - fx) + p(1, 1) * fx;
         // A convex mix of bytes lies in [0, 255]: rounding half away from
         // zero is +0.5 and truncation (no libm call on baseline x86-64).
-        *o = ((top * (1.0 - fy) + bot * fy) + 0.5) as u8;
+        *o = simd::f32_to_u8((top * (1.0 - fy) + bot * fy) + 0.5);
     }
 }
 
@@ -321,7 +329,7 @@ fn ssr_pixel(src: &[u8], w: usize, h: usize, c: usize, sx: f64, sy: f64, out: &m
 /// weights as arrays; where the four neighbours are inside, each neighbour
 /// row's two pixels read as one 8-byte word and every channel blended as
 /// arrays (which vectorize); the other pixels one by one ([`ssr_pixel`]).
-/// The same f64 operations per pixel either way.
+/// The same f32 operations per pixel either way.
 #[allow(clippy::too_many_arguments)]
 #[allow(clippy::needless_range_loop)] // parallel arrays by index: the shape that vectorizes
 #[inline(always)]
@@ -344,14 +352,14 @@ fn ssr_rows(
         "{w}×{h}×{c} image"
     );
     let [ia, ib, tx, ty] = ssr_inverse(w, h, angle, scale, dx, dy);
+    let m = [ia as f32, ib as f32, tx as f32, ty as f32];
     let row = w * c;
     // (the padded image is at most 9 times the source; indices in i32)
     let words = c <= 4 && src.len() >= row + 8 && src.len() < (i32::MAX / 16) as usize;
     if !words {
         for y in 0..h {
             for x in 0..w {
-                let (px, py) = (x as f64 - tx, y as f64 - ty);
-                let (sx, sy) = (ia * px - ib * py, ib * px + ia * py);
+                let (sx, sy) = ssr_source(m, x, y);
                 let i = (y * w + x) * c;
                 ssr_pixel(src, w, h, c, sx, sy, &mut dst[i..i + c]);
             }
@@ -381,7 +389,7 @@ fn ssr_rows(
     // (in floats first: an infinite or NaN reach, from a degenerate scale, stays in range)
     let p = (reach.ceil() + 2.0).min((w.min(h) - 1) as f64) as usize;
     reflect_pad(src, w, h, c, p, padded);
-    ssr_blocks(src, padded, p, w, h, c, [ia, ib, tx, ty], dst);
+    ssr_blocks(src, padded, p, w, h, c, m, dst);
 }
 
 /// `src` with a reflect-101 border of `p ≤ min(w, h) − 1` pixels on each side.
@@ -434,39 +442,36 @@ fn ssr_blocks(
     w: usize,
     h: usize,
     c: usize,
-    [ia, ib, tx, ty]: [f64; 4],
+    m: [f32; 4],
     dst: &mut [u8],
 ) {
     const BLOCK: usize = 32;
     let (pw, ph) = (w + 2 * p, h + 2 * p);
     let prow = pw * c;
-    let (pf, wf, hf) = (p as f64, w as f64, h as f64);
+    let (pf, wf, hf) = (p as f32, w as f32, h as f32);
     let (pi, pwi, phi, ci, prowi) = (p as i32, pw as i32, ph as i32, c as i32, prow as i32);
     let last = (padded.len() - 8) as i32 - prowi; // the largest base with room for both reads
-    let floor = |v: f64| -> i32 {
+    let floor = |v: f32| -> i32 {
         // SAFETY: `v` is clamped to [−p − 2, size + p + 1] below: finite, inside i32.
         let t: i32 = unsafe { v.to_int_unchecked() };
-        t - ((t as f64 > v) as i32)
+        t - ((t as f32 > v) as i32)
     };
     for y in 0..h {
         let mut x_start = 0;
         while x_start < w {
             let len = (w - x_start).min(BLOCK);
-            let mut sxs = [0f64; BLOCK];
-            let mut sys = [0f64; BLOCK];
-            let mut fx = [0f64; BLOCK];
-            let mut fy = [0f64; BLOCK];
+            let mut sxs = [0f32; BLOCK];
+            let mut sys = [0f32; BLOCK];
+            let mut fx = [0f32; BLOCK];
+            let mut fy = [0f32; BLOCK];
             let mut base = [0i32; BLOCK];
             let mut inside = [false; BLOCK];
             for k in 0..BLOCK {
-                let x = (x_start + k) as f64;
-                let (px, py) = (x - tx, y as f64 - ty);
-                let sx = ia * px - ib * py;
-                let sy = ib * px + ia * py;
+                let (sx, sy) = ssr_source(m, x_start + k, y);
                 sxs[k] = sx;
                 sys[k] = sy;
-                // (as selects, which x86's maxpd/minpd are, so the loop vectorizes)
-                let clamp = |v: f64, lo: f64, hi: f64| {
+                // (as selects, which x86's maxps/minps are, so the loop vectorizes)
+                let clamp = |v: f32, lo: f32, hi: f32| {
                     let v = if v > lo { v } else { lo };
                     if v < hi {
                         v
@@ -479,8 +484,8 @@ fn ssr_blocks(
                     floor(clamp(sy, -pf - 2.0, hf + pf + 1.0)),
                 );
                 // inside the padded image, the clamp changed nothing
-                fx[k] = sx - x0 as f64;
-                fy[k] = sy - y0 as f64;
+                fx[k] = sx - x0 as f32;
+                fy[k] = sy - y0 as f32;
                 let (qx, qy) = (x0 + pi, y0 + pi);
                 let b = (qy * pwi + qx) * ci;
                 let ok = (qx >= 0) & (qy >= 0) & (qx + 1 < pwi) & (qy + 1 < phi) & (b <= last);
@@ -501,7 +506,7 @@ fn ssr_blocks(
             let out = &mut dst[(y * w + x_start) * c..(y * w + x_start + len) * c];
             let mut planes = [[0u8; BLOCK]; 4];
             for (ch, v) in planes.iter_mut().enumerate().take(c) {
-                let [p00, p01, p10, p11]: [[f64; BLOCK]; 4] = [
+                let [p00, p01, p10, p11]: [[f32; BLOCK]; 4] = [
                     geometric::bytes_as(&t_lo, &t_hi, ch),
                     geometric::bytes_as(&t_lo, &t_hi, c + ch),
                     geometric::bytes_as(&b_lo, &b_hi, ch),
@@ -510,7 +515,7 @@ fn ssr_blocks(
                 for k in 0..BLOCK {
                     let top = p00[k] * (1.0 - fx[k]) + p01[k] * fx[k];
                     let bot = p10[k] * (1.0 - fx[k]) + p11[k] * fx[k];
-                    v[k] = ((top * (1.0 - fy[k]) + bot * fy[k]) + 0.5) as u8;
+                    v[k] = simd::f32_to_u8((top * (1.0 - fy[k]) + bot * fy[k]) + 0.5);
                 }
             }
             let [p0, p1, p2, p3] = &planes;
@@ -575,19 +580,20 @@ mod tests {
             let tx = (1.0 - a) * cx - b * cy + (dx * w as f64).trunc();
             let ty = b * cx + (1.0 - a) * cy + (dy * h as f64).trunc();
             let det = a * a + b * b;
-            let (ia, ib) = (a / det, b / det);
+            // the map in f64, each pixel's position and blend in f32
+            let (ia, ib, tx, ty) = ((a / det) as f32, (b / det) as f32, tx as f32, ty as f32);
             let mut dst = vec![0u8; src.len()];
             for y in 0..h {
                 for x in 0..w {
-                    let (px, py) = (x as f64 - tx, y as f64 - ty);
+                    let (px, py) = (x as f32 - tx, y as f32 - ty);
                     let sx = ia * px - ib * py;
                     let sy = ib * px + ia * py;
-                    let (x0, y0) = (floor_i64(sx), floor_i64(sy));
-                    let (fx, fy) = (sx - x0 as f64, sy - y0 as f64);
+                    let (x0, y0) = (sx.floor() as i64, sy.floor() as i64);
+                    let (fx, fy) = (sx - x0 as f32, sy - y0 as f32);
                     let xs = [reflect101(x0, w as i64), reflect101(x0 + 1, w as i64)];
                     let ys = [reflect101(y0, h as i64), reflect101(y0 + 1, h as i64)];
                     for ch in 0..c {
-                        let p = |xi: usize, yi: usize| src[(ys[yi] * w + xs[xi]) * c + ch] as f64;
+                        let p = |xi: usize, yi: usize| src[(ys[yi] * w + xs[xi]) * c + ch] as f32;
                         let top = p(0, 0) * (1.0 - fx) + p(1, 0) * fx;
                         let bot = p(0, 1) * (1.0 - fx) + p(1, 1) * fx;
                         dst[(y * w + x) * c + ch] = ((top * (1.0 - fy) + bot * fy) + 0.5) as u8;

@@ -6,18 +6,24 @@
 use std::sync::OnceLock;
 
 use super::geometric::round_even_f32;
-use crate::rng::Rng;
+use crate::rng::{Rng, Rng4};
 
 /// Albumentations' `RandomBrightnessContrast` on `u8` with `brightness_by_max`:
-/// a lookup table `clip(v × alpha + beta × 255)`.
+/// its lookup table `clip(v × alpha + beta × 255)` (float32, truncated),
+/// computed per value rather than read: the same bytes, 8 values at a time.
 pub fn brightness_contrast(img: &mut [u8], alpha: f64, beta: f64) {
-    let mut lut = [0u8; 256];
-    for (v, out) in lut.iter_mut().enumerate() {
-        // float32 and truncation, exactly as Albumentations' uint8 table
-        *out = (v as f32 * alpha as f32 + (beta * 255.0) as f32).clamp(0.0, 255.0) as u8;
-    }
+    brightness_values(img, alpha as f32, (beta * 255.0) as f32);
+}
+
+super::simd::multiversion! {
+    /// `v × alpha + beta255` in f32, truncated and clipped to `u8`, for every value.
+    fn brightness_values(img: &mut [u8], alpha: f32, beta255: f32) => brightness_body
+}
+
+#[inline(always)]
+fn brightness_body(img: &mut [u8], alpha: f32, beta255: f32) {
     for p in img.iter_mut() {
-        *p = lut[*p as usize];
+        *p = super::simd::f32_to_u8(*p as f32 * alpha + beta255);
     }
 }
 
@@ -48,13 +54,70 @@ pub fn rgb_to_hsv(r: u8, g: u8, b: u8) -> (u8, u8, u8) {
     (h as u8, s as u8, v as u8)
 }
 
+/// OpenCV's two division tables, read ([`HsvTables`]) or computed ([`Divided`]).
+trait HsvDiv {
+    /// `round((255 << 12) / v)`, 0 for v = 0
+    fn sdiv(&self, v: i32) -> i32;
+    /// `round((180 << 12) / (6 d))`, 0 for d = 0
+    fn hdiv(&self, d: i32) -> i32;
+}
+
+impl HsvDiv for HsvTables {
+    #[inline(always)]
+    fn sdiv(&self, v: i32) -> i32 {
+        self.sdiv[(v & 255) as usize]
+    }
+    #[inline(always)]
+    fn hdiv(&self, d: i32) -> i32 {
+        self.hdiv[(d & 255) as usize]
+    }
+}
+
+/// The tables' entries computed, for the block loop: a table read per pixel
+/// is a gather, which x86 compilers emulate one lane at a time, while a
+/// float division runs 8 wide. Equal to the tables for every entry
+/// (`hsv_blocks_equal_the_pixel_functions` checks all 2²⁴ colours).
+struct Divided;
+
+impl Divided {
+    /// `round(num / i)` for `0 < i ≤ 255`, `num < 2²¹`, and 0 for i = 0. The
+    /// f32 quotient is within 1/8 of the exact one, so its rounding is at most
+    /// one off, which the exact remainder mends. No quotient here is a tie:
+    /// `2 num / i` odd would need 2¹³ to divide i.
+    #[inline(always)]
+    fn round_div(num: i32, i: i32) -> i32 {
+        let d = if i > 0 { i } else { 1 };
+        let q = num as f32 / d as f32 + 0.5;
+        // SAFETY: 0 < q ≤ 2²¹ + 1: finite, inside i32
+        let n: i32 = unsafe { q.to_int_unchecked() };
+        let r2 = 2 * (num - n * d);
+        let n = n + (r2 > d) as i32 - (r2 < -d) as i32;
+        if i > 0 {
+            n
+        } else {
+            0
+        }
+    }
+}
+
+impl HsvDiv for Divided {
+    #[inline(always)]
+    fn sdiv(&self, v: i32) -> i32 {
+        Self::round_div(255 << 12, v)
+    }
+    #[inline(always)]
+    fn hdiv(&self, d: i32) -> i32 {
+        Self::round_div((180 << 12) / 6, d)
+    }
+}
+
 /// [`rgb_to_hsv`] on channels in 0..=255 held as `i32` (the form the block
 /// loop of [`hsv_blocks`] vectorizes: selects, no early exits).
 #[inline(always)]
-fn rgb_to_hsv_with(t: &HsvTables, r: i32, g: i32, b: i32) -> (i32, i32, i32) {
+fn rgb_to_hsv_with(t: &impl HsvDiv, r: i32, g: i32, b: i32) -> (i32, i32, i32) {
     let v = r.max(g).max(b);
     let d = v - r.min(g).min(b);
-    let s = (d * t.sdiv[(v & 255) as usize] + 2048) >> 12;
+    let s = (d * t.sdiv(v) + 2048) >> 12;
     let h = if v == r {
         g - b
     } else if v == g {
@@ -62,7 +125,7 @@ fn rgb_to_hsv_with(t: &HsvTables, r: i32, g: i32, b: i32) -> (i32, i32, i32) {
     } else {
         r - g + 4 * d
     };
-    let h = (h * t.hdiv[(d & 255) as usize] + 2048) >> 12;
+    let h = (h * t.hdiv(d) + 2048) >> 12;
     (h + if h < 0 { 180 } else { 0 }, s, v)
 }
 
@@ -158,25 +221,64 @@ super::simd::multiversion! {
 /// [`hsv_pixels`]' body: [`rgb_to_hsv`] and [`hsv_to_rgb`] without branches
 /// (a grey pixel, s = 0, needs no case: every sector then gives v), on blocks
 /// of 64 pixels as whole arrays. The same integer and float operations, so
-/// the same bytes (`hsv_blocks_equal_the_pixel_functions`).
+/// the same bytes (`hsv_blocks_equal_the_pixel_functions`). A hue table that
+/// is a rotation (what a shift makes, but for rounding at the edges) is
+/// applied as an addition, not read per pixel.
+#[inline(always)]
+fn hsv_blocks(img: &mut [u8], c: usize, hue_lut: &[i32; 256], ds: i32, dv: i32) {
+    let k = hue_lut[0];
+    let rotation = (0..180).all(|h| hue_lut[h as usize] == (h + k) % 180) && (0..180).contains(&k);
+    if rotation {
+        hsv_blocks_with::<true>(img, c, hue_lut, k, ds, dv)
+    } else {
+        hsv_blocks_with::<false>(img, c, hue_lut, k, ds, dv)
+    }
+}
+
+/// [`hsv_blocks`] with the hue table read (`ROTATE` false) or applied as
+/// `(h + k) mod 180` (true; hue in 0..180 as RGB → HSV gives it).
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // parallel arrays by index: the shape that vectorizes
-fn hsv_blocks(img: &mut [u8], c: usize, hue_lut: &[i32; 256], ds: i32, dv: i32) {
+fn hsv_blocks_with<const ROTATE: bool>(
+    img: &mut [u8],
+    c: usize,
+    hue_lut: &[i32; 256],
+    k: i32,
+    ds: i32,
+    dv: i32,
+) {
     const B: usize = 64;
     const MAGIC: f32 = 8_388_608.0; // 2²³: rounds a value in [0, 2²²) half to even
-    let t = hsv_tables();
+    let t = Divided;
     for chunk in img.chunks_mut(B * c) {
         let n = chunk.len() / c;
         let (mut r, mut g, mut b) = ([0i32; B], [0i32; B], [0i32; B]);
-        for k in 0..n {
-            r[k] = chunk[k * c] as i32;
-            g[k] = chunk[k * c + 1] as i32;
-            b[k] = chunk[k * c + 2] as i32;
+        if c == 3 {
+            for (i, px) in chunk.as_chunks::<3>().0.iter().enumerate() {
+                r[i] = px[0] as i32;
+                g[i] = px[1] as i32;
+                b[i] = px[2] as i32;
+            }
+        } else {
+            for i in 0..n {
+                r[i] = chunk[i * c] as i32;
+                g[i] = chunk[i * c + 1] as i32;
+                b[i] = chunk[i * c + 2] as i32;
+            }
         }
         let (mut ro, mut go, mut bo) = ([0u8; B], [0u8; B], [0u8; B]);
-        for k in 0..B {
-            let (h, s, v) = rgb_to_hsv_with(t, r[k], g[k], b[k]);
-            let h = hue_lut[(h & 255) as usize];
+        for i in 0..B {
+            let (h, s, v) = rgb_to_hsv_with(&t, r[i], g[i], b[i]);
+            let h = if ROTATE {
+                let h = h + k;
+                if h >= 180 {
+                    h - 180
+                } else {
+                    h
+                }
+            } else {
+                hue_lut[(h & 255) as usize]
+            };
             let s = sat_shift(s, ds) as f32 * (1.0 / 255.0);
             let v = v.saturating_add(dv).clamp(0, 255) as f32 * (1.0 / 255.0);
             let hh = h as f32 * (6.0 / 180.0);
@@ -205,15 +307,18 @@ fn hsv_blocks(img: &mut [u8], c: usize, hue_lut: &[i32; 256], ds: i32, dv: i32) 
                 3 | 4 => v,
                 _ => q,
             };
-            let quant = |x: f32| (((x * 255.0) + MAGIC) - MAGIC).clamp(0.0, 255.0) as u8;
-            ro[k] = quant(rf);
-            go[k] = quant(gf);
-            bo[k] = quant(bf);
+            ro[i] = super::simd::f32_to_u8(((rf * 255.0) + MAGIC) - MAGIC);
+            go[i] = super::simd::f32_to_u8(((gf * 255.0) + MAGIC) - MAGIC);
+            bo[i] = super::simd::f32_to_u8(((bf * 255.0) + MAGIC) - MAGIC);
         }
-        for k in 0..n {
-            chunk[k * c] = ro[k];
-            chunk[k * c + 1] = go[k];
-            chunk[k * c + 2] = bo[k];
+        if c == 3 {
+            super::geometric::interleave([&ro, &go, &bo, &[]], 3, chunk);
+        } else {
+            for i in 0..n {
+                chunk[i * c] = ro[i];
+                chunk[i * c + 1] = go[i];
+                chunk[i * c + 2] = bo[i];
+            }
         }
     }
 }
@@ -267,13 +372,8 @@ pub fn gauss_noise(
     };
     out.clear();
     out.resize(n_pixels * channels, 0.0);
-    let mut bits = [0u64; NORMAL_BLOCK / 2];
-    for block in out[..draws].chunks_mut(NORMAL_BLOCK) {
-        for b in &mut bits {
-            *b = rng.next_u64();
-        }
-        normals_from_bits(&bits, mean, sigma, block);
-    }
+    let mut lanes = Rng4::from_rng(rng);
+    normals(&mut lanes, mean, sigma, &mut out[..draws]);
     if !per_channel && channels > 1 {
         // one value per pixel, shared by its channels (from the back, in place)
         for i in (0..n_pixels).rev() {
@@ -286,9 +386,20 @@ pub fn gauss_noise(
 const NORMAL_BLOCK: usize = 64;
 
 super::simd::multiversion! {
-    /// `(mean + sigma · z) · 255` for standard normals `z` made from `bits`
-    /// (two per word), into `out` (at most `2 · bits.len()` values).
-    fn normals_from_bits(bits: &[u64; NORMAL_BLOCK / 2], mean: f32, sigma: f32, out: &mut [f32]) => box_muller
+    /// `(mean + sigma · z) · 255` for standard normals `z` into every value of
+    /// `out`, from the words of four streams (two normals per word).
+    fn normals(lanes: &mut Rng4, mean: f32, sigma: f32, out: &mut [f32]) => normals_body
+}
+
+#[inline(always)]
+fn normals_body(lanes: &mut Rng4, mean: f32, sigma: f32, out: &mut [f32]) {
+    let mut bits = [0u64; NORMAL_BLOCK / 2];
+    for block in out.chunks_mut(NORMAL_BLOCK) {
+        for four in bits.as_chunks_mut::<4>().0 {
+            *four = lanes.next_u64x4();
+        }
+        box_muller(&bits, mean, sigma, block);
+    }
 }
 
 /// Box–Muller on whole arrays (which vectorize, unlike the ziggurat's table
@@ -468,6 +579,33 @@ mod tests {
                 let (r, g, b) = hsv_to_rgb(h, s, v);
                 assert_eq!(&fast[i * 3..i * 3 + 3], &[r, g, b], "{px:?}");
                 assert_eq!(&base[i * 3..i * 3 + 3], &[r, g, b], "{px:?} (baseline)");
+            }
+        }
+    }
+
+    /// The computed brightness/contrast equals Albumentations' uint8 table
+    /// (`np.clip(np.arange(256) * alpha + beta * 255, 0, 255)` in float32,
+    /// truncated) on every value, on this CPU's copy and the baseline copy.
+    #[test]
+    fn brightness_contrast_equals_the_table() {
+        let all: Vec<u8> = (0..=255).collect();
+        for (alpha, beta) in [
+            (1.0, 0.0),
+            (0.8, 0.2),
+            (1.2, -0.2),
+            (1.37, 0.0513),
+            (0.0, 1.5),
+            (3.0, -3.0),
+            (0.9111, -0.0071),
+        ] {
+            let mut fast = all.clone();
+            brightness_contrast(&mut fast, alpha, beta);
+            let mut base = all.clone();
+            brightness_body(&mut base, alpha as f32, (beta * 255.0) as f32);
+            for v in 0..256 {
+                let want =
+                    (v as f32 * alpha as f32 + (beta * 255.0) as f32).clamp(0.0, 255.0) as u8;
+                assert_eq!((fast[v], base[v]), (want, want), "{v} at ({alpha}, {beta})");
             }
         }
     }

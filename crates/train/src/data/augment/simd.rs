@@ -60,3 +60,38 @@ static BASELINE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::
 pub(crate) fn set_baseline(on: bool) {
     BASELINE.store(on, std::sync::atomic::Ordering::Relaxed);
 }
+
+/// `v as u8` (truncation, saturating at 0 and 255, NaN to 0) written so that
+/// it vectorizes: Rust's saturating float → `u8` cast is compiled one lane at
+/// a time, a clamp then an unchecked `i32` conversion runs 8 wide.
+#[inline(always)]
+pub(crate) fn f32_to_u8(v: f32) -> u8 {
+    let v = if v > 0.0 { v } else { 0.0 }; // NaN fails the compare: 0
+    let v = if v < 255.0 { v } else { 255.0 };
+    // SAFETY: v is in [0, 255]: finite and inside i32
+    unsafe { v.to_int_unchecked::<i32>() as u8 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vector_friendly_casts_equal_as_u8() {
+        let mut vals: Vec<f32> = vec![
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            -0.0,
+            -1e30,
+            1e30,
+            255.999,
+            256.0,
+            -0.999,
+        ];
+        vals.extend((-4000..4000).map(|i| i as f32 * 0.0731));
+        for v in vals {
+            assert_eq!(f32_to_u8(v), v as u8, "{v}");
+        }
+    }
+}
