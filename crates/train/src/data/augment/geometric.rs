@@ -9,9 +9,9 @@ use crate::rng::Rng;
 /// `floor(v)` as an integer without a libm call (baseline x86-64 has no SSE4.1).
 #[inline(always)]
 fn floor_i32(v: f32) -> i32 {
-    let t = v as i32;
+    let t = v as i32; // saturating: far below i32, i32::MIN, which stays
     if (t as f32) > v {
-        t - 1
+        t.saturating_sub(1)
     } else {
         t
     }
@@ -29,14 +29,58 @@ pub(crate) fn round_even_f32(v: f32) -> f32 {
     }
 }
 
+/// `cv2.remap(src, map_x, map_y, INTER_LINEAR, BORDER_CONSTANT, fill)` on `u8`
+/// HWC, OpenCV 5's float32 form: a sample wholly outside (`ix < -1`, `ix ≥ w`,
+/// same for y, or a NaN position) is `fill`; otherwise each of the four
+/// neighbours outside the image reads `fill`, and `v = v0 + ay (v1 − v0)` with
+/// `vk = p + ax (q − p)`, rounded half to even. `fill` holds one value per channel.
+#[allow(clippy::too_many_arguments)]
+pub fn remap_linear(
+    src: &[u8],
+    w: usize,
+    h: usize,
+    c: usize,
+    map_x: &[f32],
+    map_y: &[f32],
+    fill: &[u8],
+    dst: &mut [u8],
+) {
+    // (borrowed out here: a thread-local borrowed inside the multiversioned
+    // function would be compiled apart from its AVX2 copy)
+    PADDED.with_borrow_mut(|padded| remap_padded(src, w, h, c, map_x, map_y, fill, padded, dst));
+}
+
+thread_local! {
+    /// The padded copy of the image the remaps read (one per thread, reused).
+    static PADDED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `src` (`w`×`h`×`c`) into `padded` with a border of one `fill` pixel all
+/// round, and 8 spare bytes after it (for 8-byte reads of the last pixel).
+#[inline(always)]
+fn pad_with_fill(src: &[u8], w: usize, h: usize, c: usize, fill: &[u8], padded: &mut Vec<u8>) {
+    let (pw, ph) = (w + 2, h + 2);
+    let prow = pw * c;
+    padded.resize(pw * ph * c + 8, 0);
+    let fill = &fill[..c];
+    // the top and bottom rows, a pixel each side of the others
+    for r in [0, ph - 1] {
+        for px in padded[r * prow..(r + 1) * prow].chunks_exact_mut(c) {
+            px.copy_from_slice(fill);
+        }
+    }
+    for (y, line) in src.chunks_exact(w * c).enumerate() {
+        let prow_y = &mut padded[(y + 1) * prow..(y + 2) * prow];
+        prow_y[..c].copy_from_slice(fill);
+        prow_y[c..c + w * c].copy_from_slice(line);
+        prow_y[(w + 1) * c..].copy_from_slice(fill);
+    }
+}
+
 super::simd::multiversion! {
-    /// `cv2.remap(src, map_x, map_y, INTER_LINEAR, BORDER_CONSTANT, fill)` on `u8`
-    /// HWC, OpenCV 5's float32 form: a sample wholly outside (`ix < -1`, `ix ≥ w`,
-    /// same for y) is `fill`; otherwise each of the four neighbours outside the image
-    /// reads `fill`, and `v = v0 + ay (v1 − v0)` with `vk = p + ax (q − p)`, rounded
-    /// half to even. `fill` holds one value per channel.
+    /// [`remap_linear`] with a buffer for the image with its border of `fill`.
     #[allow(clippy::too_many_arguments)]
-    pub fn remap_linear(
+    fn remap_padded(
         src: &[u8],
         w: usize,
         h: usize,
@@ -44,6 +88,7 @@ super::simd::multiversion! {
         map_x: &[f32],
         map_y: &[f32],
         fill: &[u8],
+        padded: &mut Vec<u8>,
         dst: &mut [u8],
     ) => remap_rows
 }
@@ -127,13 +172,15 @@ fn floor_finite(v: f32) -> i32 {
     t - ((t as f32 > v) as i32)
 }
 
-/// [`remap_linear`]'s body. Samples go by blocks of 64: index and weights
-/// first (maps clamped to `[−2, size + 1]`, which keeps every sample's
-/// outcome); for images of up to 4 channels, each neighbour row's two pixels
-/// read as one 8-byte word and every channel blended as whole arrays (which
-/// vectorize) and stored for every sample; then the samples whose
-/// neighbours are not all inside are redone one by one with the border rule.
-/// The same float operations per sample either way.
+/// [`remap_linear`]'s body. The image gets a border of one `fill` pixel
+/// (and 8 spare bytes), so every sample not wholly outside has its four
+/// neighbours in the padded image, which gives each the value the border
+/// rule reads. Samples go by blocks of 64: index and weights first (maps
+/// clamped to `[−2, size + 1]`, which keeps every sample's outcome); each
+/// neighbour row's two pixels read as one 8-byte word, every channel blended
+/// as whole arrays (which vectorize), and the samples wholly outside set to
+/// `fill`. The same float operations per sample as [`remap_border`]. Images
+/// of more than 4 channels go sample by sample through [`remap_border`].
 #[allow(clippy::too_many_arguments)]
 #[allow(clippy::needless_range_loop)] // parallel arrays by index: the shape that vectorizes
 #[inline(always)]
@@ -145,21 +192,21 @@ fn remap_rows(
     map_x: &[f32],
     map_y: &[f32],
     fill: &[u8],
+    padded: &mut Vec<u8>,
     dst: &mut [u8],
 ) {
     const BLOCK: usize = 64;
     const MAGIC: f32 = 8_388_608.0; // 2²³: a convex mix of bytes rounds without a sign test
-                                    // the sizes describe `src` (the unchecked reads below rely on it)
     assert_eq!(
         Some(src.len()),
         w.checked_mul(h).and_then(|p| p.checked_mul(c)),
         "{w}×{h}×{c} image"
     );
-    let row = w * c;
     let n = map_x.len().min(map_y.len());
+    let (pw, ph) = (w + 2, h + 2);
     // 8-byte words hold a pixel and its neighbour up to 4 channels; indices in
     // i32 (w, h < 2³⁰ then, so the clamped coordinates fit too)
-    let words = c <= 4 && src.len() >= row + 8 && src.len() < (i32::MAX / 2) as usize;
+    let words = c <= 4 && pw * ph * c < (i32::MAX / 2) as usize;
     if !words {
         for i in 0..n {
             remap_border(
@@ -175,9 +222,11 @@ fn remap_rows(
         }
         return;
     }
+    let prow = pw * c;
+    pad_with_fill(src, w, h, c, fill, padded);
+    let padded = &padded[..];
     let (wf, hf) = (w as f32, h as f32);
-    let (wi, hi, ci, rowi) = (w as i32, h as i32, c as i32, row as i32);
-    let last = (src.len() - 8) as i32 - rowi; // the largest base with room for both reads
+    let (wi, hi, ci, prowi) = (w as i32, h as i32, c as i32, prow as i32);
     let mut start = 0;
     while start < n {
         let len = (n - start).min(BLOCK);
@@ -186,39 +235,35 @@ fn remap_rows(
         mx[..len].copy_from_slice(&map_x[start..start + len]);
         my[..len].copy_from_slice(&map_y[start..start + len]);
         let mut base = [0i32; BLOCK];
-        let mut inside = [false; BLOCK];
+        let mut outside = [false; BLOCK];
         let mut ax = [0f32; BLOCK];
         let mut ay = [0f32; BLOCK];
         for k in 0..BLOCK {
             // (NaN clamps to −2: outside; written as selects, which x86's
             // maxps/minps are, so the loop vectorizes)
-            let clamp = |v: f32, hi: f32| {
-                let v = if v > -2.0 { v } else { -2.0 };
-                if v < hi {
-                    v
-                } else {
-                    hi
-                }
-            };
-            let sx = clamp(mx[k], wf + 1.0);
-            let sy = clamp(my[k], hf + 1.0);
+            let sx = clamp_select(mx[k], -2.0, wf + 1.0);
+            let sy = clamp_select(my[k], -2.0, hf + 1.0);
             let (ix, iy) = (floor_finite(sx), floor_finite(sy));
-            let b = (iy * wi + ix) * ci;
-            let ok = (ix >= 0) & (iy >= 0) & (ix + 1 < wi) & (iy + 1 < hi) & (b <= last);
-            inside[k] = ok;
-            base[k] = if ok { b } else { 0 };
+            let out = (ix < -1) | (iy < -1) | (ix >= wi) | (iy >= hi);
+            outside[k] = out;
+            // in the padded image: x + 1 in [0, w], y + 1 in [0, h]
+            base[k] = if out {
+                0
+            } else {
+                ((iy + 1) * prowi) + (ix + 1) * ci
+            };
             ax[k] = sx - ix as f32;
             ay[k] = sy - iy as f32;
         }
         let (mut t_lo, mut t_hi) = ([0u32; BLOCK], [0u32; BLOCK]);
         let (mut b_lo, mut b_hi) = ([0u32; BLOCK], [0u32; BLOCK]);
         for k in 0..len {
-            // base ≤ last (or 0 ≤ last): both 8-byte reads are inside `src`
-            debug_assert!(base[k] as usize + row + 8 <= src.len());
-            // SAFETY: as above (`words` checked src.len() ≥ row + 8)
+            // base ≤ (h·pw + w)·c: the lower word ends by (ph·pw)·c + 8 − 2c
+            debug_assert!(base[k] as usize + prow + 8 <= padded.len());
+            // SAFETY: as above, the padded image has 8 spare bytes
             unsafe {
-                (t_lo[k], t_hi[k]) = load8_unchecked(src, base[k] as usize);
-                (b_lo[k], b_hi[k]) = load8_unchecked(src, base[k] as usize + row);
+                (t_lo[k], t_hi[k]) = load8_unchecked(padded, base[k] as usize);
+                (b_lo[k], b_hi[k]) = load8_unchecked(padded, base[k] as usize + prow);
             }
         }
         let out = &mut dst[start * c..(start + len) * c];
@@ -230,32 +275,29 @@ fn remap_rows(
                 bytes_as(&b_lo, &b_hi, ch),
                 bytes_as(&b_lo, &b_hi, c + ch),
             ];
+            let f = fill[ch];
             for k in 0..BLOCK {
                 let v0 = p00[k] + ax[k] * (p01[k] - p00[k]);
                 let v1 = p10[k] + ax[k] * (p11[k] - p10[k]);
-                v[k] = super::simd::f32_to_u8(((v0 + ay[k] * (v1 - v0)) + MAGIC) - MAGIC);
+                let q = super::simd::f32_to_u8(((v0 + ay[k] * (v1 - v0)) + MAGIC) - MAGIC);
+                v[k] = if outside[k] { f } else { q };
             }
         }
         let [p0, p1, p2, p3] = &planes;
         interleave([p0, p1, p2, p3], c, out);
-        if !inside[..len].iter().all(|ok| *ok) {
-            for k in 0..len {
-                if !inside[k] {
-                    let i = start + k;
-                    remap_border(
-                        src,
-                        w,
-                        h,
-                        c,
-                        map_x[i],
-                        map_y[i],
-                        fill,
-                        &mut dst[i * c..(i + 1) * c],
-                    );
-                }
-            }
-        }
         start += len;
+    }
+}
+
+/// `v` clamped to `[lo, hi]`, NaN to `lo`, as selects (x86's maxps/minps),
+/// which vectorize.
+#[inline(always)]
+fn clamp_select(v: f32, lo: f32, hi: f32) -> f32 {
+    let v = if v > lo { v } else { lo };
+    if v < hi {
+        v
+    } else {
+        hi
     }
 }
 
@@ -273,7 +315,7 @@ fn remap_border(
 ) {
     let (wi, hi) = (w as i32, h as i32);
     let (ix, iy) = (floor_i32(sx), floor_i32(sy));
-    if ix < -1 || ix >= wi || iy < -1 || iy >= hi {
+    if ix < -1 || ix >= wi || iy < -1 || iy >= hi || sx.is_nan() || sy.is_nan() {
         out.copy_from_slice(&fill[..c]);
         return;
     }
@@ -295,14 +337,30 @@ fn remap_border(
     }
 }
 
+/// [`remap_linear`] for separable maps (`map_x[y][x] = xs[x]`, `map_y[y][x] =
+/// ys[y]`, as grid distortion's): each source row's horizontal blend is
+/// computed once, not once per output row reading it. The same float
+/// operations in the same order, so the same bytes.
+#[allow(clippy::too_many_arguments)]
+pub fn remap_separable(
+    src: &[u8],
+    w: usize,
+    h: usize,
+    c: usize,
+    xs: &[f32],
+    ys: &[f32],
+    fill: &[u8],
+    rows: &mut Vec<f32>,
+    dst: &mut [u8],
+) {
+    PADDED
+        .with_borrow_mut(|padded| separable_padded(src, w, h, c, xs, ys, fill, rows, padded, dst));
+}
+
 super::simd::multiversion! {
-    /// [`remap_linear`] for separable maps (`map_x[y][x] = xs[x]`, `map_y[y][x] =
-    /// ys[y]`, as grid distortion's): each source row's horizontal blend is
-    /// computed once, not once per output row reading it. The same float
-    /// operations in the same order, so the same bytes; outputs whose four
-    /// neighbours are not all inside take the one-sample border rule.
+    /// [`remap_separable`] with buffers for the row blends and the padded image.
     #[allow(clippy::too_many_arguments)]
-    pub fn remap_separable(
+    fn separable_padded(
         src: &[u8],
         w: usize,
         h: usize,
@@ -311,14 +369,19 @@ super::simd::multiversion! {
         ys: &[f32],
         fill: &[u8],
         rows: &mut Vec<f32>,
+        padded: &mut Vec<u8>,
         dst: &mut [u8],
     ) => separable_rows
 }
 
-/// [`remap_separable`]'s body: every source row blended across at every
-/// output column into `rows` (one plane per channel, so the vertical blend
-/// runs over whole rows), reading a pixel and its right neighbour as one
-/// 8-byte word for up to 4 channels.
+/// [`remap_separable`]'s body, on the image with a border of one `fill`
+/// pixel ([`pad_with_fill`]): every row of the padded image blended across
+/// at every output column into `rows` (one plane per channel, so the
+/// vertical blend runs over whole rows), reading a pixel and its right
+/// neighbour as one 8-byte word; then each output row blends two of those,
+/// and columns or rows wholly outside (as [`remap_linear`] defines it) are
+/// `fill`. Images of more than 4 channels go sample by sample through
+/// [`remap_border`].
 #[allow(clippy::too_many_arguments)]
 #[allow(clippy::needless_range_loop)] // parallel arrays by index: the shape that vectorizes
 #[inline(always)]
@@ -331,6 +394,7 @@ fn separable_rows(
     ys: &[f32],
     fill: &[u8],
     rows: &mut Vec<f32>,
+    padded: &mut Vec<u8>,
     dst: &mut [u8],
 ) {
     const MAGIC: f32 = 8_388_608.0;
@@ -339,108 +403,94 @@ fn separable_rows(
         w.checked_mul(h).and_then(|p| p.checked_mul(c)),
         "{w}×{h}×{c} image"
     );
-    let (wi, hi) = (w as i32, h as i32);
+    assert!(xs.len() >= w && ys.len() >= h, "{w}×{h} maps");
     let row = w * c;
-    let cols: Vec<(i32, f32)> = xs
-        .iter()
-        .map(|sx| {
-            let ix = floor_i32(*sx);
-            (ix, sx - ix as f32)
-        })
-        .collect();
-    let inside_x = |ix: i32| ix >= 0 && ix < wi - 1;
-    let words = c <= 4;
-    // rows[(r·c + ch)·w + x]: v0 of source row r at output column x (interior columns)
-    rows.clear();
-    rows.resize(h * c * w, 0.0);
-    let mut lo = vec![0u32; w];
-    let mut hi_ = vec![0u32; w];
-    let mut ax = vec![0f32; w];
-    for (x, &(ix, a)) in cols.iter().enumerate() {
-        ax[x] = if inside_x(ix) { a } else { 0.0 };
+    if c > 4 {
+        for (y, &sy) in ys[..h].iter().enumerate() {
+            for (x, &sx) in xs[..w].iter().enumerate() {
+                let i = (y * w + x) * c;
+                remap_border(src, w, h, c, sx, sy, fill, &mut dst[i..i + c]);
+            }
+        }
+        return;
     }
-    for r in 0..h {
-        let line = &src[r * row..(r + 1) * row];
-        let planes = &mut rows[r * c * w..(r + 1) * c * w];
-        if words {
-            for (x, &(ix, _)) in cols.iter().enumerate() {
-                // an interior column has both pixels in the line; the word may
-                // run past the line's end (not past the image but on its last row)
-                let i = if inside_x(ix) { ix as usize * c } else { 0 };
-                let q = match line.get(i..i + 8) {
-                    Some(b) => u64::from_le_bytes(b.try_into().expect("8 bytes")),
-                    None => {
-                        let mut q = [0u8; 8];
-                        q[..line.len() - i].copy_from_slice(&line[i..]);
-                        u64::from_le_bytes(q)
-                    }
-                };
-                (lo[x], hi_[x]) = (q as u32, (q >> 32) as u32);
-            }
-            for ch in 0..c {
-                let plane = &mut planes[ch * w..(ch + 1) * w];
-                let (s0, s1) = (ch, c + ch);
-                let (wa, sa) = if s0 < 4 {
-                    (&lo, 8 * s0)
-                } else {
-                    (&hi_, 8 * (s0 - 4))
-                };
-                let (wb, sb) = if s1 < 4 {
-                    (&lo, 8 * s1)
-                } else {
-                    (&hi_, 8 * (s1 - 4))
-                };
-                for x in 0..w {
-                    let p0 = ((wa[x] >> sa) & 0xff) as f32;
-                    let p1 = ((wb[x] >> sb) & 0xff) as f32;
-                    plane[x] = p0 + ax[x] * (p1 - p0);
-                }
-            }
+    let (pw, ph) = (w + 2, h + 2);
+    let prow = pw * c;
+    pad_with_fill(src, w, h, c, fill, padded);
+    let (wi, hi) = (w as i32, h as i32);
+    // a column's padded index (ix + 1) and weight, or None wholly outside
+    let place = |v: f32, n: i32| -> Option<(usize, f32)> {
+        let i = floor_i32(v);
+        if v.is_nan() || i < -1 || i >= n {
+            None
         } else {
-            for (x, &(ix, a)) in cols.iter().enumerate() {
-                if !inside_x(ix) {
-                    continue;
-                }
-                let i = ix as usize * c;
-                for ch in 0..c {
-                    let (p0, p1) = (line[i + ch] as f32, line[i + c + ch] as f32);
-                    planes[ch * w + x] = p0 + a * (p1 - p0);
-                }
+            Some(((i + 1) as usize, v - i as f32))
+        }
+    };
+    let cols: Vec<Option<(usize, f32)>> = xs[..w].iter().map(|&sx| place(sx, wi)).collect();
+    let mut base = vec![0usize; w];
+    let mut ax = vec![0f32; w];
+    for (x, col) in cols.iter().enumerate() {
+        if let Some((i, a)) = *col {
+            (base[x], ax[x]) = (i * c, a);
+        }
+    }
+    // rows[(r·c + ch)·w + x]: v0 of padded row r at output column x
+    rows.clear();
+    rows.resize(ph * c * w, 0.0);
+    let (mut lo, mut hi_) = (vec![0u32; w], vec![0u32; w]);
+    for r in 0..ph {
+        let line = &padded[r * prow..];
+        for x in 0..w {
+            // (base ≤ w·c: the 8 bytes end inside the next row or the spare bytes)
+            let b = &line[base[x]..base[x] + 8];
+            let q = u64::from_le_bytes(b.try_into().expect("8 bytes"));
+            (lo[x], hi_[x]) = (q as u32, (q >> 32) as u32);
+        }
+        let planes = &mut rows[r * c * w..(r + 1) * c * w];
+        for ch in 0..c {
+            let plane = &mut planes[ch * w..(ch + 1) * w];
+            // byte k of the word is in the low half for k < 4 (32-bit lanes vectorize)
+            let (s0, s1) = (ch, c + ch);
+            let (wa, sa) = if s0 < 4 {
+                (&lo, 8 * s0)
+            } else {
+                (&hi_, 8 * (s0 - 4))
+            };
+            let (wb, sb) = if s1 < 4 {
+                (&lo, 8 * s1)
+            } else {
+                (&hi_, 8 * (s1 - 4))
+            };
+            for (((o, a), b), t) in plane.iter_mut().zip(&wa[..w]).zip(&wb[..w]).zip(&ax[..w]) {
+                let p0 = ((a >> sa) & 0xff) as f32;
+                let p1 = ((b >> sb) & 0xff) as f32;
+                *o = p0 + t * (p1 - p0);
             }
         }
     }
     let mut v = vec![0u8; w * c];
-    for (y, sy) in ys.iter().enumerate() {
-        let iy = floor_i32(*sy);
-        let ay = sy - iy as f32;
+    for (y, &sy) in ys[..h].iter().enumerate() {
         let out = &mut dst[y * row..(y + 1) * row];
-        if iy < 0 || iy + 1 >= hi {
-            let my = vec![*sy; w];
-            remap_linear(src, w, h, c, xs, &my, fill, out);
+        let Some((r, ay)) = place(sy, hi) else {
+            for px in out.chunks_exact_mut(c) {
+                px.copy_from_slice(&fill[..c]);
+            }
             continue;
-        }
-        let iy = iy as usize;
+        };
         for (ch, v) in v.chunks_exact_mut(w).enumerate() {
-            let top = &rows[(iy * c + ch) * w..(iy * c + ch + 1) * w];
-            let bot = &rows[((iy + 1) * c + ch) * w..((iy + 1) * c + ch + 1) * w];
+            let top = &rows[(r * c + ch) * w..(r * c + ch + 1) * w];
+            let bot = &rows[((r + 1) * c + ch) * w..((r + 1) * c + ch + 1) * w];
             for x in 0..w {
                 let (v0, v1) = (top[x], bot[x]);
                 v[x] = super::simd::f32_to_u8(((v0 + ay * (v1 - v0)) + MAGIC) - MAGIC);
             }
         }
-        if c <= 4 {
-            let plane = |ch: usize| v.get(ch * w..(ch + 1) * w).unwrap_or(&[]);
-            interleave([plane(0), plane(1), plane(2), plane(3)], c, out);
-        } else {
-            for (ch, plane) in v.chunks_exact(w).enumerate() {
-                for (px, v) in out.chunks_exact_mut(c).zip(plane) {
-                    px[ch] = *v;
-                }
-            }
-        }
-        for (x, &(ix, _)) in cols.iter().enumerate() {
-            if !inside_x(ix) {
-                remap_border(src, w, h, c, xs[x], *sy, fill, &mut out[x * c..(x + 1) * c]);
+        let plane = |ch: usize| v.get(ch * w..(ch + 1) * w).unwrap_or(&[]);
+        interleave([plane(0), plane(1), plane(2), plane(3)], c, out);
+        for (x, col) in cols.iter().enumerate() {
+            if col.is_none() {
+                out[x * c..(x + 1) * c].copy_from_slice(&fill[..c]);
             }
         }
     }
@@ -1223,12 +1273,14 @@ mod tests {
             let src: Vec<u8> = (0..w * h * c).map(|_| rng.below(256) as u8).collect();
             let fill: Vec<u8> = (0..c).map(|i| 200 + i as u8).collect();
             let n = w * h;
-            let mx: Vec<f32> = (0..n)
+            let mut mx: Vec<f32> = (0..n)
                 .map(|i| (i % w) as f32 + rng.uniform(-3.0, 3.0) as f32)
                 .collect();
-            let my: Vec<f32> = (0..n)
+            let mut my: Vec<f32> = (0..n)
                 .map(|i| (i / w) as f32 + rng.uniform(-3.0, 3.0) as f32)
                 .collect();
+            // NaN positions are outside (OpenCV's floor of NaN is INT_MIN); and far away
+            (mx[1], my[n - 2], mx[n / 2], my[n / 3]) = (f32::NAN, f32::NAN, 1e30, -1e30);
             let mut want = vec![0u8; n * c];
             for i in 0..n {
                 remap_border(
@@ -1243,7 +1295,7 @@ mod tests {
                 );
             }
             let mut got = vec![0u8; n * c];
-            remap_rows(&src, w, h, c, &mx, &my, &fill, &mut got);
+            remap_rows(&src, w, h, c, &mx, &my, &fill, &mut Vec::new(), &mut got);
             assert_eq!(got, want, "{w}×{h}×{c}");
             let mut got = vec![0u8; n * c];
             remap_linear(&src, w, h, c, &mx, &my, &fill, &mut got);
@@ -1265,13 +1317,17 @@ mod tests {
             (6, 6, 5, 10),
         ] {
             let src: Vec<u8> = (0..w * h * c).map(|i| ((i * 97) % 251) as u8).collect();
-            for _ in 0..draws {
-                let xs: Vec<f32> = (0..w)
+            for draw in 0..draws {
+                let mut xs: Vec<f32> = (0..w)
                     .map(|x| x as f32 + rng.uniform(-2.5, 2.5) as f32)
                     .collect();
-                let ys: Vec<f32> = (0..h)
+                let mut ys: Vec<f32> = (0..h)
                     .map(|y| y as f32 + rng.uniform(-2.5, 2.5) as f32)
                     .collect();
+                if draw == 0 {
+                    // NaN and far positions: outside
+                    (xs[1], ys[h - 1], xs[w - 2], ys[0]) = (f32::NAN, f32::NAN, -1e30, 1e30);
+                }
                 let mx: Vec<f32> = (0..h).flat_map(|_| xs.iter().copied()).collect();
                 let my: Vec<f32> = ys.iter().flat_map(|y| std::iter::repeat_n(*y, w)).collect();
                 let (mut a, mut b) = (vec![0u8; src.len()], vec![0u8; src.len()]);
@@ -1281,7 +1337,19 @@ mod tests {
                 assert_eq!(a, b, "{w}×{h}×{c}");
                 // the baseline copy (the line above took the AVX2 one where the CPU has it)
                 b.fill(0x5a);
-                separable_rows(&src, w, h, c, &xs, &ys, &fill, &mut Vec::new(), &mut b);
+                let (mut rows, mut padded) = (Vec::new(), Vec::new());
+                separable_rows(
+                    &src,
+                    w,
+                    h,
+                    c,
+                    &xs,
+                    &ys,
+                    &fill,
+                    &mut rows,
+                    &mut padded,
+                    &mut b,
+                );
                 assert_eq!(a, b, "{w}×{h}×{c} (baseline)");
             }
         }
