@@ -436,7 +436,7 @@ fn separable_rows(
         }
     }
     // rows[(r·c + ch)·w + x]: v0 of padded row r at output column x
-    rows.clear();
+    // (every value is written below: no clearing)
     rows.resize(ph * c * w, 0.0);
     let (mut lo, mut hi_) = (vec![0u32; w], vec![0u32; w]);
     for r in 0..ph {
@@ -1035,11 +1035,20 @@ pub fn displacement_maps(
     map_x: &mut Vec<f32>,
     map_y: &mut Vec<f32>,
 ) {
-    map_x.clear();
-    map_y.clear();
-    for (y, (rx, ry)) in dx.chunks_exact(w).zip(dy.chunks_exact(w)).enumerate() {
-        map_x.extend(rx.iter().enumerate().map(|(x, d)| x as f32 + d));
-        map_y.extend(ry.iter().map(|d| y as f32 + d));
+    let n = dx.len().min(dy.len()) / w * w;
+    map_x.resize(n, 0.0);
+    map_y.resize(n, 0.0);
+    let rows = map_x.chunks_exact_mut(w).zip(map_y.chunks_exact_mut(w));
+    for (y, ((mx, my), (rx, ry))) in rows
+        .zip(dx.chunks_exact(w).zip(dy.chunks_exact(w)))
+        .enumerate()
+    {
+        for (x, (m, d)) in mx.iter_mut().zip(rx).enumerate() {
+            *m = x as f32 + d;
+        }
+        for (m, d) in my.iter_mut().zip(ry) {
+            *m = y as f32 + d;
+        }
     }
 }
 

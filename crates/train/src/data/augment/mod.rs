@@ -395,7 +395,7 @@ fn ssr_rows(
 /// `src` with a reflect-101 border of `p ≤ min(w, h) − 1` pixels on each side.
 fn reflect_pad(src: &[u8], w: usize, h: usize, c: usize, p: usize, out: &mut Vec<u8>) {
     let (pw, ph) = (w + 2 * p, h + 2 * p);
-    out.clear();
+    // (every byte is written below: no clearing)
     out.resize(pw * ph * c, 0);
     for (py, prow) in out.chunks_exact_mut(pw * c).enumerate() {
         let line = &src[reflect101(py as i64 - p as i64, h as i64) * w * c..][..w * c];

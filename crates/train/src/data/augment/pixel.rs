@@ -370,7 +370,7 @@ pub fn gauss_noise(
     } else {
         n_pixels
     };
-    out.clear();
+    // (every value is written below: no clearing)
     out.resize(n_pixels * channels, 0.0);
     let mut lanes = Rng4::from_rng(rng);
     normals(&mut lanes, mean, sigma, &mut out[..draws]);
