@@ -78,6 +78,7 @@ fn pad_with_fill(src: &[u8], w: usize, h: usize, c: usize, fill: &[u8], padded: 
 }
 
 super::simd::multiversion! {
+    avx512;
     /// [`remap_linear`] with a buffer for the image with its border of `fill`.
     #[allow(clippy::too_many_arguments)]
     fn remap_padded(
@@ -1010,6 +1011,7 @@ pub fn elastic_fields(
 }
 
 super::simd::multiversion! {
+    avx512;
     /// `field = R · G`: row `r` is `Σ_c R[r][c] · G[c]` (`R` is `rows × k`, `G` is `k × w`).
     fn low_rank_rows(r: &[f32], k: usize, g: &[f32], w: usize, field: &mut [f32]) => low_rank_rows_body
 }

@@ -268,6 +268,7 @@ pub fn shift_scale_rotate(
 }
 
 simd::multiversion! {
+    avx512;
     /// [`shift_scale_rotate`] with a buffer for the padded image.
     #[allow(clippy::too_many_arguments)]
     fn ssr_with(
@@ -697,10 +698,11 @@ mod tests {
     }
 
     /// Every transform at probability 1 on many seeds, RGB and grey: the
-    /// baseline copies and the AVX2 copies (where this CPU has AVX2) give the
-    /// same bytes, so a trial's augmentations do not depend on the CPU.
+    /// baseline copies, the AVX2 copies and the AVX-512 copies (where this CPU
+    /// has them) give the same bytes, so a trial's augmentations do not depend
+    /// on the CPU.
     #[test]
-    fn baseline_and_avx2_paths_give_the_same_bytes() {
+    fn every_simd_level_gives_the_same_bytes() {
         let st = AugmentationSettings {
             probability: 1.0,
             ..Default::default()
@@ -736,15 +738,23 @@ mod tests {
             }
             out
         };
-        simd::set_baseline(true);
-        assert!(!simd::enabled());
+        use simd::Level;
+        simd::set_cap(Level::Baseline);
+        assert_eq!(simd::level(), Level::Baseline);
         let baseline = run();
-        simd::set_baseline(false);
-        let best = run();
-        assert_eq!(baseline.len(), best.len());
-        for (i, (a, b)) in baseline.iter().zip(&best).enumerate() {
-            assert!(a == b, "case {i}: the two paths differ");
+        for level in [Level::Avx2, Level::Avx512] {
+            if !simd::available(level) {
+                continue; // (this CPU has no such copy to compare)
+            }
+            simd::set_cap(level);
+            assert_eq!(simd::level(), level);
+            let wide = run();
+            assert_eq!(baseline.len(), wide.len());
+            for (i, (a, b)) in baseline.iter().zip(&wide).enumerate() {
+                assert!(a == b, "case {i}: the baseline and {level:?} copies differ");
+            }
         }
+        simd::set_cap(Level::Avx512);
     }
 
     #[test]

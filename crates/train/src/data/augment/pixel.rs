@@ -16,6 +16,7 @@ pub fn brightness_contrast(img: &mut [u8], alpha: f64, beta: f64) {
 }
 
 super::simd::multiversion! {
+    avx512;
     /// `v × alpha + beta255` in f32, truncated and clipped to `u8`, for every value.
     fn brightness_values(img: &mut [u8], alpha: f32, beta255: f32) => brightness_body
 }
@@ -208,6 +209,7 @@ fn sat_shift(s: i32, ds: i32) -> i32 {
 }
 
 super::simd::multiversion! {
+    avx512;
     /// Each pixel through RGB → HSV, the tables, HSV → RGB.
     fn hsv_pixels(
         img: &mut [u8],
@@ -330,6 +332,7 @@ pub fn add_noise(img: &mut [u8], noise: &[f32]) {
 }
 
 super::simd::multiversion! {
+    avx512;
     fn add_noise_simd(img: &mut [u8], noise: &[f32]) => add_noise_body
 }
 
@@ -386,6 +389,7 @@ pub fn gauss_noise(
 const NORMAL_BLOCK: usize = 64;
 
 super::simd::multiversion! {
+    avx512;
     /// `(mean + sigma · z) · 255` for standard normals `z` into every value of
     /// `out`, from the words of four streams (two normals per word).
     fn normals(lanes: &mut Rng4, mean: f32, sigma: f32, out: &mut [f32]) => normals_body
