@@ -720,16 +720,7 @@ impl Normalize {
         let hw = size * size;
         assert_eq!(img.len(), c * hw, "a {size}×{size}×{c} image");
         if c == 3 {
-            // one pass over the pixels, three planes written (the compiler
-            // vectorizes the deinterleave; a pass per channel read every byte thrice)
-            let (r, rest) = out[..3 * hw].split_at_mut(hw);
-            let (g, b) = rest.split_at_mut(hw);
-            let (s, t) = (&self.scale, &self.shift);
-            for (((px, r), g), b) in img.as_chunks::<3>().0.iter().zip(r).zip(g).zip(b) {
-                *r = px[0] as f32 * s[0] + t[0];
-                *g = px[1] as f32 * s[1] + t[1];
-                *b = px[2] as f32 * s[2] + t[2];
-            }
+            rgb_planes(img, &self.scale, &self.shift, &mut out[..3 * hw]);
             return;
         }
         for ch in 0..c {
@@ -739,6 +730,28 @@ impl Normalize {
                 *d = img[p * c + ch] as f32 * s + b;
             }
         }
+    }
+}
+
+augment::simd::multiversion! {
+    avx512;
+    /// RGB pixels into three normalized planes (`out` holds them in turn).
+    fn rgb_planes(img: &[u8], scale: &[f32], shift: &[f32], out: &mut [f32]) => rgb_planes_body
+}
+
+/// [`rgb_planes`]' body: one pass over the pixels, three planes written
+/// (the compiler vectorizes the deinterleave; a pass per channel read every
+/// byte thrice).
+#[inline(always)]
+fn rgb_planes_body(img: &[u8], scale: &[f32], shift: &[f32], out: &mut [f32]) {
+    let hw = out.len() / 3;
+    let (r, rest) = out.split_at_mut(hw);
+    let (g, b) = rest.split_at_mut(hw);
+    let (s, t) = (&scale[..3], &shift[..3]);
+    for (((px, r), g), b) in img.as_chunks::<3>().0.iter().zip(r).zip(g).zip(b) {
+        *r = px[0] as f32 * s[0] + t[0];
+        *g = px[1] as f32 * s[1] + t[1];
+        *b = px[2] as f32 * s[2] + t[2];
     }
 }
 
@@ -888,13 +901,17 @@ mod tests {
                 ..DataConfig::default()
             };
             let n = Normalize::new(&cfg);
-            let img: Vec<u8> = (0..5 * 5 * c).map(|i| (i * 37 % 256) as u8).collect();
-            let mut out = vec![0f32; img.len()];
-            n.write_chw(&img, 5, &mut out);
-            for p in 0..25 {
-                for ch in 0..c {
-                    let want = img[p * c + ch] as f32 * n.scale[ch] + n.shift[ch];
-                    assert_eq!(out[ch * 25 + p], want, "c {c} pixel {p} channel {ch}");
+            // (37: the vector loops run, and their remainders)
+            for size in [5usize, 37] {
+                let hw = size * size;
+                let img: Vec<u8> = (0..hw * c).map(|i| (i * 37 % 256) as u8).collect();
+                let mut out = vec![0f32; img.len()];
+                n.write_chw(&img, size, &mut out);
+                for p in 0..hw {
+                    for ch in 0..c {
+                        let want = img[p * c + ch] as f32 * n.scale[ch] + n.shift[ch];
+                        assert_eq!(out[ch * hw + p], want, "c {c} pixel {p} channel {ch}");
+                    }
                 }
             }
         }

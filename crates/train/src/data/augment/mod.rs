@@ -8,7 +8,7 @@
 
 pub mod geometric;
 pub mod pixel;
-mod simd;
+pub(crate) mod simd;
 
 use crate::config::{Augmentation, AugmentationSettings};
 use crate::rng::Rng;
