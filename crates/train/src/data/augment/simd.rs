@@ -6,11 +6,11 @@
 //! augmentation tests compare them on whichever path this machine takes, and
 //! `every_simd_level_gives_the_same_bytes` compares the levels).
 //!
-//! AVX-512 is not always the faster copy: where a loop reads through an
-//! index (the resize's columns, the grid's rows), LLVM turns the reads into
-//! gather instructions once AVX-512 is enabled, and those were slower than
-//! the AVX2 copy's scalar reads (docs/BENCHMARKS.md). Such functions have
-//! two copies only.
+//! AVX-512 is not always the faster copy: in grid distortion's row pass,
+//! which reads through an index, LLVM turns the reads into gather
+//! instructions once AVX-512 is enabled, and those were slower than the AVX2
+//! copy's scalar reads (1.5× the time, docs/BENCHMARKS.md). Such functions
+//! have two copies only.
 
 /// Defines `fn NAME(args) -> R` that calls `BODY(args)` (an `#[inline(always)]`
 /// function) through a copy compiled for the best [`level`] this CPU allows:
