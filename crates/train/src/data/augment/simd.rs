@@ -9,7 +9,7 @@
 //! AVX-512 is not always the faster copy: in grid distortion's row pass,
 //! which reads through an index, LLVM turns the reads into gather
 //! instructions once AVX-512 is enabled, and those were slower than the AVX2
-//! copy's scalar reads (1.5× the time, docs/BENCHMARKS.md). Such functions
+//! copy's scalar reads (1.6× the time, docs/BENCHMARKS.md). Such functions
 //! have two copies only.
 
 /// Defines `fn NAME(args) -> R` that calls `BODY(args)` (an `#[inline(always)]`
