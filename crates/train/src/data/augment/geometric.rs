@@ -1278,6 +1278,8 @@ fn resize_body(
         let (b0, b1) = (weight(1.0 - f), weight(f));
         let row0 = sy.clamp(0, sh as i32 - 1) as usize;
         let row1 = (sy + 1).clamp(0, sh as i32 - 1) as usize;
+        // (a loop over the two rows, so the word pass is inlined once: written
+        // out for each row it measured 1.2× slower)
         for (r, row) in [(0, row0), (1, row1)] {
             let held_r = if r == 0 { held.0 } else { held.1 };
             if held_r == row {
