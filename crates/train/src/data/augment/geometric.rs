@@ -106,6 +106,25 @@ pub(super) unsafe fn load8_unchecked(src: &[u8], i: usize) -> (u32, u32) {
     (q as u32, (q >> 32) as u32)
 }
 
+/// Where byte `k` (0..8) of 8-byte words split in 32-bit halves lies: the
+/// half that holds it and its shift there (32-bit lanes vectorize).
+#[inline(always)]
+pub(super) fn word_half<'a, W: ?Sized>(lo: &'a W, hi: &'a W, k: usize) -> (&'a W, usize) {
+    if k < 4 {
+        (lo, 8 * k)
+    } else {
+        (hi, 8 * (k - 4))
+    }
+}
+
+/// Channel planes (`n` values each, one after another in `flat`) written as
+/// interleaved pixels of `c ≤ 4` channels into `out` ([`interleave`]).
+#[inline(always)]
+fn interleave_flat(flat: &[u8], n: usize, c: usize, out: &mut [u8]) {
+    let plane = |ch: usize| flat.get(ch * n..(ch + 1) * n).unwrap_or(&[]);
+    interleave([plane(0), plane(1), plane(2), plane(3)], c, out);
+}
+
 /// Byte `k` (0..8) of the halves `lo`, `hi` of each word, as floats
 /// (`f32` for the remaps, `f64` for shift-scale-rotate).
 #[inline(always)]
@@ -115,11 +134,7 @@ pub(super) fn bytes_as<T: From<u8> + Copy + Default, const N: usize>(
     hi: &[u32; N],
     k: usize,
 ) -> [T; N] {
-    let (words, shift) = if k < 4 {
-        (lo, 8 * k)
-    } else {
-        (hi, 8 * (k - 4))
-    };
+    let (words, shift) = word_half(lo, hi, k);
     let mut out = [T::default(); N];
     for i in 0..N {
         out[i] = T::from((words[i] >> shift) as u8);
@@ -167,7 +182,7 @@ pub(super) fn interleave(planes: [&[u8]; 4], c: usize, out: &mut [u8]) {
 /// `floor(v)` for `v` known finite and within `i32`: one truncation and a
 /// compare, which vectorize.
 #[inline(always)]
-fn floor_finite(v: f32) -> i32 {
+pub(super) fn floor_finite(v: f32) -> i32 {
     // SAFETY: callers clamp `v` to a finite range well inside i32.
     let t: i32 = unsafe { v.to_int_unchecked() };
     t - ((t as f32 > v) as i32)
@@ -293,7 +308,7 @@ fn remap_rows(
 /// `v` clamped to `[lo, hi]`, NaN to `lo`, as selects (x86's maxps/minps),
 /// which vectorize.
 #[inline(always)]
-fn clamp_select(v: f32, lo: f32, hi: f32) -> f32 {
+pub(super) fn clamp_select(v: f32, lo: f32, hi: f32) -> f32 {
     let v = if v > lo { v } else { lo };
     if v < hi {
         v
@@ -453,18 +468,7 @@ fn separable_rows(
         let planes = &mut rows[r * c * w..(r + 1) * c * w];
         for ch in 0..c {
             let plane = &mut planes[ch * w..(ch + 1) * w];
-            // byte k of the word is in the low half for k < 4 (32-bit lanes vectorize)
-            let (s0, s1) = (ch, c + ch);
-            let (wa, sa) = if s0 < 4 {
-                (&lo, 8 * s0)
-            } else {
-                (&hi_, 8 * (s0 - 4))
-            };
-            let (wb, sb) = if s1 < 4 {
-                (&lo, 8 * s1)
-            } else {
-                (&hi_, 8 * (s1 - 4))
-            };
+            let ((wa, sa), (wb, sb)) = (word_half(&lo, &hi_, ch), word_half(&lo, &hi_, c + ch));
             for (((o, a), b), t) in plane.iter_mut().zip(&wa[..w]).zip(&wb[..w]).zip(&ax[..w]) {
                 let p0 = ((a >> sa) & 0xff) as f32;
                 let p1 = ((b >> sb) & 0xff) as f32;
@@ -489,8 +493,7 @@ fn separable_rows(
                 v[x] = super::simd::f32_to_u8(((v0 + ay * (v1 - v0)) + MAGIC) - MAGIC);
             }
         }
-        let plane = |ch: usize| v.get(ch * w..(ch + 1) * w).unwrap_or(&[]);
-        interleave([plane(0), plane(1), plane(2), plane(3)], c, out);
+        interleave_flat(&v, w, c, out);
         for &x in &outside {
             out[x * c..(x + 1) * c].copy_from_slice(&fill[..c]);
         }
@@ -1221,31 +1224,20 @@ fn resize_body(
         let dw = offs.len();
         for x in 0..dw {
             let i = start + offs[x];
-            let q = if i + 8 <= src.len() {
+            (lo[x], hi[x]) = if i + 8 <= src.len() {
                 // SAFETY: i + 8 ≤ src.len(), just checked
-                let (l, h) = unsafe { load8_unchecked(src, i) };
-                (l as u64) | ((h as u64) << 32)
+                unsafe { load8_unchecked(src, i) }
             } else {
                 // the image's last bytes: the word's missing end reads 0
                 let mut w8 = [0u8; 8];
                 w8[..src.len() - i].copy_from_slice(&src[i..]);
-                u64::from_le_bytes(w8)
+                // SAFETY: 8 bytes
+                unsafe { load8_unchecked(&w8, 0) }
             };
-            (lo[x], hi[x]) = (q as u32, (q >> 32) as u32);
         }
         for ch in 0..c {
             let plane = &mut out[ch * dw..(ch + 1) * dw];
-            let (s0, s1) = (ch, c + ch);
-            let (w0, sh0) = if s0 < 4 {
-                (&*lo, 8 * s0)
-            } else {
-                (&*hi, 8 * (s0 - 4))
-            };
-            let (w1, sh1) = if s1 < 4 {
-                (&*lo, 8 * s1)
-            } else {
-                (&*hi, 8 * (s1 - 4))
-            };
+            let ((w0, sh0), (w1, sh1)) = (word_half(&*lo, &*hi, ch), word_half(&*lo, &*hi, c + ch));
             let it = plane.iter_mut().zip(&w0[..dw]).zip(&w1[..dw]);
             for (((o, p), q), (a, b)) in it.zip(wa.iter().zip(wb)) {
                 *o = ((p >> sh0) & 0xff) as i32 * a + ((q >> sh1) & 0xff) as i32 * b;
@@ -1310,12 +1302,7 @@ fn resize_body(
             *o = v.clamp(0, 255) as u8;
         }
         if words {
-            let plane = |ch: usize| planes.get(ch * dw..(ch + 1) * dw).unwrap_or(&[]);
-            interleave(
-                [plane(0), plane(1), plane(2), plane(3)],
-                c,
-                &mut dst[y * dw * c..(y + 1) * dw * c],
-            );
+            interleave_flat(&planes, dw, c, &mut dst[y * dw * c..(y + 1) * dw * c]);
         }
     }
 }

@@ -452,11 +452,6 @@ fn ssr_blocks(
     let (pf, wf, hf) = (p as f32, w as f32, h as f32);
     let (pi, pwi, phi, ci, prowi) = (p as i32, pw as i32, ph as i32, c as i32, prow as i32);
     let last = (padded.len() - 8) as i32 - prowi; // the largest base with room for both reads
-    let floor = |v: f32| -> i32 {
-        // SAFETY: `v` is clamped to [−p − 2, size + p + 1] below: finite, inside i32.
-        let t: i32 = unsafe { v.to_int_unchecked() };
-        t - ((t as f32 > v) as i32)
-    };
     for y in 0..h {
         let mut x_start = 0;
         while x_start < w {
@@ -471,18 +466,11 @@ fn ssr_blocks(
                 let (sx, sy) = ssr_source(m, x_start + k, y);
                 sxs[k] = sx;
                 sys[k] = sy;
-                // (as selects, which x86's maxps/minps are, so the loop vectorizes)
-                let clamp = |v: f32, lo: f32, hi: f32| {
-                    let v = if v > lo { v } else { lo };
-                    if v < hi {
-                        v
-                    } else {
-                        hi
-                    }
-                };
+                // (clamped to [−p − 2, size + p + 1]: finite, inside i32, as
+                // `floor_finite` needs)
                 let (x0, y0) = (
-                    floor(clamp(sx, -pf - 2.0, wf + pf + 1.0)),
-                    floor(clamp(sy, -pf - 2.0, hf + pf + 1.0)),
+                    geometric::floor_finite(geometric::clamp_select(sx, -pf - 2.0, wf + pf + 1.0)),
+                    geometric::floor_finite(geometric::clamp_select(sy, -pf - 2.0, hf + pf + 1.0)),
                 );
                 // inside the padded image, the clamp changed nothing
                 fx[k] = sx - x0 as f32;
